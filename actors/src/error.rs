@@ -1,0 +1,54 @@
+//! The crate-wide error, grouped by what the caller does next.
+//!
+//! A missing key is not an error (`Ok(None)`). The HTTP layer maps each kind to
+//! a status code and a JSON body; see `src/http/error.rs` in the binary.
+
+use crate::quorum::Consistency;
+use crate::storage::StoreError;
+use crate::version::Version;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong; retrying it unchanged fails again.
+    #[error("{message}")]
+    InvalidInput { code: &'static str, message: String },
+    /// A conditional write's condition did not hold against the current version.
+    #[error("precondition failed")]
+    PreconditionFailed { current: Option<Version> },
+    /// Too few replicas answered in time. A write may still have been applied on
+    /// some of them (`indeterminate`).
+    #[error("{consistency} needs {required} replica answers, got {received}")]
+    Unavailable {
+        consistency: Consistency,
+        required: usize,
+        received: usize,
+        errors: Vec<String>,
+        indeterminate: bool,
+    },
+    /// The local disk is full; writes are refused until space is freed.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// Local storage failed in another way.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A bug or an impossible state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DiskFull(m) => Error::DiskFull(m),
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::Internal(format!("actor mailbox: {e}"))
+    }
+}

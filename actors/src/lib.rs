@@ -1,0 +1,21 @@
+//! ringkv engine: the pure modules that hold what the system knows, and the
+//! actors that own mailboxes, timers and sockets and call into them.
+//!
+//! # Layout
+//! * [`version`]: hybrid logical clock and the total order of versions.
+//! * [`record`]: a value or tombstone with its version, and its byte encoding.
+//! * [`storage`]: redb tables and batched durable writes (the only module that
+//!   names redb).
+//! * [`replica`]: the replica actor, owner of the local write path (group commit).
+//! * [`partition`]: the partition actor, coordinator of client requests.
+//! * [`error`]: the crate-wide error, grouped by what the caller does next.
+
+pub mod error;
+pub mod partition;
+pub mod quorum;
+pub mod record;
+pub mod replica;
+pub mod storage;
+pub mod version;
+
+pub use error::{Error, Result};

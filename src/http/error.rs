@@ -1,0 +1,121 @@
+//! Error responses: every error the API returns is JSON of the shape
+//! `{"error": "<message>", "code": "<code>", ...details}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use ringkv_actors::Error;
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Map<String, Value>,
+    pub etag: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+            etag: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("error".into(), json!(self.message));
+        body.insert("code".into(), json!(self.code));
+        body.extend(self.details.clone());
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(etag) = &self.etag {
+            resp.insert_header((header::ETAG, format!("\"{etag}\"")));
+        }
+        resp.json(Value::Object(body))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidInput { code, message } => ApiError::bad_request(code, message),
+            Error::PreconditionFailed { current } => {
+                let mut err = ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    "the condition of the request does not hold for the current version",
+                )
+                .with("current_etag", current.map(|v| v.etag()));
+                err.etag = current.map(|v| v.etag());
+                err
+            }
+            Error::Unavailable {
+                consistency,
+                required,
+                received,
+                errors,
+                indeterminate,
+            } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "consistency level {consistency} needs {required} replica answers, received {received}"
+                ),
+            )
+            .with("consistency", consistency.to_string())
+            .with("required", required)
+            .with("received", received)
+            .with("peer_errors", errors)
+            .with(
+                "outcome",
+                if indeterminate { "indeterminate" } else { "not_applied" },
+            ),
+            Error::DiskFull(m) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!("the disk is full; the write was not stored: {m}"),
+            ),
+            Error::Storage(m) => {
+                log::error!("storage error: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", m)
+            }
+            Error::Internal(m) => {
+                log::error!("internal error: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::from(Error::from(e))
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP API (actix-web): routes, and the mapping between HTTP and the
+//! engine's messages.
+//!
+//! * [`kv`]: `GET|HEAD|PUT|DELETE /v1/kv/{key}`
+//! * `GET /health` (the process is up), `GET /ready` (it serves requests)
+//! * [`request`]: keys, consistency levels, conditional headers, bounded bodies
+//! * [`error`]: the JSON error shape every error response has
+
+pub mod error;
+pub mod kv;
+pub mod request;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use error::ApiError;
+use ringkv_actors::partition::PartitionActor;
+use serde_json::json;
+
+/// What every handler of one worker can reach.
+pub struct ApiState {
+    pub node_id: String,
+    pub partition: Addr<PartitionActor>,
+    pub max_value_bytes: usize,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .service(
+            web::resource("/v1/kv/{key:.*}")
+                .route(web::get().to(kv::get))
+                .route(web::head().to(kv::get))
+                .route(web::put().to(kv::put))
+                .route(web::delete().to(kv::delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn health(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok", "node": state.node_id}))
+}
+
+async fn ready(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ready", "node": state.node_id}))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
+    )
+    .error_response()
+}
+
+async fn not_found() -> HttpResponse {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route").error_response()
+}
