@@ -13,8 +13,10 @@ use std::time::Duration;
 
 /// Longest key in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// Upper bound for `storage.max_value_bytes`: a value must fit one peer frame.
-pub const MAX_VALUE_LIMIT: usize = 15 << 20;
+/// Upper bound for `storage.max_value_bytes`.
+pub const MAX_VALUE_LIMIT: usize = 64 << 20;
+/// Room in a peer frame for everything but the value (key, version, framing).
+pub const FRAME_OVERHEAD: usize = 4096;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,8 @@ pub struct ClusterSection {
     pub request_timeout_ms: u64,
     #[serde(default = "defaults::max_clock_drift_ms")]
     pub max_clock_drift_ms: u64,
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,6 +99,9 @@ mod defaults {
     }
     pub fn max_clock_drift_ms() -> u64 {
         5_000
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 << 20
     }
     pub fn durability() -> Durability {
         Durability::Immediate
@@ -205,6 +212,17 @@ impl Config {
             return Err(self.err(
                 "storage.max_value_bytes",
                 format!("must be 1..={MAX_VALUE_LIMIT}, got {max_value}"),
+            ));
+        }
+        if max_value + MAX_KEY_BYTES + FRAME_OVERHEAD > c.max_frame_bytes {
+            return Err(self.err(
+                "cluster.max_frame_bytes",
+                format!(
+                    "{} is too small to carry a value of storage.max_value_bytes ({max_value}); \
+                     it needs at least {}",
+                    c.max_frame_bytes,
+                    max_value + MAX_KEY_BYTES + FRAME_OVERHEAD
+                ),
             ));
         }
         let mut ids = HashSet::new();

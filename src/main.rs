@@ -1,13 +1,18 @@
 //! `ringkv`: the node binary and its command line.
 //!
 //! * `ringkv serve --config FILE --node ID`: run one node.
+//! * `ringkv up --config FILE`: run every node of the file as child processes.
+//! * `ringkv put|get|del KEY [VALUE|-] --node ADDR`: a small client.
 //!
 //! Layout: [`config`] loads and validates the TOML; [`server`] wires storage,
-//! actors and HTTP for one node; [`http`] holds the API.
+//! actors and HTTP for one node; [`http`] holds the API; [`up`] supervises a
+//! local cluster; [`client`] is the client.
 
+mod client;
 mod config;
 mod http;
 mod server;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +40,40 @@ enum Command {
         #[arg(long, short)]
         node: String,
     },
+    /// Start every node of the config file as a child process (a local cluster).
+    Up {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Store a value (from the argument, or stdin with `-` or no value).
+    Put {
+        key: String,
+        value: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a key's value to stdout.
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key.
+    Del {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:7101", env = "RINGKV_NODE")]
+    node: String,
+    /// one, quorum or all (default: the cluster's r / w).
+    #[arg(long)]
+    consistency: Option<String>,
 }
 
 fn init_logging() {
@@ -46,6 +85,25 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Up { config } => up::run(&config),
+        Command::Put { key, value, target } => client::run(
+            client::Op::Put { value },
+            &key,
+            &target.node,
+            target.consistency.as_deref(),
+        ),
+        Command::Get { key, target } => client::run(
+            client::Op::Get,
+            &key,
+            &target.node,
+            target.consistency.as_deref(),
+        ),
+        Command::Del { key, target } => client::run(
+            client::Op::Del,
+            &key,
+            &target.node,
+            target.consistency.as_deref(),
+        ),
         Command::Serve { config, node } => {
             init_logging();
             let node = match config::Config::load(&config).and_then(|c| c.node(&node)) {

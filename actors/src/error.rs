@@ -33,6 +33,9 @@ pub enum Error {
     /// Local storage failed in another way.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A peer replica failed or could not be reached.
+    #[error("{0}")]
+    Peer(String),
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),

@@ -2,6 +2,8 @@
 //! actors that own mailboxes, timers and sockets and call into them.
 //!
 //! # Layout
+//! * [`ring`]: the consistent-hash ring with virtual nodes: key tokens,
+//!   preference lists and primary ranges.
 //! * [`version`]: hybrid logical clock and the total order of versions.
 //! * [`record`]: a value or tombstone with its version, and its byte encoding.
 //! * [`storage`]: redb tables and batched durable writes (the only module that
@@ -12,10 +14,17 @@
 
 pub mod error;
 pub mod partition;
+pub mod peer;
 pub mod quorum;
 pub mod record;
 pub mod replica;
+pub mod ring;
 pub mod storage;
 pub mod version;
+pub mod wire;
 
 pub use error::{Error, Result};
+
+/// Mailbox bound of the actors on the request path: senders wait (back
+/// pressure) when this many messages are queued.
+pub const MAILBOX_CAPACITY: usize = 1 << 16;

@@ -23,15 +23,19 @@
 //! per-request state. Messages: [`Get`], [`Put`].
 
 use crate::error::{Error, Result};
+use crate::peer::{Call, PeerActor};
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
-use crate::replica::{ApplyWrite, ReplicaActor};
-use crate::storage::{Precondition, Store, WriteOp, WriteOutcome};
+use crate::replica::LocalReplica;
+use crate::ring::Ring;
+use crate::storage::{Precondition, StoreError, WriteOp, WriteOutcome};
 use crate::version::{Hlc, Version};
+use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Stripes of the per-key lock that serializes conditional writes.
@@ -49,44 +53,82 @@ pub struct Replication {
 }
 
 /// Where one replica of a key lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Target {
     Local,
+    Remote { node: String, peer: Addr<PeerActor> },
+}
+
+/// The membership a coordinator routes by: the ring and a session per peer.
+/// Replaced as a whole when membership changes; requests keep the view they
+/// started with.
+pub struct ClusterView {
+    pub ring: Arc<Ring>,
+    pub members: Vec<MemberInfo>,
+    pub peers: HashMap<String, Addr<PeerActor>>,
+}
+
+/// How to reach one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: String,
+    pub http_addr: String,
+    pub peer_addr: String,
 }
 
 /// State shared by every partition actor of a node.
 pub struct NodeCore {
     pub node_id: String,
-    pub store: Store,
-    pub replica: Addr<ReplicaActor>,
+    pub local: LocalReplica,
     pub hlc: Arc<Hlc>,
     pub replication: Replication,
+    view: RwLock<Arc<ClusterView>>,
     key_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl NodeCore {
     pub fn new(
         node_id: String,
-        store: Store,
-        replica: Addr<ReplicaActor>,
-        hlc: Arc<Hlc>,
+        local: LocalReplica,
         replication: Replication,
+        view: ClusterView,
     ) -> Self {
         NodeCore {
             node_id,
-            store,
-            replica,
-            hlc,
+            hlc: local.hlc.clone(),
+            local,
             replication,
+            view: RwLock::new(Arc::new(view)),
             key_locks: (0..KEY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         }
     }
 
+    /// The membership view requests are routed by now.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// Installs a new membership view (gossip does this as membership changes).
+    pub fn set_view(&self, view: ClusterView) {
+        *self.view.write().expect("view lock") = Arc::new(view);
+    }
+
     /// The replicas of `key`, in preference order.
-    fn placement(&self, _key: &[u8]) -> Vec<Target> {
-        vec![Target::Local]
+    fn placement(&self, key: &[u8]) -> Vec<Target> {
+        let view = self.view();
+        view.ring
+            .preference_list(key, self.replication.n)
+            .into_iter()
+            .map(|id| match view.peers.get(id) {
+                Some(peer) if id != self.node_id => Target::Remote {
+                    node: id.to_string(),
+                    peer: peer.clone(),
+                },
+                _ => Target::Local,
+            })
+            .collect()
     }
 
     fn key_lock(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
@@ -96,13 +138,39 @@ impl NodeCore {
 
     async fn read_one(&self, target: &Target, key: &Bytes) -> Result<Option<Record>> {
         match target {
-            Target::Local => Ok(self.store.get(key)?),
+            Target::Local => Ok(self.local.read(key)?),
+            Target::Remote { peer, .. } => {
+                match call(peer, Request::Read { key: key.clone() }).await? {
+                    Response::Read { record } => Ok(record.map(Record::from)),
+                    other => Err(unexpected(other)),
+                }
+            }
         }
     }
 
     async fn write_one(&self, target: &Target, op: WriteOp) -> Result<WriteOutcome> {
         match target {
-            Target::Local => Ok(self.replica.send(ApplyWrite(op)).await??),
+            Target::Local => Ok(self.local.write(op).await?),
+            Target::Remote { peer, .. } => {
+                let request = Request::Write {
+                    key: op.key,
+                    record: WireRecord::from(op.record),
+                };
+                match call(peer, request).await? {
+                    Response::Write {
+                        applied: true,
+                        replaced_live,
+                        ..
+                    } => Ok(WriteOutcome::Applied { replaced_live }),
+                    Response::Write {
+                        superseded: Some((ts, node)),
+                        ..
+                    } => Ok(WriteOutcome::Superseded {
+                        current: Version::new(ts, node),
+                    }),
+                    other => Err(unexpected(other)),
+                }
+            }
         }
     }
 
@@ -112,7 +180,7 @@ impl NodeCore {
         let need = consistency.required(targets.len(), self.replication.r);
         let mut pending: FuturesUnordered<_> = targets
             .iter()
-            .map(|t| self.with_timeout(self.read_one(t, key)))
+            .map(|t| named(t, self.with_timeout(self.read_one(t, key))))
             .collect();
         let mut replies = Vec::with_capacity(need);
         let mut errors = Vec::new();
@@ -127,7 +195,7 @@ impl NodeCore {
                         return Ok(reconcile(&replies));
                     }
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => errors.push(e),
             }
         }
         Err(Error::Unavailable {
@@ -185,7 +253,7 @@ impl NodeCore {
             };
             let mut pending: FuturesUnordered<_> = targets
                 .iter()
-                .map(|t| self.with_timeout(self.write_one(t, op.clone())))
+                .map(|t| named(t, self.with_timeout(self.write_one(t, op.clone()))))
                 .collect();
             let (mut acks, mut replaced_live, mut newest) = (0, false, None);
             let mut errors = Vec::new();
@@ -198,10 +266,7 @@ impl NodeCore {
                     Ok(WriteOutcome::Superseded { current }) => {
                         newest = newest.max(Some(current));
                     }
-                    Err(Error::DiskFull(m)) if acks < need => {
-                        errors.push(format!("disk full: {m}"))
-                    }
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(e),
                 }
                 if acks >= need && newest.is_none() {
                     return Ok(WriteResult {
@@ -214,7 +279,7 @@ impl NodeCore {
                 floor = newest;
                 continue;
             }
-            if errors.iter().all(|e| e.starts_with("disk full")) && !errors.is_empty() {
+            if local_disk_full(&targets, &errors) {
                 return Err(Error::DiskFull(errors.join("; ")));
             }
             last_err = Some(Error::Unavailable {
@@ -222,7 +287,7 @@ impl NodeCore {
                 required: need,
                 received: acks,
                 errors,
-                indeterminate: acks > 0,
+                indeterminate: true,
             });
             break;
         }
@@ -236,12 +301,47 @@ impl NodeCore {
     ) -> Result<T> {
         match tokio::time::timeout(self.replication.request_timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Internal(format!(
-                "replica timed out after {:?}",
+            Err(_) => Err(Error::Peer(format!(
+                "timed out after {:?}",
                 self.replication.request_timeout
             ))),
         }
     }
+}
+
+/// Runs a replica future and names the replica in its error.
+async fn named<T>(
+    target: &Target,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> std::result::Result<T, String> {
+    fut.await.map_err(|e| match target {
+        Target::Local => format!("local: {e}"),
+        Target::Remote { node, .. } => format!("{node}: {e}"),
+    })
+}
+
+/// Every replica that failed did so for a full disk, and one was local:
+/// the client hears 507 rather than 503.
+fn local_disk_full(targets: &[Target], errors: &[String]) -> bool {
+    !errors.is_empty()
+        && errors.len() == targets.len()
+        && errors.iter().all(|e| e.contains("disk full"))
+}
+
+async fn call(peer: &Addr<PeerActor>, request: Request) -> Result<Response> {
+    match peer.send(Call(request)).await {
+        Ok(Ok(Response::Error { code, message })) if code == "disk_full" => {
+            Err(StoreError::DiskFull(message).into())
+        }
+        Ok(Ok(Response::Error { code, message })) => Err(Error::Peer(format!("{code}: {message}"))),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(Error::Peer(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unexpected(resp: Response) -> Error {
+    Error::Internal(format!("unexpected answer from replica: {resp:?}"))
 }
 
 /// What a successful write reports.
@@ -285,7 +385,7 @@ impl Actor for PartitionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 

@@ -14,7 +14,10 @@
 //! Messages: [`ApplyWrite`] (answers the [`WriteOutcome`] once durable),
 //! [`Flush`] (answers when nothing is queued or committing; used at shutdown).
 
+use crate::record::Record;
 use crate::storage::{Store, StoreError, WriteOp, WriteOutcome};
+use crate::version::Hlc;
+use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub struct WriteStats {
     pub writes: AtomicU64,
     /// Commits that failed.
     pub failures: AtomicU64,
+    /// Writes from peers refused because their version was too far ahead.
+    pub clock_refusals: AtomicU64,
 }
 
 /// Apply one write durably; answers after its transaction committed.
@@ -129,8 +134,7 @@ impl Actor for ReplicaActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Writers wait on their reply; a deep mailbox is only memory.
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 
@@ -161,10 +165,70 @@ impl Handler<Flush> for ReplicaActor {
     }
 }
 
+/// The local replica as coordinators and peers see it: reads straight from the
+/// store, writes through the replica actor. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalReplica {
+    pub store: Store,
+    pub writer: Addr<ReplicaActor>,
+    pub hlc: Arc<Hlc>,
+    pub stats: Arc<WriteStats>,
+}
+
+impl LocalReplica {
+    pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        self.store.get(key)
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.writer
+            .send(ApplyWrite(op))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
+    }
+
+    /// Serves one request from a peer coordinator.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Read { key } => match self.read(&key) {
+                Ok(record) => Response::Read {
+                    record: record.map(WireRecord::from),
+                },
+                Err(e) => error_response(e),
+            },
+            Request::Write { key, record } => {
+                let record = Record::from(record);
+                if let Err(e) = self.hlc.observe(record.version) {
+                    self.stats.clock_refusals.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("refused a write: {e}");
+                    return Response::Error {
+                        code: "clock_drift".into(),
+                        message: e.to_string(),
+                    };
+                }
+                match self.write(WriteOp { key, record }).await {
+                    Ok(outcome) => Response::from(outcome),
+                    Err(e) => error_response(e),
+                }
+            }
+        }
+    }
+}
+
+fn error_response(e: StoreError) -> Response {
+    Response::Error {
+        code: match e {
+            StoreError::DiskFull(_) => "disk_full",
+            _ => "storage",
+        }
+        .into(),
+        message: e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Record;
     use crate::version::Version;
     use bytes::Bytes;
 

@@ -3,9 +3,11 @@
 //!
 //! * [`kv`]: `GET|HEAD|PUT|DELETE /v1/kv/{key}`
 //! * `GET /health` (the process is up), `GET /ready` (it serves requests)
+//! * [`cluster`]: `GET /v1/ring`, `GET /v1/admin/local/{key}`
 //! * [`request`]: keys, consistency levels, conditional headers, bounded bodies
 //! * [`error`]: the JSON error shape every error response has
 
+pub mod cluster;
 pub mod error;
 pub mod kv;
 pub mod request;
@@ -14,19 +16,23 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use error::ApiError;
-use ringkv_actors::partition::PartitionActor;
+use ringkv_actors::partition::{NodeCore, PartitionActor};
 use serde_json::json;
+use std::sync::Arc;
 
 /// What every handler of one worker can reach.
 pub struct ApiState {
     pub node_id: String,
     pub partition: Addr<PartitionActor>,
+    pub core: Arc<NodeCore>,
     pub max_value_bytes: usize,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
+        .route("/v1/ring", web::get().to(cluster::ring))
+        .route("/v1/admin/local/{key:.*}", web::get().to(cluster::local))
         .service(
             web::resource("/v1/kv/{key:.*}")
                 .route(web::get().to(kv::get))

@@ -1,0 +1,64 @@
+//! `GET /v1/ring` (placement for partition-aware clients) and
+//! `GET /v1/admin/local/{key}` (this node's own record, uncoordinated).
+
+use super::error::ApiError;
+use super::request;
+use super::ApiState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use ringkv_actors::ring::HASH_FUNCTION;
+use serde_json::json;
+
+/// Prefix of the admin route that reads the local record.
+pub const LOCAL_PREFIX: &str = "/v1/admin/local/";
+
+pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
+    let view = state.core.view();
+    let members: Vec<_> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "http_addr": m.http_addr,
+                "peer_addr": m.peer_addr,
+                "tokens": view.ring.tokens_of(&m.id),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "hash_function": HASH_FUNCTION,
+        "key_token": "hash_function(key bytes); a key belongs to the first token >= its own, wrapping",
+        "replication_factor": state.core.replication.n,
+        "vnodes": view.ring.vnodes(),
+        "epoch": view.ring.epoch(),
+        "members": members,
+    }))
+}
+
+pub async fn local(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let key = request::key(&req, LOCAL_PREFIX)?;
+    let record = state
+        .core
+        .local
+        .read(&key)
+        .map_err(|e| ApiError::from(ringkv_actors::Error::from(e)))?;
+    let Some(record) = record else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node stores no record for the key",
+        )
+        .with("node", state.node_id.clone()));
+    };
+    let value = record.value.as_ref();
+    Ok(HttpResponse::Ok().json(json!({
+        "node": state.node_id,
+        "tombstone": record.is_tombstone(),
+        "etag": record.version.etag(),
+        "timestamp_ms": record.version.physical_ms(),
+        "value_len": value.map(|v| v.len()),
+        "value_utf8": value.and_then(|v| std::str::from_utf8(v).ok()),
+        "value_hex": value.map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    })))
+}

@@ -1,0 +1,134 @@
+//! `ringkv up`: starts every node of a config file as a child process
+//! (`ringkv serve --node …`), prefixes each node's log lines with its id, and
+//! stops them all (SIGTERM, then waits) on Ctrl-C or SIGTERM. If a node exits
+//! by itself, the others keep running; when none is left, `up` exits non-zero.
+
+use crate::config::Config;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+pub fn run(config_path: &Path) -> ExitCode {
+    let cfg = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(supervise(cfg, config_path))
+}
+
+fn spawn_prefixed(id: &str, out: impl AsyncRead + Unpin + Send + 'static, err: bool) {
+    let prefix = format!("[{id}] ");
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(out).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if err {
+                eprintln!("{prefix}{line}");
+            } else {
+                println!("{prefix}{line}");
+            }
+        }
+    });
+}
+
+async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ringkv: cannot find own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for node in &cfg.nodes {
+        let spawned = Command::new(&exe)
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .args(["--node", &node.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ringkv: cannot start node {}: {e}", node.id);
+                stop_all(&mut children).await;
+                return ExitCode::FAILURE;
+            }
+        };
+        spawn_prefixed(&node.id, child.stdout.take().expect("piped"), false);
+        spawn_prefixed(&node.id, child.stderr.take().expect("piped"), true);
+        println!(
+            "node {}: http://{} (peers {})",
+            node.id, node.http_addr, node.peer_addr
+        );
+        children.push((node.id.clone(), child));
+    }
+    println!(
+        "cluster '{}' is starting: {} nodes, N={}; Ctrl-C stops it",
+        cfg.cluster.name,
+        children.len(),
+        cfg.n()
+    );
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            eprintln!("ringkv: cannot install signal handlers");
+            stop_all(&mut children).await;
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                children.retain_mut(|(id, child)| match child.try_wait() {
+                    Ok(Some(status)) => {
+                        eprintln!("ringkv: node {id} exited ({status})");
+                        false
+                    }
+                    _ => true,
+                });
+                if children.is_empty() {
+                    eprintln!("ringkv: every node has exited");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    println!("stopping {} nodes", children.len());
+    stop_all(&mut children).await;
+    ExitCode::SUCCESS
+}
+
+async fn stop_all(children: &mut Vec<(String, Child)>) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for (id, child) in children.iter_mut() {
+        match child.wait().await {
+            Ok(status) => println!("node {id} stopped ({status})"),
+            Err(e) => eprintln!("ringkv: waiting for node {id}: {e}"),
+        }
+    }
+    children.clear();
+}
