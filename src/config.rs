@@ -24,6 +24,12 @@ pub struct Config {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub gossip: GossipSection,
+    #[serde(default)]
+    pub hints: HintsSection,
+    #[serde(default)]
+    pub repair: RepairSection,
     pub nodes: Vec<NodeSection>,
     /// Where the file was read from (not a TOML key).
     #[serde(skip)]
@@ -84,6 +90,81 @@ pub struct NodeSection {
     pub http_addr: String,
     pub peer_addr: String,
     pub data_dir: PathBuf,
+    /// Test only: shifts this node's wall clock (ms, may be negative).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+}
+
+/// Membership gossip and failure detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipSection {
+    /// Gossip round (and heartbeat) interval.
+    pub interval_ms: u64,
+    /// Phi at which a peer is convicted (down); suspect from half of it.
+    pub phi_threshold: f64,
+    /// Heartbeat intervals remembered per peer.
+    pub phi_window: usize,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        GossipSection {
+            interval_ms: 200,
+            phi_threshold: 8.0,
+            phi_window: 1000,
+        }
+    }
+}
+
+/// Sloppy quorum and hinted handoff.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HintsSection {
+    /// Hint holders count toward W (availability); off: N/R/W are strict.
+    pub sloppy_quorum: bool,
+    /// Hints kept per target node; beyond it the oldest are dropped.
+    pub max_per_node: u64,
+    /// Bytes of hints kept per target node; beyond it the oldest are dropped.
+    pub max_bytes_per_node: u64,
+    /// Hints older than this (or than repair.tombstone_grace_ms) are dropped.
+    pub max_age_ms: u64,
+}
+
+impl Default for HintsSection {
+    fn default() -> Self {
+        HintsSection {
+            sloppy_quorum: true,
+            max_per_node: 100_000,
+            max_bytes_per_node: 256 << 20,
+            max_age_ms: 3 * 3600 * 1000,
+        }
+    }
+}
+
+/// Read repair, anti-entropy and tombstone GC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairSection {
+    /// Interval between anti-entropy passes.
+    pub anti_entropy_interval_ms: u64,
+    /// Bytes per second anti-entropy may move.
+    pub bandwidth_bytes_per_sec: u64,
+    /// An `all` read repairs stale replicas before answering.
+    pub read_repair_blocking_all: bool,
+    /// How long tombstones are kept at least before GC may purge them.
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for RepairSection {
+    fn default() -> Self {
+        RepairSection {
+            anti_entropy_interval_ms: 10 * 60 * 1000,
+            bandwidth_bytes_per_sec: 16 << 20,
+            read_repair_blocking_all: false,
+            tombstone_grace_ms: 10 * 24 * 3600 * 1000,
+        }
+    }
 }
 
 mod defaults {
@@ -123,6 +204,7 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub clock_offset_ms: i64,
     pub cluster: Config,
 }
 
@@ -225,6 +307,51 @@ impl Config {
                 ),
             ));
         }
+        let g = &self.gossip;
+        if !(10..=60_000).contains(&g.interval_ms) {
+            return Err(self.err(
+                "gossip.interval_ms",
+                format!("must be 10..=60000, got {}", g.interval_ms),
+            ));
+        }
+        if !(g.phi_threshold > 0.0 && g.phi_threshold <= 100.0) {
+            return Err(self.err(
+                "gossip.phi_threshold",
+                format!("must be in (0, 100], got {}", g.phi_threshold),
+            ));
+        }
+        if !(2..=100_000).contains(&g.phi_window) {
+            return Err(self.err(
+                "gossip.phi_window",
+                format!("must be 2..=100000, got {}", g.phi_window),
+            ));
+        }
+        let h = &self.hints;
+        if h.max_per_node == 0 || h.max_bytes_per_node == 0 || h.max_age_ms == 0 {
+            return Err(self.err(
+                "hints",
+                "max_per_node, max_bytes_per_node and max_age_ms must be positive",
+            ));
+        }
+        let r = &self.repair;
+        if r.anti_entropy_interval_ms < 100 {
+            return Err(self.err(
+                "repair.anti_entropy_interval_ms",
+                format!("must be at least 100, got {}", r.anti_entropy_interval_ms),
+            ));
+        }
+        if r.bandwidth_bytes_per_sec < 1024 {
+            return Err(self.err(
+                "repair.bandwidth_bytes_per_sec",
+                format!("must be at least 1024, got {}", r.bandwidth_bytes_per_sec),
+            ));
+        }
+        if r.tombstone_grace_ms < 1000 {
+            return Err(self.err(
+                "repair.tombstone_grace_ms",
+                format!("must be at least 1000, got {}", r.tombstone_grace_ms),
+            ));
+        }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         let mut dirs = HashSet::new();
@@ -280,6 +407,7 @@ impl Config {
             http_addr: node.http_addr.parse().expect("validated"),
             peer_addr: node.peer_addr.parse().expect("validated"),
             data_dir: node.data_dir.clone(),
+            clock_offset_ms: node.clock_offset_ms,
             cluster: self.clone(),
         })
     }

@@ -1,5 +1,10 @@
-//! `ringkv serve`: one node's process — storage, actors and the HTTP server —
-//! and its orderly shutdown.
+//! `ringkv serve`: one node's process — storage, actors, peers and the HTTP
+//! server — and its orderly shutdown.
+//!
+//! Start-up order: open the store (bumping the restart generation), start the
+//! replica actor (writer arbiter), bind the peer port and start one peer
+//! session per other member plus the gossip, hint and repair actors (peer
+//! arbiter), then serve HTTP with one partition actor per worker.
 //!
 //! SIGTERM or SIGINT: the HTTP server stops accepting, lets in-flight requests
 //! finish (up to [`SHUTDOWN_GRACE`]), then the replica actor flushes every
@@ -9,18 +14,29 @@ use crate::config::{Config, Durability, NodeConfig};
 use crate::http::{self, ApiState};
 use actix::{Actor, Addr, Arbiter};
 use actix_web::{web, App, HttpServer};
-use ringkv_actors::partition::{ClusterView, MemberInfo, NodeCore, PartitionActor, Replication};
+use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
+use ringkv_actors::failure::DetectorConfig;
+use ringkv_actors::gossip::{GossipActor, Liveness, PeerUp};
+use ringkv_actors::hint::HintActor;
+use ringkv_actors::inbound::Inbound;
+use ringkv_actors::metrics::Metrics;
+use ringkv_actors::partition::PartitionActor;
 use ringkv_actors::peer::{PeerActor, PeerListener, PeerSettings};
-use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, WriteStats};
+use ringkv_actors::repair::{RepairActor, RepairConfig, RepairService};
+use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor};
 use ringkv_actors::ring::Ring;
-use ringkv_actors::storage::{Store, StoreError};
-use ringkv_actors::version::{node_tag, Hlc, SystemClock};
-use ringkv_actors::wire::{Hello, PROTOCOL_VERSION};
+use ringkv_actors::storage::{HintLimits, Store, StoreError};
+use ringkv_actors::version::{node_tag, Clock, Hlc, SystemClock};
+use ringkv_actors::wire::{Hello, MemberState, PROTOCOL_VERSION};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: u64 = 30;
+/// How often the node records that it is alive (for the grace-period rule).
+const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a node could not start, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -37,47 +53,141 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Everything the HTTP layer reaches besides the partition actors.
+pub struct Services {
+    pub core: Arc<NodeCore>,
+    pub gossip: Addr<GossipActor>,
+    pub repair: Addr<RepairActor>,
+    pub repair_service: RepairService,
+    pub generation: u64,
+    pub config: Config,
+}
+
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let cfg = &node.cluster;
     let durable = cfg.storage.durability == Durability::Immediate;
     if !durable {
         log::warn!("storage.durability = none: acknowledged writes can be lost on a crash");
     }
-    let store = Store::open(&node.data_dir, &node.id, durable)?;
+    let limits = HintLimits {
+        max_count: cfg.hints.max_per_node,
+        max_bytes: cfg.hints.max_bytes_per_node,
+    };
+    let store = Store::open_with(&node.data_dir, &node.id, durable, limits)?;
+    let generation = store.bump_generation()?;
     log::info!(
-        "node {} opened {} ({} records)",
+        "node {} opened {} ({} records, generation {generation})",
         node.id,
         node.data_dir.display(),
         store.len()?
     );
-    let clock = Arc::new(SystemClock::default());
+    if node.clock_offset_ms != 0 {
+        log::warn!(
+            "clock_offset_ms = {} (a test-only setting)",
+            node.clock_offset_ms
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock {
+        offset_ms: node.clock_offset_ms,
+    });
     let hlc = Arc::new(Hlc::new(
         node_tag(&node.id),
-        clock,
+        clock.clone(),
         cfg.cluster.max_clock_drift_ms,
     ));
-    let stats = Arc::new(WriteStats::default());
+    let grace = cfg.repair.tombstone_grace_ms;
+    let repairing = match store.last_alive_ms()? {
+        Some(t) if clock.now_ms().saturating_sub(t) > grace => {
+            log::warn!(
+                "this node was down {} ms, longer than the tombstone grace period ({grace} ms): \
+                 it serves no reads until anti-entropy completes",
+                clock.now_ms().saturating_sub(t)
+            );
+            true
+        }
+        _ => false,
+    };
+    let metrics = Arc::new(Metrics::default());
     let writer_arbiter = Arbiter::new();
-    let replica_store = store.clone();
-    let replica_stats = stats.clone();
+    let (replica_store, replica_metrics) = (store.clone(), metrics.clone());
     let replica = ReplicaActor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-        ReplicaActor::new(replica_store, replica_stats)
+        ReplicaActor::new(replica_store, replica_metrics)
     });
+    let local = LocalReplica {
+        store: store.clone(),
+        writer: replica.clone(),
+        hlc,
+        stats: metrics,
+        repairing: Arc::new(AtomicBool::new(repairing)),
+    };
+    keep_alive_record(store, clock.clone());
+
+    let peer_arbiter = Arbiter::new();
+    let settings = peer_settings(&node);
+    let peers = start_peer_sessions(&node, &peer_arbiter, &settings);
+    let liveness = Arc::new(Liveness::new(peers.keys().cloned()));
     let replication = Replication {
         n: cfg.n(),
         r: cfg.r(),
         w: cfg.w(),
         request_timeout: cfg.request_timeout(),
+        sloppy_quorum: cfg.hints.sloppy_quorum,
+        read_repair_blocking_all: cfg.repair.read_repair_blocking_all,
     };
-    let local = LocalReplica {
-        store,
-        writer: replica.clone(),
-        hlc,
-        stats,
-    };
-    let peer_arbiter = Arbiter::new();
-    let view = start_peers(&node, &peer_arbiter, local.clone())?;
-    let core = Arc::new(NodeCore::new(node.id.clone(), local, replication, view));
+    let view = cluster_view(cfg, peers.clone());
+    let core = Arc::new(NodeCore::new(
+        node.id.clone(),
+        local.clone(),
+        replication,
+        liveness.clone(),
+        view,
+    ));
+
+    let hint_age = cfg.hints.max_age_ms.min(grace);
+    let (hint_local, hint_peers, hint_live) = (local.clone(), peers.clone(), liveness.clone());
+    let hints = HintActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
+        HintActor::new(hint_local, hint_peers, hint_live, hint_age)
+    });
+    let repair_service = RepairService::new(
+        core.clone(),
+        RepairConfig {
+            interval: Duration::from_millis(cfg.repair.anti_entropy_interval_ms),
+            bandwidth_bytes_per_sec: cfg.repair.bandwidth_bytes_per_sec,
+            gc_grace_ms: grace,
+        },
+    );
+    let svc = repair_service.clone();
+    let repair =
+        RepairActor::start_in_arbiter(&peer_arbiter.handle(), move |_| RepairActor::new(svc));
+    let gossip = start_gossip(
+        &node,
+        generation,
+        &peer_arbiter,
+        peers,
+        liveness,
+        hints.recipient::<PeerUp>(),
+        &local,
+        clock,
+    );
+    start_peer_listener(
+        &node,
+        &peer_arbiter,
+        settings,
+        Inbound {
+            local,
+            gossip: gossip.clone(),
+            repair: repair_service.clone(),
+        },
+    )?;
+
+    let services = Arc::new(Services {
+        core: core.clone(),
+        gossip,
+        repair,
+        repair_service,
+        generation,
+        config: cfg.clone(),
+    });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
     let server = HttpServer::new(move || {
@@ -87,7 +197,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             .app_data(web::Data::new(ApiState {
                 node_id: node_id.clone(),
                 partition,
-                core: core.clone(),
+                services: services.clone(),
                 max_value_bytes,
             }))
             .configure(http::routes)
@@ -119,22 +229,57 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Binds the peer port, starts the listener and one session per other member
-/// on `arbiter`, and returns the membership view the coordinator routes by.
-fn start_peers(
-    node: &NodeConfig,
-    arbiter: &Arbiter,
-    local: LocalReplica,
-) -> Result<ClusterView, StartError> {
-    let cfg: &Config = &node.cluster;
-    let settings = Arc::new(PeerSettings {
+/// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
+/// the gap tells whether it was down longer than the tombstone grace period.
+fn keep_alive_record(store: Store, clock: Arc<dyn Clock>) {
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(ALIVE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let (s, now) = (store.clone(), clock.now_ms());
+            match tokio::task::spawn_blocking(move || s.set_last_alive_ms(now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::warn!("recording liveness failed: {e}"),
+                Err(e) => log::warn!("recording liveness failed: {e}"),
+            }
+        }
+    });
+}
+
+fn peer_settings(node: &NodeConfig) -> Arc<PeerSettings> {
+    Arc::new(PeerSettings {
         hello: Hello {
-            cluster: cfg.cluster.name.clone(),
+            cluster: node.cluster.cluster.name.clone(),
             protocol: PROTOCOL_VERSION,
             node_id: node.id.clone(),
         },
-        max_frame: cfg.cluster.max_frame_bytes,
-    });
+        max_frame: node.cluster.cluster.max_frame_bytes,
+    })
+}
+
+fn start_peer_sessions(
+    node: &NodeConfig,
+    arbiter: &Arbiter,
+    settings: &Arc<PeerSettings>,
+) -> HashMap<String, Addr<PeerActor>> {
+    let mut peers = HashMap::new();
+    for other in node.cluster.nodes.iter().filter(|n| n.id != node.id) {
+        let (id, settings) = (other.id.clone(), settings.clone());
+        let addr = other.peer_addr.parse().expect("validated");
+        let peer = PeerActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            PeerActor::new(id, addr, settings)
+        });
+        peers.insert(other.id.clone(), peer);
+    }
+    peers
+}
+
+fn start_peer_listener(
+    node: &NodeConfig,
+    arbiter: &Arbiter,
+    settings: Arc<PeerSettings>,
+    inbound: Inbound,
+) -> Result<(), StartError> {
     let bind_err = |err| StartError::Bind {
         what: "peers",
         addr: node.peer_addr.to_string(),
@@ -142,26 +287,74 @@ fn start_peers(
     };
     let listener = std::net::TcpListener::bind(node.peer_addr).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
-    let listen_settings = settings.clone();
     arbiter.spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => PeerListener::run(l, listen_settings, local).await,
+            Ok(l) => PeerListener::run(l, settings, inbound).await,
             Err(e) => log::error!("peer listener failed: {e}"),
         }
     });
     log::info!("node {} serving peers on {}", node.id, node.peer_addr);
-    let mut peers: HashMap<String, Addr<PeerActor>> = HashMap::new();
-    for other in cfg.nodes.iter().filter(|n| n.id != node.id) {
-        let (id, addr, settings) = (
-            other.id.clone(),
-            other.peer_addr.parse().expect("validated"),
-            settings.clone(),
-        );
-        let peer = PeerActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            PeerActor::new(id, addr, settings)
-        });
-        peers.insert(other.id.clone(), peer);
+    Ok(())
+}
+
+fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState {
+    MemberState {
+        id: n.id.clone(),
+        http_addr: n.http_addr.clone(),
+        peer_addr: n.peer_addr.clone(),
+        generation,
+        heartbeat: 0,
+        ring_epoch: 0,
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_gossip(
+    node: &NodeConfig,
+    generation: u64,
+    arbiter: &Arbiter,
+    peers: HashMap<String, Addr<PeerActor>>,
+    liveness: Arc<Liveness>,
+    hints: actix::Recipient<PeerUp>,
+    local: &LocalReplica,
+    clock: Arc<dyn Clock>,
+) -> Addr<GossipActor> {
+    let cfg = &node.cluster;
+    let me = cfg
+        .nodes
+        .iter()
+        .find(|n| n.id == node.id)
+        .expect("validated");
+    let me = member_state(me, generation);
+    let others: Vec<_> = cfg
+        .nodes
+        .iter()
+        .filter(|n| n.id != node.id)
+        .map(|n| member_state(n, 0))
+        .collect();
+    let detector = DetectorConfig {
+        threshold: cfg.gossip.phi_threshold,
+        max_samples: cfg.gossip.phi_window,
+        ..DetectorConfig::with_interval(cfg.gossip.interval_ms)
+    };
+    let interval = Duration::from_millis(cfg.gossip.interval_ms);
+    let metrics = local.stats.clone();
+    GossipActor::start_in_arbiter(&arbiter.handle(), move |_| {
+        GossipActor::new(
+            me,
+            others,
+            detector,
+            peers,
+            liveness,
+            vec![hints],
+            metrics,
+            clock,
+            interval,
+        )
+    })
+}
+
+fn cluster_view(cfg: &Config, peers: HashMap<String, Addr<PeerActor>>) -> ClusterView {
     let members = cfg
         .nodes
         .iter()
@@ -175,11 +368,11 @@ fn start_peers(
         cfg.nodes.iter().map(|n| n.id.as_str()),
         cfg.cluster.vnodes as u32,
     );
-    Ok(ClusterView {
+    ClusterView {
         ring: Arc::new(ring),
         members,
         peers,
-    })
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; answers which one came.

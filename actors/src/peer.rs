@@ -1,6 +1,12 @@
 //! Peer sessions: one outbound [`PeerActor`] per remote node, one inbound
 //! [`PeerSession`] per accepted connection.
 //!
+//! Requests that are background work (hint replay, anti-entropy, tombstone GC:
+//! [`Request::is_background`]) wait in the actor and go out at most
+//! [`MAX_BACKGROUND_IN_FLIGHT`] at a time, while client requests are written at
+//! once: a client request never waits behind more than that many background
+//! frames. Repair pages its transfers so each frame stays small.
+//!
 //! Outbound, a `PeerActor` dials its node, exchanges hellos, then multiplexes
 //! requests on that one connection: each [`Call`] gets a fresh request id, its
 //! reply is routed back by id, so a slow request delays no other. When the
@@ -11,18 +17,18 @@
 //!
 //! Inbound, a [`PeerListener`] accepts connections and starts a `PeerSession`
 //! for each. The first frame must be a hello of the same cluster and protocol;
-//! then every request is served concurrently by the [`LocalReplica`] and
+//! then every request is served concurrently by the [`Inbound`] dispatcher and
 //! answered with the same id. A corrupt, oversized or unexpected frame closes
 //! that one session (logged); the node goes on serving.
 //!
 //! Both sides set TCP_NODELAY and TCP keepalive.
 
-use crate::replica::LocalReplica;
+use crate::inbound::Inbound;
 use crate::wire::{CodecError, Frame, FrameCodec, Hello, Request, RequestId, Response};
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +44,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Background requests (hint replay, anti-entropy, GC) in flight per
+/// connection; the rest wait in the actor, so client requests never queue
+/// behind more than this many background frames.
+pub const MAX_BACKGROUND_IN_FLIGHT: usize = 1;
 
 /// What both sides of a peer connection need to know.
 #[derive(Clone, Debug)]
@@ -75,7 +85,10 @@ pub struct Call(pub Request);
 struct Pending {
     reply: oneshot::Sender<Result<Response, PeerError>>,
     sent: Instant,
+    background: bool,
 }
+
+type Reply = oneshot::Sender<Result<Response, PeerError>>;
 
 /// The outbound connection to one remote node.
 pub struct PeerActor {
@@ -85,6 +98,8 @@ pub struct PeerActor {
     writer: Option<FramedWrite<Frame, OwnedWriteHalf, FrameCodec>>,
     reader: Option<SpawnHandle>,
     pending: HashMap<RequestId, Pending>,
+    background: VecDeque<(Request, Reply)>,
+    background_in_flight: usize,
     next_id: RequestId,
     backoff: Duration,
     last_rx: Instant,
@@ -99,6 +114,8 @@ impl PeerActor {
             writer: None,
             reader: None,
             pending: HashMap::new(),
+            background: VecDeque::new(),
+            background_in_flight: 0,
             next_id: 1,
             backoff: MIN_BACKOFF,
             last_rx: Instant::now(),
@@ -155,7 +172,19 @@ impl PeerActor {
 
     /// Drops abandoned calls; replaces a connection that went silent.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        self.pending.retain(|_, p| !p.reply.is_closed());
+        let before = self.pending.len();
+        let mut abandoned_background = 0;
+        self.pending.retain(|_, p| {
+            let keep = !p.reply.is_closed();
+            if !keep && p.background {
+                abandoned_background += 1;
+            }
+            keep
+        });
+        if before != self.pending.len() {
+            self.background_in_flight -= abandoned_background;
+            self.send_background();
+        }
         let oldest = self.pending.values().map(|p| p.sent).min();
         if let Some(sent) = oldest {
             if sent.elapsed() > SILENCE_LIMIT && self.last_rx.elapsed() > SILENCE_LIMIT {
@@ -206,25 +235,54 @@ impl Actor for PeerActor {
     }
 }
 
+impl PeerActor {
+    fn send_now(&mut self, request: Request, reply: Reply) {
+        let Some(writer) = self.writer.as_mut() else {
+            let _ = reply.send(Err(PeerError::NotConnected(self.node_id.clone())));
+            return;
+        };
+        let background = request.is_background();
+        if background {
+            self.background_in_flight += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        writer.write(Frame::Request { id, body: request });
+        self.pending.insert(
+            id,
+            Pending {
+                reply,
+                sent: Instant::now(),
+                background,
+            },
+        );
+    }
+
+    fn send_background(&mut self) {
+        while self.background_in_flight < MAX_BACKGROUND_IN_FLIGHT {
+            let Some((request, reply)) = self.background.pop_front() else {
+                return;
+            };
+            self.send_now(request, reply);
+        }
+    }
+}
+
 impl Handler<Call> for PeerActor {
     type Result = ResponseFuture<Result<Response, PeerError>>;
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
-        let Some(writer) = self.writer.as_mut() else {
+        if self.writer.is_none() {
             let err = PeerError::NotConnected(self.node_id.clone());
             return Box::pin(async move { Err(err) });
-        };
-        let id = self.next_id;
-        self.next_id += 1;
+        }
         let (tx, rx) = oneshot::channel();
-        writer.write(Frame::Request { id, body: msg.0 });
-        self.pending.insert(
-            id,
-            Pending {
-                reply: tx,
-                sent: Instant::now(),
-            },
-        );
+        if msg.0.is_background() {
+            self.background.push_back((msg.0, tx));
+            self.send_background();
+        } else {
+            self.send_now(msg.0, tx);
+        }
         Box::pin(async move { rx.await.unwrap_or(Err(PeerError::Stopped)) })
     }
 }
@@ -236,6 +294,10 @@ impl StreamHandler<Result<Frame, CodecError>> for PeerActor {
             Ok(Frame::Response { id, body }) => {
                 if let Some(p) = self.pending.remove(&id) {
                     let _ = p.reply.send(Ok(body));
+                    if p.background {
+                        self.background_in_flight -= 1;
+                        self.send_background();
+                    }
                 }
             }
             Ok(other) => self.disconnect(ctx, &format!("unexpected frame {other:?}")),
@@ -262,12 +324,12 @@ pub struct PeerListener;
 
 impl PeerListener {
     /// Serves peers on an already-bound listener until the arbiter stops.
-    pub async fn run(listener: TcpListener, settings: Arc<PeerSettings>, local: LocalReplica) {
+    pub async fn run(listener: TcpListener, settings: Arc<PeerSettings>, inbound: Inbound) {
         loop {
             match listener.accept().await {
                 Ok((stream, from)) => {
                     tune(&stream);
-                    let (settings, local) = (settings.clone(), local.clone());
+                    let (settings, inbound) = (settings.clone(), inbound.clone());
                     PeerSession::create(move |ctx| {
                         let (r, w) = stream.into_split();
                         ctx.add_stream(FramedRead::new(r, FrameCodec::new(settings.max_frame)));
@@ -275,7 +337,7 @@ impl PeerListener {
                             from,
                             writer: FramedWrite::new(w, FrameCodec::new(settings.max_frame), ctx),
                             settings,
-                            local,
+                            inbound,
                             peer: None,
                         }
                     });
@@ -294,7 +356,7 @@ pub struct PeerSession {
     from: SocketAddr,
     writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
     settings: Arc<PeerSettings>,
-    local: LocalReplica,
+    inbound: Inbound,
     /// The peer's node id once its hello was accepted.
     peer: Option<String>,
 }
@@ -322,9 +384,10 @@ impl StreamHandler<Result<Frame, CodecError>> for PeerSession {
                 self.writer.write(Frame::Hello(self.settings.hello.clone()));
             }
             (Ok(Frame::Request { id, body }), true) => {
-                let local = self.local.clone();
+                let inbound = self.inbound.clone();
+                let from = self.peer.clone().unwrap_or_default();
                 ctx.spawn(
-                    async move { local.handle(body).await }
+                    async move { inbound.handle(&from, body).await }
                         .into_actor(self)
                         .map(move |body, act, _| act.writer.write(Frame::Response { id, body })),
                 );

@@ -14,12 +14,14 @@
 //! Messages: [`ApplyWrite`] (answers the [`WriteOutcome`] once durable),
 //! [`Flush`] (answers when nothing is queued or committing; used at shutdown).
 
+use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::storage::{Store, StoreError, WriteOp, WriteOutcome};
+use crate::storage::{Hint, Mutation, Store, StoreError, WriteOp, WriteOutcome};
 use crate::version::Hlc;
 use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -28,23 +30,15 @@ pub const MAX_BATCH_OPS: usize = 1024;
 /// Most value bytes one transaction takes (a single larger write goes alone).
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// Counters of the write path, shared with metrics and the benchmark.
-#[derive(Debug, Default)]
-pub struct WriteStats {
-    /// Transactions committed.
-    pub commits: AtomicU64,
-    /// Writes applied or superseded (acknowledged to their senders).
-    pub writes: AtomicU64,
-    /// Commits that failed.
-    pub failures: AtomicU64,
-    /// Writes from peers refused because their version was too far ahead.
-    pub clock_refusals: AtomicU64,
-}
-
 /// Apply one write durably; answers after its transaction committed.
 #[derive(Message)]
 #[rtype(result = "Result<WriteOutcome, StoreError>")]
 pub struct ApplyWrite(pub WriteOp);
+
+/// Apply any mutation (hints, purges) durably, batched like writes.
+#[derive(Message)]
+#[rtype(result = "Result<WriteOutcome, StoreError>")]
+pub struct Apply(pub Mutation);
 
 /// Answers once every write received before it is committed.
 #[derive(Message)]
@@ -55,14 +49,14 @@ type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
 
 pub struct ReplicaActor {
     store: Store,
-    stats: Arc<WriteStats>,
-    queue: Vec<(WriteOp, Reply)>,
+    stats: Arc<Metrics>,
+    queue: Vec<(Mutation, Reply)>,
     committing: bool,
     flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl ReplicaActor {
-    pub fn new(store: Store, stats: Arc<WriteStats>) -> Self {
+    pub fn new(store: Store, stats: Arc<Metrics>) -> Self {
         ReplicaActor {
             store,
             stats,
@@ -73,11 +67,15 @@ impl ReplicaActor {
     }
 
     /// Takes the next batch off the queue, bounded by count and bytes.
-    fn next_batch(&mut self) -> Vec<(WriteOp, Reply)> {
+    fn next_batch(&mut self) -> Vec<(Mutation, Reply)> {
         let mut bytes = 0;
         let mut n = 0;
-        for (op, _) in &self.queue {
-            let len = op.key.len() + op.record.value.as_ref().map_or(0, |v| v.len());
+        for (m, _) in &self.queue {
+            let len = match m {
+                Mutation::Put(op) => op.key.len() + op.record.value.as_ref().map_or(0, |v| v.len()),
+                Mutation::Hint(h) => h.key.len() + h.record.value.as_ref().map_or(0, |v| v.len()),
+                _ => 64,
+            };
             if n > 0 && (n == MAX_BATCH_OPS || bytes + len > MAX_BATCH_BYTES) {
                 break;
             }
@@ -118,7 +116,7 @@ impl ReplicaActor {
                     }
                 }
                 Err(e) => {
-                    act.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    act.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                     log::error!("commit of {} writes failed: {e}", replies.len());
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
@@ -142,8 +140,26 @@ impl Handler<ApplyWrite> for ReplicaActor {
     type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
 
     fn handle(&mut self, msg: ApplyWrite, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(Mutation::Put(msg.0), ctx)
+    }
+}
+
+impl Handler<Apply> for ReplicaActor {
+    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(msg.0, ctx)
+    }
+}
+
+impl ReplicaActor {
+    fn enqueue(
+        &mut self,
+        m: Mutation,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<WriteOutcome, StoreError>> {
         let (tx, rx) = oneshot::channel();
-        self.queue.push((msg.0, tx));
+        self.queue.push((m, tx));
         self.start_commit(ctx);
         Box::pin(async move {
             rx.await
@@ -172,12 +188,30 @@ pub struct LocalReplica {
     pub store: Store,
     pub writer: Addr<ReplicaActor>,
     pub hlc: Arc<Hlc>,
-    pub stats: Arc<WriteStats>,
+    pub stats: Arc<Metrics>,
+    /// Set while this node must not serve reads: it was down longer than the
+    /// tombstone grace period and has not finished an anti-entropy pass.
+    pub repairing: Arc<AtomicBool>,
 }
 
 impl LocalReplica {
+    /// The local record of `key` for a coordinator's read.
     pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        if self.repairing.load(Ordering::Relaxed) {
+            return Err(StoreError::Engine(
+                "this replica was down longer than the tombstone grace period and serves no \
+                 reads until anti-entropy completes"
+                    .into(),
+            ));
+        }
         self.store.get(key)
+    }
+
+    pub async fn apply(&self, m: Mutation) -> Result<WriteOutcome, StoreError> {
+        self.writer
+            .send(Apply(m))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -187,9 +221,33 @@ impl LocalReplica {
             .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
     }
 
-    /// Serves one request from a peer coordinator.
-    pub async fn handle(&self, request: Request) -> Response {
-        match request {
+    /// Refuses a version too far ahead of our clock (counted), else folds it in.
+    pub fn check_clock(&self, record: &Record) -> Result<(), String> {
+        self.hlc.observe(record.version).map_err(|e| {
+            self.stats.clock_refusals.fetch_add(1, Ordering::Relaxed);
+            log::warn!("refused a version from a peer: {e}");
+            e.to_string()
+        })
+    }
+
+    /// Stores many records, each if newer; answers how many were applied.
+    pub async fn write_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u32, StoreError> {
+        let writes = items
+            .into_iter()
+            .map(|(key, record)| self.write(WriteOp { key, record }));
+        let mut applied = 0;
+        for outcome in futures_util::future::join_all(writes).await {
+            if let WriteOutcome::Applied { .. } = outcome? {
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Serves the replica part of a peer's request (reads, writes, hints,
+    /// batches, purges); `None` for requests other actors serve.
+    pub async fn handle(&self, request: Request) -> Option<Response> {
+        Some(match request {
             Request::Read { key } => match self.read(&key) {
                 Ok(record) => Response::Read {
                     record: record.map(WireRecord::from),
@@ -198,20 +256,80 @@ impl LocalReplica {
             },
             Request::Write { key, record } => {
                 let record = Record::from(record);
-                if let Err(e) = self.hlc.observe(record.version) {
-                    self.stats.clock_refusals.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("refused a write: {e}");
-                    return Response::Error {
-                        code: "clock_drift".into(),
-                        message: e.to_string(),
-                    };
+                if let Err(e) = self.check_clock(&record) {
+                    return Some(clock_error(e));
                 }
                 match self.write(WriteOp { key, record }).await {
                     Ok(outcome) => Response::from(outcome),
                     Err(e) => error_response(e),
                 }
             }
+            Request::StoreHint {
+                target,
+                key,
+                record,
+            } => {
+                let record = Record::from(record);
+                if let Err(e) = self.check_clock(&record) {
+                    return Some(clock_error(e));
+                }
+                let hint = Hint {
+                    target,
+                    key,
+                    record,
+                    stored_ms: self.hlc.wall_ms(),
+                };
+                match self.store_hint(hint).await {
+                    Ok(outcome) => Response::from(outcome),
+                    Err(e) => error_response(e),
+                }
+            }
+            Request::WriteBatch { items } => {
+                let items: Vec<_> = items
+                    .into_iter()
+                    .map(|(k, r)| (k, Record::from(r)))
+                    .collect();
+                if let Some(Err(e)) = items
+                    .iter()
+                    .map(|(_, r)| self.check_clock(r))
+                    .find(|r| r.is_err())
+                {
+                    return Some(clock_error(e));
+                }
+                match self.write_batch(items).await {
+                    Ok(applied) => Response::Batch { applied },
+                    Err(e) => error_response(e),
+                }
+            }
+            Request::Purge { key, ts, node } => {
+                let version = crate::version::Version::new(ts, node);
+                match self.apply(Mutation::Purge { key, version }).await {
+                    Ok(outcome) => Response::from(outcome),
+                    Err(e) => error_response(e),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Stores a hint durably and counts it (and any it displaced).
+    pub async fn store_hint(&self, hint: Hint) -> Result<WriteOutcome, StoreError> {
+        let outcome = self.apply(Mutation::Hint(hint)).await?;
+        Metrics::add(&self.stats.hints_stored, 1);
+        if let WriteOutcome::Hinted { dropped } = outcome {
+            if dropped > 0 {
+                Metrics::add(&self.stats.hints_dropped, dropped);
+                log::warn!("hint bound reached: dropped {dropped} oldest hints");
+            }
         }
+        Ok(outcome)
+    }
+}
+
+fn clock_error(message: String) -> Response {
+    Response::Error {
+        code: "clock_drift".into(),
+        message,
     }
 }
 
@@ -230,7 +348,6 @@ fn error_response(e: StoreError) -> Response {
 mod tests {
     use super::*;
     use crate::version::Version;
-    use bytes::Bytes;
 
     fn op(key: &str, ts: u64) -> WriteOp {
         WriteOp {
@@ -243,7 +360,7 @@ mod tests {
     async fn concurrent_writes_share_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "n1", true).unwrap();
-        let stats = Arc::new(WriteStats::default());
+        let stats = Arc::new(Metrics::default());
         let addr = ReplicaActor::new(store.clone(), stats.clone()).start();
         let sends: Vec<_> = (0..200)
             .map(|i| addr.send(ApplyWrite(op(&format!("k{i}"), 10))))

@@ -1,38 +1,55 @@
 //! Durable storage on redb: the only module that names redb.
 //!
 //! Tables (all declared here):
-//! * `data`: key bytes → encoded [`Record`] (value or tombstone with version);
-//! * `meta`: string → bytes: the node id the directory belongs to and the
-//!   storage format version;
-//! * `hints`: reserved for hinted handoff (step 04) so its table name is fixed.
+//! * `data`: `token (8 bytes BE) || key` → encoded [`Record`] (value or
+//!   tombstone with version). Prefixing the ring token orders records by ring
+//!   position, so anti-entropy reads one token range with one range scan
+//!   instead of scanning every key. Lookups compute the token (one xxHash).
+//! * `tombstones`: `token || key` → version timestamp of every tombstone, so
+//!   tombstone GC visits tombstones only.
+//! * `hints`: `target node id || 0x00 || seq (8 bytes BE)` → encoded hint (a
+//!   write kept for a replica that was down; see [`Hint`]).
+//! * `meta`: string → bytes: the node id the directory belongs to, the storage
+//!   format, and the restart generation.
 //!
-//! Writes go through [`Store::apply`], which runs a whole batch in one write
-//! transaction and commits once: the replica actor uses it for group commit.
-//! Every write carries its version and applies only if it is newer than the
-//! stored one (last write wins), so replaying, reordering or duplicating writes
-//! never moves a key backwards. Reads ([`Store::get`]) open their own MVCC read
-//! transaction and never wait for the writer.
+//! Every change goes through [`Store::apply`], which runs a whole batch of
+//! [`Mutation`]s in one write transaction and commits once: the replica actor
+//! uses it for group commit. Record writes carry their version and apply only
+//! if newer than the stored one (last write wins), so replaying, reordering or
+//! duplicating writes never moves a key backwards. Reads ([`Store::get`],
+//! [`Store::scan`]) open their own MVCC read transaction and never wait for the
+//! writer.
+//!
+//! Hints are bounded per target node by count and bytes: storing one beyond
+//! the bound drops that target's oldest hints (never the new write), and the
+//! number dropped is reported so the caller can count it and schedule
+//! anti-entropy.
 //!
 //! Redb allows one writer at a time and many concurrent readers; with
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
 use crate::record::{decode_header, DecodeError, Record};
+use crate::ring::{key_token, Token};
 use crate::version::Version;
 use bytes::Bytes;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
 pub const HINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hints");
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Version of the on-disk layout (tables and record format) this code writes.
-pub const STORAGE_FORMAT: u8 = 1;
+pub const STORAGE_FORMAT: u8 = 2;
 const META_NODE_ID: &str = "node_id";
 const META_FORMAT: &str = "format";
+const META_GENERATION: &str = "generation";
+const META_LAST_ALIVE: &str = "last_alive_ms";
 /// File name of the database inside a node's data directory.
 pub const DB_FILE: &str = "ringkv.redb";
 
@@ -86,7 +103,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
-/// What a write requires of the stored record before it applies.
+/// What a conditional write requires of the current record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precondition {
     #[default]
@@ -111,20 +128,80 @@ impl Precondition {
     }
 }
 
-/// One write in a batch: store `record` under `key` if it is newer.
+/// One record write: store `record` under `key` if it is newer.
 #[derive(Clone, Debug)]
 pub struct WriteOp {
     pub key: Bytes,
     pub record: Record,
 }
 
-/// What happened to one write of a batch.
+/// A write kept for a replica that could not take it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The replica the write is meant for.
+    pub target: String,
+    pub key: Bytes,
+    pub record: Record,
+    /// When the hint was stored (wall-clock ms).
+    pub stored_ms: u64,
+}
+
+/// A stored hint's id: its key in the `hints` table.
+pub type HintId = Vec<u8>;
+
+/// One change in a batch.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    /// Store a record if newer (last write wins).
+    Put(WriteOp),
+    /// Keep a hint (bounded per target: the oldest are dropped beyond it).
+    Hint(Hint),
+    /// Remove hints, e.g. after their target acknowledged them.
+    DeleteHints(Vec<HintId>),
+    /// Physically delete a tombstone if the stored record is still exactly it.
+    Purge { key: Bytes, version: Version },
+}
+
+/// What happened to one mutation of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// Stored; `replaced_live` tells whether a live value was there before.
     Applied { replaced_live: bool },
     /// The stored version is newer than (or equal to) the write's; nothing changed.
     Superseded { current: Version },
+    /// A hint was stored; `dropped` older hints of its target made room.
+    Hinted { dropped: u64 },
+    /// Hints deleted or a tombstone purged (`changed`: whether anything was removed).
+    Done { changed: bool },
+}
+
+/// Bounds on the hints kept for one target node.
+#[derive(Clone, Copy, Debug)]
+pub struct HintLimits {
+    pub max_count: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for HintLimits {
+    fn default() -> Self {
+        HintLimits {
+            max_count: 100_000,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Hints held for one target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HintTally {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct HintState {
+    next_seq: u64,
+    tallies: HashMap<String, HintTally>,
 }
 
 /// A node's durable store. Cheap to clone; shared by the writer and readers.
@@ -132,12 +209,68 @@ pub enum WriteOutcome {
 pub struct Store {
     db: Arc<Database>,
     durable: bool,
+    hint_limits: HintLimits,
+    hints: Arc<Mutex<HintState>>,
+}
+
+/// `token || key`: the `data` and `tombstones` table key of `key`.
+pub fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&key_token(key).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn hint_prefix(target: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(target.len() + 1);
+    p.extend_from_slice(target.as_bytes());
+    p.push(0);
+    p
+}
+
+fn encode_hint(h: &Hint) -> Vec<u8> {
+    let rec = h.record.encode();
+    let mut out = Vec::with_capacity(12 + h.key.len() + rec.len());
+    out.extend_from_slice(&h.stored_ms.to_be_bytes());
+    out.extend_from_slice(&(h.key.len() as u32).to_be_bytes());
+    out.extend_from_slice(&h.key);
+    out.extend_from_slice(&rec);
+    out
+}
+
+fn decode_hint(target: &str, bytes: &[u8]) -> Result<Hint, StoreError> {
+    let bad = || StoreError::Engine("corrupt hint".into());
+    let stored_ms = u64::from_be_bytes(bytes.get(0..8).ok_or_else(bad)?.try_into().expect("8"));
+    let klen =
+        u32::from_be_bytes(bytes.get(8..12).ok_or_else(bad)?.try_into().expect("4")) as usize;
+    let key = bytes.get(12..12 + klen).ok_or_else(bad)?;
+    let record = Record::decode(&bytes[12 + klen..])?;
+    Ok(Hint {
+        target: target.to_string(),
+        key: Bytes::copy_from_slice(key),
+        record,
+        stored_ms,
+    })
+}
+
+fn hint_target(id: &[u8]) -> Option<&str> {
+    let end = id.len().checked_sub(9)?;
+    std::str::from_utf8(&id[..end]).ok()
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir` for node `node_id`.
     /// `durable = false` commits without fsync (for tests and benchmarks only).
     pub fn open(dir: &Path, node_id: &str, durable: bool) -> Result<Store, StoreError> {
+        Self::open_with(dir, node_id, durable, HintLimits::default())
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        node_id: &str,
+        durable: bool,
+        hint_limits: HintLimits,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             if is_disk_full(&e) {
                 StoreError::DiskFull(e.to_string())
@@ -157,8 +290,11 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             durable,
+            hint_limits,
+            hints: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
+        store.load_hint_tallies()?;
         Ok(store)
     }
 
@@ -197,8 +333,58 @@ impl Store {
                 }
             }
             tx.open_table(DATA)?;
+            tx.open_table(TOMBSTONES)?;
             tx.open_table(HINTS)?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_hint_tallies(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(HINTS)?;
+        let mut state = self.hints.lock().expect("hint state");
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            let seq = u64::from_be_bytes(id[id.len() - 8..].try_into().expect("8"));
+            state.next_seq = state.next_seq.max(seq + 1);
+            if let Some(target) = hint_target(id) {
+                let t = state.tallies.entry(target.to_string()).or_default();
+                t.count += 1;
+                t.bytes += v.value().len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Increments and returns the restart generation (durably).
+    pub fn bump_generation(&self) -> Result<u64, StoreError> {
+        let next = self.meta_u64(META_GENERATION)?.unwrap_or(0) + 1;
+        self.set_meta_u64(META_GENERATION, next)?;
+        Ok(next)
+    }
+
+    /// When this node last recorded itself alive (wall-clock ms), if ever.
+    pub fn last_alive_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_u64(META_LAST_ALIVE)
+    }
+
+    pub fn set_last_alive_ms(&self, ms: u64) -> Result<(), StoreError> {
+        self.set_meta_u64(META_LAST_ALIVE, ms)
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta.get(key)?;
+        Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?
+            .insert(key, value.to_be_bytes().as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -207,45 +393,178 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(DATA)?;
-        let found = table.get(key)?;
+        let found = table.get(data_key(key).as_slice())?;
         match found {
             Some(bytes) => Ok(Some(Record::decode(bytes.value())?)),
             None => Ok(None),
         }
     }
 
-    /// Applies a batch of writes in one transaction and commits once.
-    /// Later operations in the batch see the effects of earlier ones.
-    pub fn apply(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError> {
+    /// Records whose key token lies in `[from, to]` (inclusive, `from <= to`),
+    /// in token order, starting after the data key `after` if given, at most
+    /// `limit` of them.
+    pub fn scan(
+        &self,
+        from: Token,
+        to: Token,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Token, Bytes, Record)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DATA)?;
+        let start = from.to_be_bytes();
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) => {
+                table.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            None => table.range::<&[u8]>(start.as_slice()..)?,
+        };
+        for entry in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let k = k.value();
+            let token = u64::from_be_bytes(k[..8].try_into().expect("8"));
+            if token > to {
+                break;
+            }
+            if token < from {
+                continue;
+            }
+            out.push((
+                token,
+                Bytes::copy_from_slice(&k[8..]),
+                Record::decode(v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Tombstones (key and version timestamp) from the data key `after` on, at
+    /// most `limit`.
+    pub fn tombstones(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes, u64)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TOMBSTONES)?;
+        let iter = match after {
+            Some(a) => {
+                table.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            None => table.range::<&[u8]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in iter.take(limit) {
+            let (k, v) = entry?;
+            let dk = k.value().to_vec();
+            let key = Bytes::copy_from_slice(&dk[8..]);
+            out.push((dk, key, v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` of the oldest hints for `target`, with their ids.
+    pub fn hints_for(&self, target: &str, limit: usize) -> Result<Vec<(HintId, Hint)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(HINTS)?;
+        let prefix = hint_prefix(target);
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(prefix.as_slice()..)?.take(limit) {
+            let (k, v) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), decode_hint(target, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Hints held per target node.
+    pub fn hint_tallies(&self) -> HashMap<String, HintTally> {
+        self.hints.lock().expect("hint state").tallies.clone()
+    }
+
+    /// Applies a batch of mutations in one transaction and commits once.
+    /// Later mutations in the batch see the effects of earlier ones.
+    pub fn apply(&self, batch: &[Mutation]) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(if self.durable {
             Durability::Immediate
         } else {
             Durability::None
         })?;
-        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut hints = self.hints.lock().expect("hint state").clone_state();
         {
-            let mut table = tx.open_table(DATA)?;
-            for op in ops {
-                let current = match table.get(op.key.as_ref())? {
-                    Some(bytes) => Some(decode_header(bytes.value())?),
-                    None => None,
-                };
-                outcomes.push(match current {
-                    Some((cur, _)) if cur >= op.record.version => {
-                        WriteOutcome::Superseded { current: cur }
+            let mut data = tx.open_table(DATA)?;
+            let mut tombs = tx.open_table(TOMBSTONES)?;
+            let mut hint_table = tx.open_table(HINTS)?;
+            for m in batch {
+                outcomes.push(match m {
+                    Mutation::Put(op) => put(&mut data, &mut tombs, op)?,
+                    Mutation::Purge { key, version } => {
+                        purge(&mut data, &mut tombs, key, *version)?
                     }
-                    _ => {
-                        table.insert(op.key.as_ref(), op.record.encode().as_slice())?;
-                        WriteOutcome::Applied {
-                            replaced_live: matches!(current, Some((_, false))),
+                    Mutation::Hint(h) => self.put_hint(&mut hint_table, &mut hints, h)?,
+                    Mutation::DeleteHints(ids) => {
+                        let mut changed = false;
+                        for id in ids {
+                            if let Some(v) = hint_table.remove(id.as_slice())? {
+                                changed = true;
+                                let len = v.value().len() as u64;
+                                if let Some(t) =
+                                    hint_target(id).and_then(|t| hints.tallies.get_mut(t))
+                                {
+                                    t.count = t.count.saturating_sub(1);
+                                    t.bytes = t.bytes.saturating_sub(len);
+                                }
+                            }
                         }
+                        WriteOutcome::Done { changed }
                     }
                 });
             }
         }
         tx.commit()?;
+        hints.tallies.retain(|_, t| t.count > 0);
+        *self.hints.lock().expect("hint state") = hints;
         Ok(outcomes)
+    }
+
+    fn put_hint(
+        &self,
+        table: &mut redb::Table<&[u8], &[u8]>,
+        state: &mut HintState,
+        h: &Hint,
+    ) -> Result<WriteOutcome, StoreError> {
+        let prefix = hint_prefix(&h.target);
+        let mut id = prefix.clone();
+        id.extend_from_slice(&state.next_seq.to_be_bytes());
+        state.next_seq += 1;
+        let bytes = encode_hint(h);
+        table.insert(id.as_slice(), bytes.as_slice())?;
+        let tally = state.tallies.entry(h.target.clone()).or_default();
+        tally.count += 1;
+        tally.bytes += bytes.len() as u64;
+        let mut dropped = 0;
+        while tally.count > self.hint_limits.max_count || tally.bytes > self.hint_limits.max_bytes {
+            let oldest = table
+                .range::<&[u8]>(prefix.as_slice()..)?
+                .next()
+                .transpose()?
+                .filter(|(k, _)| k.value().starts_with(&prefix))
+                .map(|(k, v)| (k.value().to_vec(), v.value().len() as u64));
+            let Some((old_id, len)) = oldest else { break };
+            table.remove(old_id.as_slice())?;
+            tally.count -= 1;
+            tally.bytes = tally.bytes.saturating_sub(len);
+            dropped += 1;
+        }
+        Ok(WriteOutcome::Hinted { dropped })
     }
 
     /// Number of records (values and tombstones) stored; O(1) in redb.
@@ -258,6 +577,61 @@ impl Store {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+}
+
+impl HintState {
+    fn clone_state(&self) -> HintState {
+        HintState {
+            next_seq: self.next_seq,
+            tallies: self.tallies.clone(),
+        }
+    }
+}
+
+fn put(
+    data: &mut redb::Table<&[u8], &[u8]>,
+    tombs: &mut redb::Table<&[u8], u64>,
+    op: &WriteOp,
+) -> Result<WriteOutcome, StoreError> {
+    let dk = data_key(&op.key);
+    let current = match data.get(dk.as_slice())? {
+        Some(bytes) => Some(decode_header(bytes.value())?),
+        None => None,
+    };
+    if let Some((cur, _)) = current {
+        if cur >= op.record.version {
+            return Ok(WriteOutcome::Superseded { current: cur });
+        }
+    }
+    data.insert(dk.as_slice(), op.record.encode().as_slice())?;
+    let was_tombstone = matches!(current, Some((_, true)));
+    if op.record.is_tombstone() {
+        tombs.insert(dk.as_slice(), op.record.version.ts)?;
+    } else if was_tombstone {
+        tombs.remove(dk.as_slice())?;
+    }
+    Ok(WriteOutcome::Applied {
+        replaced_live: matches!(current, Some((_, false))),
+    })
+}
+
+fn purge(
+    data: &mut redb::Table<&[u8], &[u8]>,
+    tombs: &mut redb::Table<&[u8], u64>,
+    key: &[u8],
+    version: Version,
+) -> Result<WriteOutcome, StoreError> {
+    let dk = data_key(key);
+    let current = match data.get(dk.as_slice())? {
+        Some(bytes) => Some(decode_header(bytes.value())?),
+        None => None,
+    };
+    if current == Some((version, true)) {
+        data.remove(dk.as_slice())?;
+        tombs.remove(dk.as_slice())?;
+        return Ok(WriteOutcome::Done { changed: true });
+    }
+    Ok(WriteOutcome::Done { changed: false })
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@
 use crate::record::Record;
 use crate::storage::WriteOutcome;
 use crate::version::Version;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Version of this protocol; peers speaking another are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -96,13 +96,73 @@ impl From<WireRecord> for Record {
     }
 }
 
-/// What a coordinator asks a replica.
+/// What one node asks another. Client-path requests (`Read`, `Write`,
+/// `StoreHint`) travel at foreground priority; the rest at background priority
+/// (see `peer.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Send back the stored record of `key`.
     Read { key: Bytes },
     /// Store `record` under `key` durably if it is newer than the stored one.
     Write { key: Bytes, record: WireRecord },
+    /// Keep this write durably for `target`, which is down (hinted handoff).
+    StoreHint {
+        target: String,
+        key: Bytes,
+        record: WireRecord,
+    },
+    /// Store many records (hint replay, anti-entropy push), each if newer.
+    WriteBatch { items: Vec<(Bytes, WireRecord)> },
+    /// Gossip: the sender's view of every member; answered with the receiver's.
+    Gossip { members: Vec<MemberState> },
+    /// Anti-entropy: hashes of Merkle tree nodes at `level` for `indices`, over
+    /// the ranges the sender and receiver both replicate (ring `epoch`). The
+    /// receiver builds its tree at the first request of a `session` and keeps it
+    /// for the session's later requests.
+    TreeHashes {
+        session: u64,
+        epoch: u64,
+        depth: u8,
+        level: u8,
+        indices: Vec<u32>,
+    },
+    /// Anti-entropy: the receiver's records in the given tree leaves (shared
+    /// ranges only), in token order, after the data key `after`, at most `limit`.
+    LeafRecords {
+        session: u64,
+        leaves: Vec<u32>,
+        after: Option<Bytes>,
+        limit: u32,
+    },
+    /// Tombstone GC: delete the tombstone of `key` if it is still exactly this version.
+    Purge { key: Bytes, ts: u64, node: u64 },
+}
+
+impl Request {
+    /// Background requests yield to client operations on a connection.
+    pub fn is_background(&self) -> bool {
+        !matches!(
+            self,
+            Request::Read { .. }
+                | Request::Write { .. }
+                | Request::StoreHint { .. }
+                | Request::Gossip { .. }
+        )
+    }
+}
+
+/// One member as gossip carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub id: String,
+    pub http_addr: String,
+    pub peer_addr: String,
+    /// Increases on every restart of the member.
+    pub generation: u64,
+    /// Increases every gossip round while the member runs.
+    pub heartbeat: u64,
+    /// Ring epoch the member routes by.
+    pub ring_epoch: u64,
 }
 
 /// A replica's answer.
@@ -116,6 +176,30 @@ pub enum Response {
         applied: bool,
         replaced_live: bool,
         superseded: Option<(u64, u64)>,
+    },
+    /// The hint is stored durably; `dropped` older hints made room for it.
+    Hinted {
+        dropped: u64,
+    },
+    /// A batch was stored; how many records were newer than what was there.
+    Batch {
+        applied: u32,
+    },
+    Gossip {
+        members: Vec<MemberState>,
+    },
+    /// Hashes for the requested tree nodes, in request order.
+    Hashes {
+        hashes: Vec<u64>,
+    },
+    /// Records of leaves; `next` is the resume point when more remain.
+    Records {
+        items: Vec<(Bytes, WireRecord)>,
+        next: Option<Bytes>,
+    },
+    /// A purge or other action; `changed`: whether anything was removed.
+    Done {
+        changed: bool,
     },
     /// The replica could not do it; `code` is machine-readable.
     Error {
@@ -137,6 +221,8 @@ impl From<WriteOutcome> for Response {
                 replaced_live: false,
                 superseded: Some((current.ts, current.node)),
             },
+            WriteOutcome::Hinted { dropped } => Response::Hinted { dropped },
+            WriteOutcome::Done { changed } => Response::Done { changed },
         }
     }
 }
@@ -155,22 +241,17 @@ pub enum CodecError {
 }
 
 /// Length-prefixed MessagePack frames, bounded by a maximum size.
+///
+/// Stateless: a frame is consumed from the buffer only once it is complete,
+/// so the length prefix is always at the front of the buffer.
 #[derive(Debug)]
 pub struct FrameCodec {
-    inner: LengthDelimitedCodec,
     max: usize,
 }
 
 impl FrameCodec {
     pub fn new(max_frame: usize) -> Self {
-        FrameCodec {
-            inner: LengthDelimitedCodec::builder()
-                .length_field_length(4)
-                .big_endian()
-                .max_frame_length(max_frame)
-                .new_codec(),
-            max: max_frame,
-        }
+        FrameCodec { max: max_frame }
     }
 }
 
@@ -195,16 +276,20 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        if src.len() >= 4 {
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len > self.max {
-                return Err(CodecError::TooLarge { len, max: self.max });
-            }
+        if src.len() < 4 {
+            return Ok(None);
         }
-        match self.inner.decode(src)? {
-            Some(body) => Ok(Some(decode_body(&body)?)),
-            None => Ok(None),
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max {
+            return Err(CodecError::TooLarge { len, max: self.max });
         }
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let body = src.split_to(len);
+        Ok(Some(decode_body(&body)?))
     }
 }
 
@@ -247,7 +332,7 @@ mod tests {
     #[test]
     fn golden_hello_frame() {
         // fixmap{"Hello": fixmap{"cluster": "c", "protocol": 1, "node_id": "n1"}}
-        let mut expected = vec![0, 0, 0, 36, 0x81, 0xa5];
+        let mut expected = vec![0, 0, 0, 39, 0x81, 0xa5];
         expected.extend_from_slice(b"Hello");
         expected.extend_from_slice(&[0x83, 0xa7]);
         expected.extend_from_slice(b"cluster");
@@ -298,6 +383,31 @@ mod tests {
         assert!(codec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(&bytes[bytes.len() - 1..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(f));
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_decode_in_sequence() {
+        let frames: Vec<Frame> = (0..3)
+            .map(|id| Frame::Request {
+                id,
+                body: Request::Read {
+                    key: Bytes::from(vec![7u8; 40]),
+                },
+            })
+            .collect();
+        let stream: Vec<u8> = frames.iter().cloned().flat_map(encode).collect();
+        for chunk in 1..stream.len() {
+            let mut codec = FrameCodec::new(1024);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(f) = codec.decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames, "chunk size {chunk}");
+        }
     }
 
     #[test]

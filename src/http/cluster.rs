@@ -13,7 +13,7 @@ use serde_json::json;
 pub const LOCAL_PREFIX: &str = "/v1/admin/local/";
 
 pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
-    let view = state.core.view();
+    let view = state.services.core.view();
     let members: Vec<_> = view
         .members
         .iter()
@@ -29,7 +29,7 @@ pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "hash_function": HASH_FUNCTION,
         "key_token": "hash_function(key bytes); a key belongs to the first token >= its own, wrapping",
-        "replication_factor": state.core.replication.n,
+        "replication_factor": state.services.core.replication.n,
         "vnodes": view.ring.vnodes(),
         "epoch": view.ring.epoch(),
         "members": members,
@@ -39,9 +39,11 @@ pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
 pub async fn local(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let key = request::key(&req, LOCAL_PREFIX)?;
     let record = state
+        .services
         .core
         .local
-        .read(&key)
+        .store
+        .get(&key)
         .map_err(|e| ApiError::from(ringkv_actors::Error::from(e)))?;
     let Some(record) = record else {
         return Err(ApiError::new(

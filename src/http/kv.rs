@@ -5,13 +5,16 @@ use super::request::{self, KV_PREFIX};
 use super::ApiState;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use ringkv_actors::partition::{Get, Put, WriteResult};
+use ringkv_actors::coordinator::WriteResult;
+use ringkv_actors::partition::{Get, Put};
 use ringkv_actors::record::Record;
 use ringkv_actors::version::Version;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Header carrying the version of the value (the ETag without quotes).
 pub const VERSION_HEADER: &str = "x-ringkv-version";
+/// Header of a write's answer: acknowledgements that were hints (sloppy quorum).
+pub const HINTED_HEADER: &str = "x-ringkv-hinted-acks";
 
 fn version_headers(resp: &mut actix_web::HttpResponseBuilder, v: Version) {
     resp.insert_header((header::ETAG, format!("\"{}\"", v.etag())))
@@ -58,6 +61,7 @@ fn written(result: WriteResult, created_status: StatusCode) -> HttpResponse {
         StatusCode::NO_CONTENT
     });
     version_headers(&mut resp, result.version);
+    resp.insert_header((HINTED_HEADER, result.hinted.to_string()));
     resp.finish()
 }
 

@@ -4,19 +4,22 @@
 //! * [`kv`]: `GET|HEAD|PUT|DELETE /v1/kv/{key}`
 //! * `GET /health` (the process is up), `GET /ready` (it serves requests)
 //! * [`cluster`]: `GET /v1/ring`, `GET /v1/admin/local/{key}`
+//! * [`admin`]: `GET /v1/cluster`, `POST /v1/admin/repair`, `GET /metrics`
 //! * [`request`]: keys, consistency levels, conditional headers, bounded bodies
 //! * [`error`]: the JSON error shape every error response has
 
+pub mod admin;
 pub mod cluster;
 pub mod error;
 pub mod kv;
 pub mod request;
 
+use crate::server::Services;
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use error::ApiError;
-use ringkv_actors::partition::{NodeCore, PartitionActor};
+use ringkv_actors::partition::PartitionActor;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -24,14 +27,17 @@ use std::sync::Arc;
 pub struct ApiState {
     pub node_id: String,
     pub partition: Addr<PartitionActor>,
-    pub core: Arc<NodeCore>,
+    pub services: Arc<Services>,
     pub max_value_bytes: usize,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(admin::metrics))
         .route("/v1/ring", web::get().to(cluster::ring))
+        .route("/v1/cluster", web::get().to(admin::cluster))
+        .route("/v1/admin/repair", web::post().to(admin::repair))
         .route("/v1/admin/local/{key:.*}", web::get().to(cluster::local))
         .service(
             web::resource("/v1/kv/{key:.*}")

@@ -69,10 +69,7 @@ fn bad_header(name: &str, why: &str) -> ApiError {
     ApiError::bad_request("invalid_header", format!("header {name} {why}"))
 }
 
-fn header_str<'a>(
-    req: &'a HttpRequest,
-    name: header::HeaderName,
-) -> Result<Option<&'a str>, ApiError> {
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     match req.headers().get(&name) {
         None => Ok(None),
         Some(v) => v

@@ -1,0 +1,574 @@
+//! The coordinator's logic: placement, quorum reads and writes, sloppy quorum
+//! with hinted handoff, and read repair. Partition actors call it.
+//!
+//! * **Placement.** A key's replicas are the first N distinct nodes clockwise
+//!   on the ring from the key's token (its preference list).
+//! * **Read.** Ask every replica the failure detector does not consider down;
+//!   answer once R replied, with the newest version (tombstones included).
+//!   The remaining answers are awaited in the background; replicas that
+//!   answered with an older version (or nothing) are sent the newest: read
+//!   repair. With `read_repair_blocking_all`, an `all` read repairs before it
+//!   answers.
+//! * **Write.** Stamp a fresh hybrid-logical-clock version and send it to each
+//!   replica in its own task. A replica that is down, or fails, gets a hint
+//!   instead: the write is stored at the next healthy node clockwise past the
+//!   preference list (or, when there is none, at another live replica), tagged
+//!   with the intended owner, and replayed by that node's hint actor. W counts
+//!   distinct nodes that durably hold the write; hint holders count only with
+//!   sloppy quorum on. Tasks outlive the request: hints are stored even after
+//!   the client was answered. A replica holding a newer or equal version
+//!   answers `Superseded`; the coordinator retries once above it, so a node
+//!   whose clock lags cannot write "into the past".
+//! * **Conditional write.** Under a per-key lock of this coordinator: read at
+//!   the request's level, check the condition, write above the version read.
+//!   Two conditional writes to one key through one node are serialized;
+//!   through different nodes they are not (there is no consensus), and the
+//!   later version wins.
+
+use crate::error::{Error, Result};
+use crate::gossip::Liveness;
+use crate::metrics::Metrics;
+use crate::peer::{Call, PeerActor};
+use crate::quorum::{reconcile, Consistency};
+use crate::record::Record;
+use crate::replica::LocalReplica;
+use crate::ring::Ring;
+use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
+use crate::version::{Hlc, Version};
+use crate::wire::{Request, Response, WireRecord};
+use actix::Addr;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Stripes of the per-key lock that serializes conditional writes.
+const KEY_LOCK_STRIPES: usize = 1024;
+/// Attempts of a write whose version some replica already exceeds.
+const MAX_WRITE_ATTEMPTS: usize = 2;
+
+/// Replication parameters (validated by the config loader: r, w ≤ n).
+#[derive(Clone, Copy, Debug)]
+pub struct Replication {
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub request_timeout: Duration,
+    /// Hint holders count toward W.
+    pub sloppy_quorum: bool,
+    /// An `all` read repairs stale replicas before answering.
+    pub read_repair_blocking_all: bool,
+}
+
+/// How to reach one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: String,
+    pub http_addr: String,
+    pub peer_addr: String,
+}
+
+/// The membership a coordinator routes by: the ring and a session per peer.
+/// Replaced as a whole when membership changes; requests keep the view they
+/// started with.
+pub struct ClusterView {
+    pub ring: Arc<Ring>,
+    pub members: Vec<MemberInfo>,
+    pub peers: HashMap<String, Addr<PeerActor>>,
+}
+
+/// State shared by every partition actor of a node.
+pub struct NodeCore {
+    pub node_id: String,
+    pub local: LocalReplica,
+    pub hlc: Arc<Hlc>,
+    pub replication: Replication,
+    pub liveness: Arc<Liveness>,
+    view: RwLock<Arc<ClusterView>>,
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// What a successful write reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    pub version: Version,
+    /// No live value existed before (HTTP 201 rather than 204).
+    pub created: bool,
+    /// Acknowledgements that came from hint holders (sloppy quorum).
+    pub hinted: usize,
+}
+
+/// How one replica's part of a write ended.
+enum Ack {
+    /// The replica stored it.
+    Direct {
+        node: String,
+        replaced_live: bool,
+    },
+    /// `holder` stored it as a hint for the replica.
+    Hinted {
+        holder: String,
+    },
+    /// The replica holds a newer (or equal) version.
+    Superseded(Version),
+    Failed(String),
+}
+
+impl NodeCore {
+    pub fn new(
+        node_id: String,
+        local: LocalReplica,
+        replication: Replication,
+        liveness: Arc<Liveness>,
+        view: ClusterView,
+    ) -> Self {
+        NodeCore {
+            node_id,
+            hlc: local.hlc.clone(),
+            local,
+            replication,
+            liveness,
+            view: RwLock::new(Arc::new(view)),
+            key_locks: (0..KEY_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// The membership view requests are routed by now.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// Installs a new membership view (as membership changes).
+    pub fn set_view(&self, view: ClusterView) {
+        *self.view.write().expect("view lock") = Arc::new(view);
+    }
+
+    fn key_lock(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        let h = twox_hash::XxHash64::oneshot(0, key) as usize;
+        &self.key_locks[h % KEY_LOCK_STRIPES]
+    }
+
+    fn peer(&self, view: &ClusterView, node: &str) -> Option<Addr<PeerActor>> {
+        view.peers.get(node).cloned()
+    }
+
+    /// Reads the local or a remote replica's record.
+    async fn read_one(
+        &self,
+        view: &ClusterView,
+        node: &str,
+        key: &Bytes,
+    ) -> Result<Option<Record>> {
+        if node == self.node_id {
+            return Ok(self.local.read(key)?);
+        }
+        let peer = self
+            .peer(view, node)
+            .ok_or_else(|| Error::Peer("not a member".into()))?;
+        match self.call(&peer, Request::Read { key: key.clone() }).await? {
+            Response::Read { record } => Ok(record.map(Record::from)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes to the local or a remote replica.
+    async fn write_one(&self, view: &ClusterView, node: &str, op: WriteOp) -> Result<WriteOutcome> {
+        if node == self.node_id {
+            return Ok(self.local.write(op).await?);
+        }
+        let peer = self
+            .peer(view, node)
+            .ok_or_else(|| Error::Peer("not a member".into()))?;
+        let request = Request::Write {
+            key: op.key,
+            record: WireRecord::from(op.record),
+        };
+        match self.call(&peer, request).await? {
+            Response::Write {
+                applied: true,
+                replaced_live,
+                ..
+            } => Ok(WriteOutcome::Applied { replaced_live }),
+            Response::Write {
+                superseded: Some((ts, node)),
+                ..
+            } => Ok(WriteOutcome::Superseded {
+                current: Version::new(ts, node),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores a hint for `target` at `holder`.
+    async fn hint_one(
+        &self,
+        view: &ClusterView,
+        holder: &str,
+        target: &str,
+        op: WriteOp,
+    ) -> Result<()> {
+        if holder == self.node_id {
+            let hint = Hint {
+                target: target.to_string(),
+                key: op.key,
+                record: op.record,
+                stored_ms: self.hlc.wall_ms(),
+            };
+            self.local.store_hint(hint).await?;
+            return Ok(());
+        }
+        let peer = self
+            .peer(view, holder)
+            .ok_or_else(|| Error::Peer("not a member".into()))?;
+        let request = Request::StoreHint {
+            target: target.to_string(),
+            key: op.key,
+            record: WireRecord::from(op.record),
+        };
+        match self.call(&peer, request).await? {
+            Response::Hinted { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn call(&self, peer: &Addr<PeerActor>, request: Request) -> Result<Response> {
+        let sent = tokio::time::timeout(self.replication.request_timeout, peer.send(Call(request)));
+        match sent.await {
+            Err(_) => Err(Error::Peer(format!(
+                "timed out after {} ms",
+                self.replication.request_timeout.as_millis()
+            ))),
+            Ok(Ok(Ok(Response::Error { code, message }))) if code == "disk_full" => {
+                Err(StoreError::DiskFull(message).into())
+            }
+            Ok(Ok(Ok(Response::Error { code, message }))) => {
+                Err(Error::Peer(format!("{code}: {message}")))
+            }
+            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(e))) => Err(Error::Peer(e.to_string())),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Reads `key` at `consistency`: the newest of R replies.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &Bytes,
+        consistency: Consistency,
+    ) -> Result<Option<Record>> {
+        let view = self.view();
+        let replicas: Vec<String> = view
+            .ring
+            .preference_list(key, self.replication.n)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let need = consistency.required(replicas.len(), self.replication.r);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut errors = Vec::new();
+        let mut asked = 0;
+        for node in &replicas {
+            if node != &self.node_id && self.liveness.is_down(node) {
+                errors.push(format!("{node}: down (failure detector)"));
+                continue;
+            }
+            asked += 1;
+            let (core, view, node, key, tx) = (
+                self.clone(),
+                view.clone(),
+                node.clone(),
+                key.clone(),
+                tx.clone(),
+            );
+            actix::spawn(async move {
+                let r = core.read_one(&view, &node, &key).await;
+                let _ = tx.send((node, r));
+            });
+        }
+        drop(tx);
+        let mut replies: Vec<(String, Option<Record>)> = Vec::with_capacity(replicas.len());
+        let blocking_repair =
+            consistency == Consistency::All && self.replication.read_repair_blocking_all;
+        let mut answered = 0;
+        while replies.len() < need || (blocking_repair && answered < asked) {
+            let Some(reply) = rx.recv().await else { break };
+            answered += 1;
+            match reply {
+                (node, Ok(r)) => {
+                    if let Some(rec) = &r {
+                        let _ = self.hlc.observe(rec.version);
+                    }
+                    replies.push((node, r));
+                }
+                (node, Err(e)) => errors.push(format!("{node}: {e}")),
+            }
+        }
+        if replies.len() < need {
+            return Err(Error::Unavailable {
+                consistency,
+                required: need,
+                received: replies.len(),
+                errors,
+                indeterminate: false,
+            });
+        }
+        let newest = reconcile(replies.iter().map(|(_, r)| r));
+        if blocking_repair {
+            self.repair_stale(&view, key, newest.as_ref(), &replies)
+                .await;
+        } else {
+            let core = self.clone();
+            let key = key.clone();
+            let answer = newest.clone();
+            actix::spawn(async move {
+                while let Some((node, r)) = rx.recv().await {
+                    if let Ok(r) = r {
+                        replies.push((node, r));
+                    }
+                }
+                let newest = reconcile(replies.iter().map(|(_, r)| r));
+                let newest = match (newest, answer) {
+                    (Some(a), Some(b)) => Some(if a.version >= b.version { a } else { b }),
+                    (a, b) => a.or(b),
+                };
+                core.repair_stale(&view, &key, newest.as_ref(), &replies)
+                    .await;
+            });
+        }
+        Ok(newest)
+    }
+
+    /// Sends `newest` to every replica that answered with something older.
+    async fn repair_stale(
+        &self,
+        view: &ClusterView,
+        key: &Bytes,
+        newest: Option<&Record>,
+        replies: &[(String, Option<Record>)],
+    ) {
+        let Some(newest) = newest else { return };
+        for (node, r) in replies {
+            if r.as_ref().is_some_and(|r| r.version >= newest.version) {
+                continue;
+            }
+            let op = WriteOp {
+                key: key.clone(),
+                record: newest.clone(),
+            };
+            match self.write_one(view, node, op).await {
+                Ok(_) => Metrics::add(&self.local.stats.read_repairs, 1),
+                Err(e) => log::debug!("read repair of {node} failed: {e}"),
+            }
+        }
+    }
+
+    /// Writes `value` (`None`: a tombstone) for `key` if `precondition` holds.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: Bytes,
+        value: Option<Bytes>,
+        precondition: Precondition,
+        consistency: Consistency,
+    ) -> Result<WriteResult> {
+        if precondition == Precondition::None {
+            return self.write_versioned(key, value, None, consistency).await;
+        }
+        let _guard = self.key_lock(&key).lock().await;
+        let current = self.read(&key, consistency).await?;
+        if !precondition.holds(current.as_ref()) {
+            return Err(Error::PreconditionFailed {
+                current: current.filter(|r| !r.is_tombstone()).map(|r| r.version),
+            });
+        }
+        let mut result = self
+            .write_versioned(key, value, current.as_ref().map(|r| r.version), consistency)
+            .await?;
+        result.created = current.is_none_or(|r| r.is_tombstone());
+        Ok(result)
+    }
+
+    async fn write_versioned(
+        self: &Arc<Self>,
+        key: Bytes,
+        value: Option<Bytes>,
+        mut floor: Option<Version>,
+        consistency: Consistency,
+    ) -> Result<WriteResult> {
+        let view = self.view();
+        let walk: Vec<String> = view.ring.walk(&key).map(String::from).collect();
+        let n = self.replication.n.min(walk.len());
+        let need = consistency.required(n, self.replication.w);
+        let mut last = None;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let version = self.hlc.next_after(floor);
+            let op = WriteOp {
+                key: key.clone(),
+                record: Record {
+                    version,
+                    value: value.clone(),
+                },
+            };
+            match self
+                .write_attempt(&view, &walk, n, need, consistency, op)
+                .await
+            {
+                Ok(mut result) => {
+                    result.version = version;
+                    return Ok(result);
+                }
+                Err(Attempt::Superseded(v)) => floor = Some(v),
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+            last = floor;
+        }
+        Err(Error::Internal(format!(
+            "write kept losing to newer versions (last {last:?})"
+        )))
+    }
+
+    async fn write_attempt(
+        self: &Arc<Self>,
+        view: &Arc<ClusterView>,
+        walk: &[String],
+        n: usize,
+        need: usize,
+        consistency: Consistency,
+        op: WriteOp,
+    ) -> std::result::Result<WriteResult, Attempt> {
+        let pref = &walk[..n];
+        // Hint holders, in order: healthy nodes past the preference list, then
+        // live replicas (this node first: no network hop).
+        let mut holders: Vec<String> = walk[n..]
+            .iter()
+            .filter(|h| !self.liveness.is_down(h))
+            .cloned()
+            .collect();
+        if pref.contains(&self.node_id) {
+            holders.push(self.node_id.clone());
+        }
+        holders.extend(
+            pref.iter()
+                .filter(|p| **p != self.node_id && !self.liveness.is_down(p))
+                .cloned(),
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut next_holder = 0;
+        for target in pref {
+            let known_down = *target != self.node_id && self.liveness.is_down(target);
+            // Each replica that may need a hint gets its own first choice.
+            let mut mine: Vec<String> = holders.iter().filter(|h| *h != target).cloned().collect();
+            if !mine.is_empty() {
+                let len = mine.len();
+                mine.rotate_left(next_holder % len);
+            }
+            if known_down {
+                next_holder += 1;
+            }
+            let (core, view, target, op, tx) = (
+                self.clone(),
+                view.clone(),
+                target.clone(),
+                op.clone(),
+                tx.clone(),
+            );
+            actix::spawn(async move {
+                let ack = core.replicate(&view, &target, known_down, mine, op).await;
+                let _ = tx.send(ack);
+            });
+        }
+        drop(tx);
+        let (mut holders_acked, mut hinted_holders) = (HashSet::new(), HashSet::new());
+        let (mut replaced_live, mut newest) = (false, None::<Version>);
+        let mut errors = Vec::new();
+        let mut disk_full = 0;
+        while let Some(ack) = rx.recv().await {
+            match ack {
+                Ack::Direct {
+                    node,
+                    replaced_live: r,
+                } => {
+                    replaced_live |= r;
+                    hinted_holders.remove(&node);
+                    holders_acked.insert(node);
+                }
+                Ack::Hinted { holder } => {
+                    if self.replication.sloppy_quorum && holders_acked.insert(holder.clone()) {
+                        hinted_holders.insert(holder);
+                    }
+                }
+                Ack::Superseded(v) => newest = newest.max(Some(v)),
+                Ack::Failed(e) => {
+                    if e.contains("disk full") {
+                        disk_full += 1;
+                    }
+                    errors.push(e);
+                }
+            }
+            if holders_acked.len() >= need && newest.is_none() {
+                return Ok(WriteResult {
+                    version: op.record.version,
+                    created: !replaced_live,
+                    hinted: hinted_holders.len(),
+                });
+            }
+        }
+        if let Some(v) = newest {
+            return Err(Attempt::Superseded(v));
+        }
+        if disk_full > 0 && disk_full == errors.len() && holders_acked.is_empty() {
+            return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
+        }
+        Err(Attempt::Failed(Error::Unavailable {
+            consistency,
+            required: need,
+            received: holders_acked.len(),
+            errors,
+            indeterminate: true,
+        }))
+    }
+
+    /// One replica's part of a write: directly, else as a hint.
+    async fn replicate(
+        &self,
+        view: &ClusterView,
+        target: &str,
+        known_down: bool,
+        holders: Vec<String>,
+        op: WriteOp,
+    ) -> Ack {
+        let mut why = format!("{target}: down (failure detector)");
+        if !known_down {
+            match self.write_one(view, target, op.clone()).await {
+                Ok(WriteOutcome::Applied { replaced_live }) => {
+                    return Ack::Direct {
+                        node: target.to_string(),
+                        replaced_live,
+                    }
+                }
+                Ok(WriteOutcome::Superseded { current }) => return Ack::Superseded(current),
+                Ok(other) => return Ack::Failed(format!("{target}: unexpected outcome {other:?}")),
+                Err(e @ Error::DiskFull(_)) => return Ack::Failed(format!("{target}: {e}")),
+                Err(e) => why = format!("{target}: {e}"),
+            }
+        }
+        for holder in holders {
+            match self.hint_one(view, &holder, target, op.clone()).await {
+                Ok(()) => return Ack::Hinted { holder },
+                Err(e) => log::debug!("hint for {target} at {holder} failed: {e}"),
+            }
+        }
+        Ack::Failed(why)
+    }
+}
+
+enum Attempt {
+    Superseded(Version),
+    Failed(Error),
+}
+
+fn unexpected(resp: Response) -> Error {
+    Error::Internal(format!("unexpected answer from replica: {resp:?}"))
+}

@@ -1,0 +1,264 @@
+//! Gossip actor: membership and failure detection.
+//!
+//! Every `interval` the actor bumps its own heartbeat and exchanges its whole
+//! membership view with one peer chosen at random (push-pull: the peer merges
+//! ours and answers with its own, which we merge). A member's heartbeat thus
+//! reaches every node within a few rounds, and each node sends one exchange per
+//! round whatever the cluster size. Down peers are chosen too, so a node that
+//! comes back is noticed within a round or two.
+//!
+//! Whenever a merge shows a member's heartbeat advanced, that is a heartbeat
+//! arrival for the phi-accrual failure detector ([`crate::failure`]), which
+//! turns arrival times into up / suspect / down. A member seen at a higher
+//! generation restarted: its detector history is reset. Status changes are
+//! logged, published in the shared [`Liveness`] table (the coordinator reads it
+//! to skip down replicas at once), and an `Up` transition tells the hint actor
+//! to replay hints to that node.
+//!
+//! Messages: [`GossipIn`] (a peer's exchange), [`ClusterStatus`] (for
+//! `GET /v1/cluster`). Timer: the gossip round.
+
+use crate::failure::{DetectorConfig, FailureDetector, Status};
+use crate::membership::Membership;
+use crate::metrics::Metrics;
+use crate::peer::{Call, PeerActor};
+use crate::version::Clock;
+use crate::wire::{MemberState, Request, Response};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Liveness of every peer as this node's failure detector sees it. Shared with
+/// coordinators, which read it on every request.
+#[derive(Debug, Default)]
+pub struct Liveness(RwLock<HashMap<String, Status>>);
+
+impl Liveness {
+    /// Peers start `Up` so a fresh node routes to them until proven otherwise.
+    pub fn new(peers: impl IntoIterator<Item = String>) -> Self {
+        Liveness(RwLock::new(
+            peers.into_iter().map(|p| (p, Status::Up)).collect(),
+        ))
+    }
+
+    pub fn status(&self, node: &str) -> Status {
+        self.0
+            .read()
+            .expect("liveness lock")
+            .get(node)
+            .copied()
+            .unwrap_or(Status::Up)
+    }
+
+    pub fn is_down(&self, node: &str) -> bool {
+        self.status(node) == Status::Down
+    }
+
+    fn set(&self, node: &str, status: Status) -> Option<Status> {
+        self.0
+            .write()
+            .expect("liveness lock")
+            .insert(node.to_string(), status)
+    }
+}
+
+/// A peer's gossip exchange; answers our view after merging theirs.
+#[derive(Message)]
+#[rtype(result = "Vec<MemberState>")]
+pub struct GossipIn(pub Vec<MemberState>);
+
+/// A peer came up (or restarted): replay what we hold for it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct PeerUp(pub String);
+
+/// Asks for every member's state as this node sees it.
+#[derive(Message)]
+#[rtype(result = "Vec<MemberView>")]
+pub struct ClusterStatus;
+
+/// One member as `GET /v1/cluster` shows it.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    pub state: MemberState,
+    pub is_self: bool,
+    pub status: Status,
+    pub phi: Option<f64>,
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+pub struct GossipActor {
+    membership: Membership,
+    detector: FailureDetector,
+    peers: HashMap<String, Addr<PeerActor>>,
+    liveness: Arc<Liveness>,
+    on_up: Vec<Recipient<PeerUp>>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    rng: u64,
+}
+
+impl GossipActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: MemberState,
+        others: Vec<MemberState>,
+        detector: DetectorConfig,
+        peers: HashMap<String, Addr<PeerActor>>,
+        liveness: Arc<Liveness>,
+        on_up: Vec<Recipient<PeerUp>>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+    ) -> Self {
+        let now = clock.now_ms();
+        let mut detector = FailureDetector::new(detector);
+        // Every configured peer is expected: one that never speaks is convicted.
+        for id in peers.keys() {
+            detector.heartbeat(id, now);
+        }
+        GossipActor {
+            rng: now ^ 0x9e37_79b9_7f4a_7c15 ^ me.generation.rotate_left(17),
+            membership: Membership::new(me, others),
+            detector,
+            peers,
+            liveness,
+            on_up,
+            metrics,
+            clock,
+            interval,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: enough to pick gossip partners.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn merge(&mut self, remote: &[MemberState]) {
+        let now = self.clock.now_ms();
+        let report = self.membership.merge(remote);
+        for id in &report.restarted {
+            log::info!(
+                "peer {id} restarted (generation {})",
+                self.membership.get(id).map_or(0, |m| m.generation)
+            );
+            self.detector.reset(id);
+        }
+        for id in &report.advanced {
+            if self.peers.contains_key(id) {
+                self.detector.heartbeat(id, now);
+            }
+        }
+        self.publish(now, &report.restarted);
+    }
+
+    /// Recomputes every peer's status; logs and announces changes.
+    fn publish(&mut self, now: u64, restarted: &[String]) {
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let status = self.detector.status(&id, now);
+            let before = self.liveness.set(&id, status);
+            if before != Some(status) {
+                let phi = self.detector.phi(&id, now).unwrap_or(0.0);
+                log::info!("peer {id} is now {status:?} (phi {phi:.1})");
+            }
+            let came_up = status == Status::Up && before.is_some_and(|b| b != Status::Up);
+            if came_up || (status == Status::Up && restarted.contains(&id)) {
+                for r in &self.on_up {
+                    r.do_send(PeerUp(id.clone()));
+                }
+            }
+        }
+    }
+
+    fn round(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now_ms();
+        self.detector.tick(now);
+        self.membership.beat();
+        self.publish(now, &[]);
+        if self.peers.is_empty() {
+            return;
+        }
+        let r = self.next_random();
+        let mut ids: Vec<&String> = self.peers.keys().collect();
+        ids.sort();
+        let pick = ids[(r % ids.len() as u64) as usize].clone();
+        let peer = self.peers[&pick].clone();
+        let ours = self.membership.snapshot();
+        ctx.spawn(
+            async move { peer.send(Call(Request::Gossip { members: ours })).await }
+                .into_actor(self)
+                .map(move |reply, act, _| match reply {
+                    Ok(Ok(Response::Gossip { members })) => {
+                        Metrics::add(&act.metrics.gossip_rounds, 1);
+                        act.merge(&members);
+                    }
+                    Ok(Ok(other)) => log::warn!("gossip to {pick}: unexpected answer {other:?}"),
+                    Ok(Err(e)) => log::debug!("gossip to {pick}: {e}"),
+                    Err(e) => log::debug!("gossip to {pick}: {e}"),
+                }),
+        );
+    }
+}
+
+impl Actor for GossipActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.interval, |act, ctx| act.round(ctx));
+    }
+}
+
+impl Handler<GossipIn> for GossipActor {
+    type Result = MessageResult<GossipIn>;
+
+    fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
+        self.merge(&msg.0);
+        MessageResult(self.membership.snapshot())
+    }
+}
+
+impl Handler<ClusterStatus> for GossipActor {
+    type Result = MessageResult<ClusterStatus>;
+
+    fn handle(&mut self, _: ClusterStatus, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now_ms();
+        let me = self.membership.me().id.clone();
+        let views = self
+            .membership
+            .snapshot()
+            .into_iter()
+            .map(|state| {
+                let is_self = state.id == me;
+                MemberView {
+                    status: if is_self {
+                        Status::Up
+                    } else {
+                        self.detector.status(&state.id, now)
+                    },
+                    phi: if is_self {
+                        None
+                    } else {
+                        self.detector.phi(&state.id, now)
+                    },
+                    last_seen_ms_ago: if is_self {
+                        None
+                    } else {
+                        self.detector
+                            .last_seen_ms(&state.id)
+                            .map(|t| now.saturating_sub(t))
+                    },
+                    is_self,
+                    state,
+                }
+            })
+            .collect();
+        MessageResult(views)
+    }
+}

@@ -1,0 +1,110 @@
+//! Operator routes: `GET /v1/cluster` (membership, liveness, hints, repair,
+//! clock), `POST /v1/admin/repair` (run anti-entropy now) and `GET /metrics`
+//! (Prometheus counters).
+
+use super::error::ApiError;
+use super::ApiState;
+use actix_web::{web, HttpResponse};
+use ringkv_actors::gossip::ClusterStatus;
+use ringkv_actors::repair::{RunRepair, RunSummary};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.services.core.local.stats.render())
+}
+
+fn summary_json(s: &RunSummary) -> Value {
+    json!({
+        "peers_synced": s.peers_synced,
+        "peers_failed": s.peers_failed.iter().map(|(p, e)| json!({"peer": p, "error": e})).collect::<Vec<_>>(),
+        "hashes_compared": s.hashes_compared,
+        "leaves_differing": s.leaves_differing,
+        "keys_pulled": s.keys_pulled,
+        "keys_pushed": s.keys_pushed,
+        "bytes": s.bytes,
+        "duration_ms": s.duration_ms,
+    })
+}
+
+pub async fn repair(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let summary = state.services.repair.send(RunRepair).await?;
+    Ok(HttpResponse::Ok().json(summary_json(&summary)))
+}
+
+pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let svc = &state.services;
+    let core = &svc.core;
+    let view = core.view();
+    let members = svc.gossip.send(ClusterStatus).await?;
+    let tallies = core.local.store.hint_tallies();
+    let stats = &core.local.stats;
+    let members: Vec<Value> = members
+        .into_iter()
+        .map(|m| {
+            let hints = tallies.get(&m.state.id).copied().unwrap_or_default();
+            json!({
+                "id": m.state.id,
+                "self": m.is_self,
+                "http_addr": m.state.http_addr,
+                "peer_addr": m.state.peer_addr,
+                "status": m.status.as_str(),
+                "generation": m.state.generation,
+                "heartbeat": m.state.heartbeat,
+                "phi": m.phi,
+                "last_seen_ms_ago": m.last_seen_ms_ago,
+                "ring_epoch": m.state.ring_epoch,
+                "owned_share": view.ring.owned_share(&m.state.id),
+                "pending_hints": hints.count,
+                "pending_hint_bytes": hints.bytes,
+            })
+        })
+        .collect();
+    let repair = svc
+        .repair_service
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Ok(HttpResponse::Ok().json(json!({
+        "node": core.node_id,
+        "generation": svc.generation,
+        "ring_epoch": view.ring.epoch(),
+        "replication": {
+            "n": core.replication.n,
+            "r": core.replication.r,
+            "w": core.replication.w,
+            "sloppy_quorum": core.replication.sloppy_quorum,
+        },
+        "members": members,
+        "hints": {
+            "pending": tallies.values().map(|t| t.count).sum::<u64>(),
+            "stored": counter(&stats.hints_stored),
+            "replayed": counter(&stats.hints_replayed),
+            "dropped": counter(&stats.hints_dropped),
+            "expired": counter(&stats.hints_expired),
+        },
+        "repair": {
+            "running": repair.running,
+            "current_peer": repair.current_peer,
+            "passes": repair.passes,
+            "last": repair.last.as_ref().map(summary_json),
+            "last_finished_ms": repair.last_finished_ms,
+            "serving_reads": !core.local.repairing.load(Ordering::Relaxed),
+            "read_repairs": counter(&stats.read_repairs),
+            "keys_pulled": counter(&stats.ae_keys_pulled),
+            "keys_pushed": counter(&stats.ae_keys_pushed),
+            "bytes": counter(&stats.ae_bytes),
+            "tombstone_grace_ms": svc.config.repair.tombstone_grace_ms,
+            "tombstones_purged": counter(&stats.tombstones_purged),
+        },
+        "clock": {
+            "wall_ms": core.hlc.wall_ms(),
+            "max_drift_ms": svc.config.cluster.max_clock_drift_ms,
+            "refused_versions": counter(&stats.clock_refusals),
+        },
+    })))
+}
