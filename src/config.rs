@@ -72,6 +72,10 @@ pub struct StorageSection {
     pub durability: Durability,
     #[serde(default = "defaults::max_value_bytes")]
     pub max_value_bytes: usize,
+    /// Writes are refused (507) when a commit would leave less free space on
+    /// the data directory's file system; 0 turns the check off.
+    #[serde(default = "defaults::min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageSection {
@@ -79,6 +83,7 @@ impl Default for StorageSection {
         StorageSection {
             durability: defaults::durability(),
             max_value_bytes: defaults::max_value_bytes(),
+            min_free_bytes: defaults::min_free_bytes(),
         }
     }
 }
@@ -121,6 +126,9 @@ impl Default for GossipSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HintsSection {
+    /// Store hints for unreachable replicas at all (off: only anti-entropy
+    /// repairs a replica that missed writes).
+    pub enabled: bool,
     /// Hint holders count toward W (availability); off: N/R/W are strict.
     pub sloppy_quorum: bool,
     /// Hints kept per target node; beyond it the oldest are dropped.
@@ -134,6 +142,7 @@ pub struct HintsSection {
 impl Default for HintsSection {
     fn default() -> Self {
         HintsSection {
+            enabled: true,
             sloppy_quorum: true,
             max_per_node: 100_000,
             max_bytes_per_node: 256 << 20,
@@ -186,6 +195,9 @@ mod defaults {
     }
     pub fn durability() -> Durability {
         Durability::Immediate
+    }
+    pub fn min_free_bytes() -> u64 {
+        64 << 20
     }
     pub fn max_value_bytes() -> usize {
         1 << 20

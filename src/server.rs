@@ -61,6 +61,9 @@ pub struct Services {
     pub repair_service: RepairService,
     pub generation: u64,
     pub config: Config,
+    /// Per peer: is its connection up now.
+    pub peer_links: HashMap<String, Arc<AtomicBool>>,
+    pub started: std::time::Instant,
 }
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
@@ -73,7 +76,13 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         max_count: cfg.hints.max_per_node,
         max_bytes: cfg.hints.max_bytes_per_node,
     };
-    let store = Store::open_with(&node.data_dir, &node.id, durable, limits)?;
+    let store = Store::open_with(
+        &node.data_dir,
+        &node.id,
+        durable,
+        limits,
+        cfg.storage.min_free_bytes,
+    )?;
     let generation = store.bump_generation()?;
     log::info!(
         "node {} opened {} ({} records, generation {generation})",
@@ -124,14 +133,15 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
 
     let peer_arbiter = Arbiter::new();
     let settings = peer_settings(&node);
-    let peers = start_peer_sessions(&node, &peer_arbiter, &settings);
+    let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
     let liveness = Arc::new(Liveness::new(peers.keys().cloned()));
     let replication = Replication {
         n: cfg.n(),
         r: cfg.r(),
         w: cfg.w(),
         request_timeout: cfg.request_timeout(),
-        sloppy_quorum: cfg.hints.sloppy_quorum,
+        hinted_handoff: cfg.hints.enabled,
+        sloppy_quorum: cfg.hints.enabled && cfg.hints.sloppy_quorum,
         read_repair_blocking_all: cfg.repair.read_repair_blocking_all,
     };
     let view = cluster_view(cfg, peers.clone());
@@ -187,6 +197,8 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         repair_service,
         generation,
         config: cfg.clone(),
+        peer_links,
+        started: std::time::Instant::now(),
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
@@ -257,21 +269,30 @@ fn peer_settings(node: &NodeConfig) -> Arc<PeerSettings> {
     })
 }
 
+/// Starts one session per other member; answers their addresses and their
+/// "connected now" flags.
 fn start_peer_sessions(
     node: &NodeConfig,
     arbiter: &Arbiter,
     settings: &Arc<PeerSettings>,
-) -> HashMap<String, Addr<PeerActor>> {
+) -> (
+    HashMap<String, Addr<PeerActor>>,
+    HashMap<String, Arc<AtomicBool>>,
+) {
     let mut peers = HashMap::new();
+    let mut links = HashMap::new();
     for other in node.cluster.nodes.iter().filter(|n| n.id != node.id) {
         let (id, settings) = (other.id.clone(), settings.clone());
         let addr = other.peer_addr.parse().expect("validated");
+        let connected = Arc::new(AtomicBool::new(false));
+        let flag = connected.clone();
         let peer = PeerActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            PeerActor::new(id, addr, settings)
+            PeerActor::new(id, addr, settings, flag)
         });
         peers.insert(other.id.clone(), peer);
+        links.insert(other.id.clone(), connected);
     }
-    peers
+    (peers, links)
 }
 
 fn start_peer_listener(

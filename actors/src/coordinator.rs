@@ -28,7 +28,7 @@
 use crate::error::{Error, Result};
 use crate::gossip::Liveness;
 use crate::metrics::Metrics;
-use crate::peer::{Call, PeerActor};
+use crate::peer::{Call, PeerActor, PeerError};
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
 use crate::replica::LocalReplica;
@@ -55,6 +55,8 @@ pub struct Replication {
     pub r: usize,
     pub w: usize,
     pub request_timeout: Duration,
+    /// Unreachable replicas get hints.
+    pub hinted_handoff: bool,
     /// Hint holders count toward W.
     pub sloppy_quorum: bool,
     /// An `all` read repairs stale replicas before answering.
@@ -102,17 +104,14 @@ pub struct WriteResult {
 /// How one replica's part of a write ended.
 enum Ack {
     /// The replica stored it.
-    Direct {
-        node: String,
-        replaced_live: bool,
-    },
+    Direct { node: String, replaced_live: bool },
     /// `holder` stored it as a hint for the replica.
-    Hinted {
-        holder: String,
-    },
+    Hinted { holder: String },
     /// The replica holds a newer (or equal) version.
     Superseded(Version),
-    Failed(String),
+    /// Neither the replica nor a hint holder took it; `definite`: certainly
+    /// not applied anywhere.
+    Failed { why: String, definite: bool },
 }
 
 impl NodeCore {
@@ -167,7 +166,7 @@ impl NodeCore {
         }
         let peer = self
             .peer(view, node)
-            .ok_or_else(|| Error::Peer("not a member".into()))?;
+            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
         match self.call(&peer, Request::Read { key: key.clone() }).await? {
             Response::Read { record } => Ok(record.map(Record::from)),
             other => Err(unexpected(other)),
@@ -181,7 +180,7 @@ impl NodeCore {
         }
         let peer = self
             .peer(view, node)
-            .ok_or_else(|| Error::Peer("not a member".into()))?;
+            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
         let request = Request::Write {
             key: op.key,
             record: WireRecord::from(op.record),
@@ -222,7 +221,7 @@ impl NodeCore {
         }
         let peer = self
             .peer(view, holder)
-            .ok_or_else(|| Error::Peer("not a member".into()))?;
+            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
         let request = Request::StoreHint {
             target: target.to_string(),
             key: op.key,
@@ -245,9 +244,10 @@ impl NodeCore {
                 Err(StoreError::DiskFull(message).into())
             }
             Ok(Ok(Ok(Response::Error { code, message }))) => {
-                Err(Error::Peer(format!("{code}: {message}")))
+                Err(Error::PeerRefused(format!("{code}: {message}")))
             }
             Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(e @ PeerError::NotConnected(_)))) => Err(Error::PeerRefused(e.to_string())),
             Ok(Ok(Err(e))) => Err(Error::Peer(e.to_string())),
             Ok(Err(e)) => Err(e.into()),
         }
@@ -443,17 +443,20 @@ impl NodeCore {
         // live replicas (this node first: no network hop).
         let mut holders: Vec<String> = walk[n..]
             .iter()
+            .filter(|_| self.replication.hinted_handoff)
             .filter(|h| !self.liveness.is_down(h))
             .cloned()
             .collect();
-        if pref.contains(&self.node_id) {
-            holders.push(self.node_id.clone());
+        if self.replication.hinted_handoff {
+            if pref.contains(&self.node_id) {
+                holders.push(self.node_id.clone());
+            }
+            holders.extend(
+                pref.iter()
+                    .filter(|p| **p != self.node_id && !self.liveness.is_down(p))
+                    .cloned(),
+            );
         }
-        holders.extend(
-            pref.iter()
-                .filter(|p| **p != self.node_id && !self.liveness.is_down(p))
-                .cloned(),
-        );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut next_holder = 0;
         for target in pref {
@@ -484,6 +487,7 @@ impl NodeCore {
         let (mut replaced_live, mut newest) = (false, None::<Version>);
         let mut errors = Vec::new();
         let mut disk_full = 0;
+        let mut all_definite = true;
         while let Some(ack) = rx.recv().await {
             match ack {
                 Ack::Direct {
@@ -500,11 +504,12 @@ impl NodeCore {
                     }
                 }
                 Ack::Superseded(v) => newest = newest.max(Some(v)),
-                Ack::Failed(e) => {
-                    if e.contains("disk full") {
+                Ack::Failed { why, definite } => {
+                    if why.contains("disk full") {
                         disk_full += 1;
                     }
-                    errors.push(e);
+                    all_definite &= definite;
+                    errors.push(why);
                 }
             }
             if holders_acked.len() >= need && newest.is_none() {
@@ -526,7 +531,7 @@ impl NodeCore {
             required: need,
             received: holders_acked.len(),
             errors,
-            indeterminate: true,
+            indeterminate: !holders_acked.is_empty() || !all_definite,
         }))
     }
 
@@ -540,6 +545,7 @@ impl NodeCore {
         op: WriteOp,
     ) -> Ack {
         let mut why = format!("{target}: down (failure detector)");
+        let mut definite = true;
         if !known_down {
             match self.write_one(view, target, op.clone()).await {
                 Ok(WriteOutcome::Applied { replaced_live }) => {
@@ -549,18 +555,34 @@ impl NodeCore {
                     }
                 }
                 Ok(WriteOutcome::Superseded { current }) => return Ack::Superseded(current),
-                Ok(other) => return Ack::Failed(format!("{target}: unexpected outcome {other:?}")),
-                Err(e @ Error::DiskFull(_)) => return Ack::Failed(format!("{target}: {e}")),
-                Err(e) => why = format!("{target}: {e}"),
+                Ok(other) => {
+                    return Ack::Failed {
+                        why: format!("{target}: unexpected outcome {other:?}"),
+                        definite: false,
+                    }
+                }
+                Err(e @ Error::DiskFull(_)) => {
+                    return Ack::Failed {
+                        why: format!("{target}: {e}"),
+                        definite: true,
+                    }
+                }
+                Err(e) => {
+                    definite = e.is_definite();
+                    why = format!("{target}: {e}");
+                }
             }
         }
         for holder in holders {
             match self.hint_one(view, &holder, target, op.clone()).await {
                 Ok(()) => return Ack::Hinted { holder },
-                Err(e) => log::debug!("hint for {target} at {holder} failed: {e}"),
+                Err(e) => {
+                    definite &= e.is_definite();
+                    log::debug!("hint for {target} at {holder} failed: {e}");
+                }
             }
         }
-        Ack::Failed(why)
+        Ack::Failed { why, definite }
     }
 }
 

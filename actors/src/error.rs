@@ -33,9 +33,14 @@ pub enum Error {
     /// Local storage failed in another way.
     #[error("storage error: {0}")]
     Storage(String),
-    /// A peer replica failed or could not be reached.
+    /// A peer replica's answer is unknown (timed out, connection lost after
+    /// sending): the operation may or may not have been applied there.
     #[error("{0}")]
     Peer(String),
+    /// A peer replica definitely did not apply the operation (not connected,
+    /// or it refused).
+    #[error("{0}")]
+    PeerRefused(String),
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,6 +52,13 @@ impl From<StoreError> for Error {
             StoreError::DiskFull(m) => Error::DiskFull(m),
             other => Error::Storage(other.to_string()),
         }
+    }
+}
+
+impl Error {
+    /// Whether the operation certainly was not applied where this came from.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Error::Peer(_) | Error::Internal(_))
     }
 }
 

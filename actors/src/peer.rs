@@ -92,6 +92,8 @@ type Reply = oneshot::Sender<Result<Response, PeerError>>;
 
 /// The outbound connection to one remote node.
 pub struct PeerActor {
+    /// Whether the connection is up now (read by `/ready`).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
     node_id: String,
     addr: SocketAddr,
     settings: Arc<PeerSettings>,
@@ -106,8 +108,15 @@ pub struct PeerActor {
 }
 
 impl PeerActor {
-    pub fn new(node_id: String, addr: SocketAddr, settings: Arc<PeerSettings>) -> Self {
+    /// `connected` is kept up to date with the connection's state.
+    pub fn new(
+        node_id: String,
+        addr: SocketAddr,
+        settings: Arc<PeerSettings>,
+        connected: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         PeerActor {
+            connected,
             node_id,
             addr,
             settings,
@@ -135,6 +144,8 @@ impl PeerActor {
                         let (r, w) = stream.into_split();
                         let max = act.settings.max_frame;
                         act.reader = Some(ctx.add_stream(FramedRead::new(r, FrameCodec::new(max))));
+                        act.connected
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         act.writer = Some(FramedWrite::new(w, FrameCodec::new(max), ctx));
                     }
                     Err(e) => {
@@ -156,6 +167,8 @@ impl PeerActor {
             return;
         }
         log::warn!("connection to peer {} closed: {why}", self.node_id);
+        self.connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.reader.take() {
             ctx.cancel_future(h);
         }

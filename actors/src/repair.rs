@@ -89,6 +89,9 @@ pub struct RepairStatus {
     pub tombstones_purged: u64,
 }
 
+/// Records in token order and where to resume, if more remain.
+type RecordPage = (Vec<(Bytes, Record)>, Option<Bytes>);
+
 struct Session {
     tree: Arc<MerkleTree>,
     ranges: Vec<(Token, Token)>,
@@ -189,7 +192,7 @@ impl RepairService {
         leaves: &[u32],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<(Bytes, Record)>, Option<Bytes>), StoreError> {
+    ) -> Result<RecordPage, StoreError> {
         let mut spans: Vec<(Token, Token)> = Vec::new();
         for &leaf in leaves {
             let (ls, le) = leaf_span(tree_depth, leaf).ok_or_else(|| {

@@ -37,7 +37,7 @@ use redb::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 pub const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
@@ -78,6 +78,10 @@ impl From<redb::Error> for StoreError {
         match e {
             redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen(PathBuf::new()),
             redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull(io.to_string()),
+            redb::Error::PreviousIo => StoreError::Engine(
+                "an earlier I/O error (often a full disk) stopped writes; reopening the database"
+                    .into(),
+            ),
             other => StoreError::Engine(other.to_string()),
         }
     }
@@ -207,10 +211,32 @@ struct HintState {
 /// A node's durable store. Cheap to clone; shared by the writer and readers.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// `None` only while the database is being reopened after an I/O error.
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    dir: PathBuf,
     durable: bool,
     hint_limits: HintLimits,
+    /// Commits are refused (disk full) when less than this would stay free.
+    min_free_bytes: u64,
     hints: Arc<Mutex<HintState>>,
+}
+
+/// How long a reopen waits for in-flight readers of the old handle.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes available to unprivileged writers on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a
+    // valid NUL-terminated string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
 }
 
 /// `token || key`: the `data` and `tombstones` table key of `key`.
@@ -262,7 +288,7 @@ impl Store {
     /// Opens (or creates) the store in `dir` for node `node_id`.
     /// `durable = false` commits without fsync (for tests and benchmarks only).
     pub fn open(dir: &Path, node_id: &str, durable: bool) -> Result<Store, StoreError> {
-        Self::open_with(dir, node_id, durable, HintLimits::default())
+        Self::open_with(dir, node_id, durable, HintLimits::default(), 0)
     }
 
     pub fn open_with(
@@ -270,6 +296,7 @@ impl Store {
         node_id: &str,
         durable: bool,
         hint_limits: HintLimits,
+        min_free_bytes: u64,
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             if is_disk_full(&e) {
@@ -281,16 +308,13 @@ impl Store {
                 ))
             }
         })?;
-        let db = Database::builder()
-            .create(dir.join(DB_FILE))
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen(dir.into()),
-                other => StoreError::from(other),
-            })?;
+        let db = open_db(dir)?;
         let store = Store {
-            db: Arc::new(db),
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            dir: dir.to_path_buf(),
             durable,
             hint_limits,
+            min_free_bytes,
             hints: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
@@ -298,8 +322,38 @@ impl Store {
         Ok(store)
     }
 
+    /// The current database handle.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .expect("db lock")
+            .clone()
+            .ok_or_else(|| StoreError::Engine("the database is being reopened".into()))
+    }
+
+    /// Replaces the handle after an I/O error (redb refuses every later write
+    /// on a handle that saw one): waits for readers of the old handle, then
+    /// opens the file again.
+    fn reopen(&self) {
+        let mut slot = self.db.write().expect("db lock");
+        let Some(old) = slot.take() else { return };
+        let weak = Arc::downgrade(&old);
+        drop(old);
+        let started = std::time::Instant::now();
+        while weak.strong_count() > 0 && started.elapsed() < REOPEN_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        match open_db(&self.dir) {
+            Ok(db) => {
+                log::info!("reopened the database after an I/O error");
+                *slot = Some(Arc::new(db));
+            }
+            Err(e) => log::error!("reopening the database failed: {e}; retrying at the next write"),
+        }
+    }
+
     fn init_meta(&self, dir: &Path, node_id: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let stored_id = meta.get(META_NODE_ID)?.map(|v| v.value().to_vec());
@@ -341,7 +395,7 @@ impl Store {
     }
 
     fn load_hint_tallies(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(HINTS)?;
         let mut state = self.hints.lock().expect("hint state");
         for entry in table.iter()? {
@@ -375,14 +429,14 @@ impl Store {
     }
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let meta = tx.open_table(META)?;
         let v = meta.get(key)?;
         Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
     }
 
     fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         tx.open_table(META)?
             .insert(key, value.to_be_bytes().as_slice())?;
         tx.commit()?;
@@ -391,7 +445,7 @@ impl Store {
 
     /// Reads the record stored for `key` (value or tombstone), if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(DATA)?;
         let found = table.get(data_key(key).as_slice())?;
         match found {
@@ -410,7 +464,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Token, Bytes, Record)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(DATA)?;
         let start = from.to_be_bytes();
         let mut out = Vec::new();
@@ -449,7 +503,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes, u64)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(TOMBSTONES)?;
         let iter = match after {
             Some(a) => {
@@ -469,7 +523,7 @@ impl Store {
 
     /// Up to `limit` of the oldest hints for `target`, with their ids.
     pub fn hints_for(&self, target: &str, limit: usize) -> Result<Vec<(HintId, Hint)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(HINTS)?;
         let prefix = hint_prefix(target);
         let mut out = Vec::new();
@@ -491,7 +545,50 @@ impl Store {
     /// Applies a batch of mutations in one transaction and commits once.
     /// Later mutations in the batch see the effects of earlier ones.
     pub fn apply(&self, batch: &[Mutation]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut tx = self.db.begin_write()?;
+        if self.db.read().expect("db lock").is_none() {
+            self.reopen();
+        }
+        self.check_free_space(batch)?;
+        let result = self.apply_tx(batch);
+        if let Err(StoreError::DiskFull(_) | StoreError::Engine(_)) = &result {
+            self.reopen();
+        }
+        result
+    }
+
+    /// Refuses a batch that would leave less than `min_free_bytes` free.
+    fn check_free_space(&self, batch: &[Mutation]) -> Result<(), StoreError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let Some(free) = free_bytes(&self.dir) else {
+            return Ok(());
+        };
+        let needed: u64 = batch
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(op) => {
+                    64 + op.key.len() + op.record.value.as_ref().map_or(0, |v| v.len())
+                }
+                Mutation::Hint(h) => {
+                    64 + h.key.len() + h.record.value.as_ref().map_or(0, |v| v.len())
+                }
+                _ => 64,
+            } as u64)
+            .sum::<u64>()
+            * 2;
+        if free < self.min_free_bytes.saturating_add(needed) {
+            return Err(StoreError::DiskFull(format!(
+                "{free} bytes free on {}, keeping at least {} free (storage.min_free_bytes)",
+                self.dir.display(),
+                self.min_free_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_tx(&self, batch: &[Mutation]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut tx = self.db()?.begin_write()?;
         tx.set_durability(if self.durable {
             Durability::Immediate
         } else {
@@ -569,7 +666,7 @@ impl Store {
 
     /// Number of records (values and tombstones) stored; O(1) in redb.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(DATA)?;
         Ok(table.len()?)
     }
@@ -586,6 +683,15 @@ impl HintState {
             tallies: self.tallies.clone(),
         }
     }
+}
+
+fn open_db(dir: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .create(dir.join(DB_FILE))
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen(dir.into()),
+            other => StoreError::from(other),
+        })
 }
 
 fn put(

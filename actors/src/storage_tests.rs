@@ -209,7 +209,7 @@ fn hints_beyond_the_bound_drop_the_oldest_not_the_new() {
         max_count: 3,
         max_bytes: u64::MAX,
     };
-    let s = Store::open_with(dir.path(), "n1", false, limits).unwrap();
+    let s = Store::open_with(dir.path(), "n1", false, limits, 0).unwrap();
     for i in 0..3 {
         assert_eq!(
             s.apply(&[hint("n2", i, i as u64 + 1)]).unwrap()[0],

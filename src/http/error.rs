@@ -106,7 +106,9 @@ impl From<Error> for ApiError {
                 log::error!("storage error: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", m)
             }
-            Error::Peer(m) => ApiError::new(StatusCode::BAD_GATEWAY, "peer_error", m),
+            Error::Peer(m) | Error::PeerRefused(m) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "peer_error", m)
+            }
             Error::Internal(m) => {
                 log::error!("internal error: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)

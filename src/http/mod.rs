@@ -54,8 +54,42 @@ async fn health(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "node": state.node_id}))
 }
 
+/// How long after start `/ready` waits for every peer connection before it
+/// reports ready anyway (peers may be down; quorums decide per request).
+pub const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ready once every peer connection is up (or [`READY_GRACE`] passed), so a
+/// load balancer does not send requests a fresh node cannot coordinate yet.
 async fn ready(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ready", "node": state.node_id}))
+    let links = &state.services.peer_links;
+    let connected = links
+        .values()
+        .filter(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .count();
+    let serving_reads = !state
+        .services
+        .core
+        .local
+        .repairing
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if connected < links.len() && state.services.started.elapsed() < READY_GRACE {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("connected to {connected} of {} peers", links.len()),
+        )
+        .with("node", state.node_id.clone())
+        .with("peers_connected", connected)
+        .with("peers", links.len())
+        .error_response();
+    }
+    HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "node": state.node_id,
+        "peers_connected": connected,
+        "peers": links.len(),
+        "serving_reads": serving_reads,
+    }))
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -1,0 +1,79 @@
+//! Micro-benchmarks of the engine's hot pure code: key hashing, ring lookup
+//! (preference lists), record encode/decode. Run: `cargo bench -p ringkv-bench`.
+//! The Merkle module is deliberately not benchmarked here.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringkv_actors::record::Record;
+use ringkv_actors::ring::{key_token, Ring};
+use ringkv_actors::version::Version;
+use std::hint::black_box;
+
+fn keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("bench-{i}").into_bytes()).collect()
+}
+
+fn hashing(c: &mut Criterion) {
+    let keys = keys(1024);
+    let mut g = c.benchmark_group("key_token");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("1024 short keys", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for k in &keys {
+                acc ^= key_token(black_box(k));
+            }
+            acc
+        })
+    });
+    g.finish();
+    let long = vec![b'k'; 1024];
+    c.bench_function("key_token/1 KiB key", |b| {
+        b.iter(|| key_token(black_box(&long)))
+    });
+}
+
+fn ring_lookup(c: &mut Criterion) {
+    let ring = Ring::new(["n1", "n2", "n3"], 256);
+    let keys = keys(1024);
+    let mut g = c.benchmark_group("ring");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("preference_list(n=3) x1024, 3 nodes x 256 vnodes", |b| {
+        b.iter(|| {
+            let mut total = 0usize;
+            for k in &keys {
+                total += ring.preference_list(black_box(k), 3).len();
+            }
+            total
+        })
+    });
+    g.finish();
+    c.bench_function("ring/new 3 nodes x 256 vnodes", |b| {
+        b.iter(|| Ring::new(black_box(["n1", "n2", "n3"]), 256))
+    });
+}
+
+fn record_codec(c: &mut Criterion) {
+    let value = Bytes::from(vec![0x5a; 1024]);
+    let record = Record::value(Version::new(0x0001_8c3a_0000_0005, 7), value);
+    let encoded = record.encode();
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Bytes(encoded.len() as u64));
+    g.bench_function("encode 1 KiB value", |b| {
+        b.iter(|| black_box(&record).encode())
+    });
+    g.bench_function("decode 1 KiB value", |b| {
+        b.iter(|| Record::decode(black_box(&encoded)).expect("valid record"))
+    });
+    g.bench_function("encode+decode 1 KiB value", |b| {
+        b.iter_batched(
+            || record.clone(),
+            |r| Record::decode(&r.encode()).expect("valid record"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hashing, ring_lookup, record_codec);
+criterion_main!(benches);
