@@ -376,7 +376,11 @@ fn full_disk_refuses_writes_and_keeps_serving() {
         describe(&small_new)
     );
     if small_new.status == 201 {
-        expected.push(("small-after-full".into(), b"tiny".to_vec(), small_new.etag()));
+        expected.push((
+            "small-after-full".into(),
+            b"tiny".to_vec(),
+            small_new.etag(),
+        ));
     }
     c.get(&kv("big-after-full")).expect_error(404, "not_found");
     check_all(&c, &expected, "after more writes on the full disk");
