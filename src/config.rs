@@ -76,6 +76,10 @@ pub struct StorageSection {
     /// the data directory's file system; 0 turns the check off.
     #[serde(default = "defaults::min_free_bytes")]
     pub min_free_bytes: u64,
+    /// Concurrent writes share one commit (one fsync). Off: one commit per
+    /// write — only for measuring what group commit saves.
+    #[serde(default = "defaults::group_commit")]
+    pub group_commit: bool,
 }
 
 impl Default for StorageSection {
@@ -84,6 +88,7 @@ impl Default for StorageSection {
             durability: defaults::durability(),
             max_value_bytes: defaults::max_value_bytes(),
             min_free_bytes: defaults::min_free_bytes(),
+            group_commit: defaults::group_commit(),
         }
     }
 }
@@ -195,6 +200,9 @@ mod defaults {
     }
     pub fn durability() -> Durability {
         Durability::Immediate
+    }
+    pub fn group_commit() -> bool {
+        true
     }
     pub fn min_free_bytes() -> u64 {
         64 << 20

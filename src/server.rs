@@ -119,8 +119,17 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
     let writer_arbiter = Arbiter::new();
     let (replica_store, replica_metrics) = (store.clone(), metrics.clone());
+    let group_commit = cfg.storage.group_commit;
+    if !group_commit {
+        log::warn!("storage.group_commit = false: one commit (fsync) per write");
+    }
     let replica = ReplicaActor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-        ReplicaActor::new(replica_store, replica_metrics)
+        let actor = ReplicaActor::new(replica_store, replica_metrics);
+        if group_commit {
+            actor
+        } else {
+            actor.without_group_commit()
+        }
     });
     let local = LocalReplica {
         store: store.clone(),

@@ -269,9 +269,18 @@ impl NodeCore {
         let need = consistency.required(replicas.len(), self.replication.r);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut errors = Vec::new();
+        let mut replies: Vec<(String, Option<Record>)> = Vec::with_capacity(replicas.len());
         let mut asked = 0;
         for node in &replicas {
-            if node != &self.node_id && self.liveness.is_down(node) {
+            if node == &self.node_id {
+                // The local replica is a synchronous MVCC read: no task needed.
+                match self.local.read(key) {
+                    Ok(r) => replies.push((node.clone(), r)),
+                    Err(e) => errors.push(format!("{node}: {e}")),
+                }
+                continue;
+            }
+            if self.liveness.is_down(node) {
                 errors.push(format!("{node}: down (failure detector)"));
                 continue;
             }
@@ -289,7 +298,6 @@ impl NodeCore {
             });
         }
         drop(tx);
-        let mut replies: Vec<(String, Option<Record>)> = Vec::with_capacity(replicas.len());
         let blocking_repair =
             consistency == Consistency::All && self.replication.read_repair_blocking_all;
         let mut answered = 0;

@@ -49,6 +49,8 @@ type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
 
 pub struct ReplicaActor {
     store: Store,
+    /// Most mutations per commit (1 turns group commit off).
+    max_batch: usize,
     stats: Arc<Metrics>,
     queue: Vec<(Mutation, Reply)>,
     committing: bool,
@@ -59,11 +61,18 @@ impl ReplicaActor {
     pub fn new(store: Store, stats: Arc<Metrics>) -> Self {
         ReplicaActor {
             store,
+            max_batch: MAX_BATCH_OPS,
             stats,
             queue: Vec::new(),
             committing: false,
             flush_waiters: Vec::new(),
         }
+    }
+
+    /// Commits each mutation alone (for measuring group commit's benefit).
+    pub fn without_group_commit(mut self) -> Self {
+        self.max_batch = 1;
+        self
     }
 
     /// Takes the next batch off the queue, bounded by count and bytes.
@@ -76,7 +85,7 @@ impl ReplicaActor {
                 Mutation::Hint(h) => h.key.len() + h.record.value.as_ref().map_or(0, |v| v.len()),
                 _ => 64,
             };
-            if n > 0 && (n == MAX_BATCH_OPS || bytes + len > MAX_BATCH_BYTES) {
+            if n > 0 && (n == self.max_batch || bytes + len > MAX_BATCH_BYTES) {
                 break;
             }
             bytes += len;
