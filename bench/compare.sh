@@ -343,6 +343,7 @@ cp "$ROOT/target/release/ringkv" "$ROOT/target/release/ringkv-bench" "$BIN/" ||
 
 CORES=$(nproc)
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 # 1. ringkv, single node ------------------------------------------------------
 log "ringkv single node (N=1, durable) on 127.0.0.1:$P_SINGLE"
@@ -530,7 +531,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "Produced by \`bench/compare.sh\`: $DURATION s per run, $CLIENTS clients/connections,"
     echo "$KEYS keys, $VALUE_SIZE-byte values; everything on 127.0.0.1 of one machine"
     echo "($CORES cores, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown CPU))."
-    echo "Load generators share the cores with the servers they measure."
+    echo "Load generators share the cores with the servers they measure. Load average before"
+    echo "the first run: $LOAD_AT_START (1/5/15 min); at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)."
     [ "$DURATION" -lt 10 ] && echo && echo "**Smoke run (DURATION=$DURATION): not a measurement to quote.**"
     echo
     echo "| ringkv scenario | ringkv ops/s | ringkv p99 ms | reference | ref ops/s | ref p99 ms | ringkv / ref | notes |"

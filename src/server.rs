@@ -137,6 +137,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         hlc,
         stats: metrics,
         repairing: Arc::new(AtomicBool::new(repairing)),
+        repair_wanted: Arc::default(),
     };
     keep_alive_record(store, clock.clone());
 

@@ -45,7 +45,9 @@ use tokio::sync::mpsc;
 
 /// Stripes of the per-key lock that serializes conditional writes.
 const KEY_LOCK_STRIPES: usize = 1024;
-/// Attempts of a write whose version some replica already exceeds.
+/// Attempts of a write whose version some replica already exceeds: the
+/// second goes above the newest version seen (clock skew); after that, a newer
+/// version is a concurrent later write and the write is acknowledged.
 const MAX_WRITE_ATTEMPTS: usize = 2;
 
 /// Replication parameters (validated by the config loader: r, w ≤ n).
@@ -108,7 +110,7 @@ enum Ack {
     /// `holder` stored it as a hint for the replica.
     Hinted { holder: String },
     /// The replica holds a newer (or equal) version.
-    Superseded(Version),
+    Superseded { node: String, current: Version },
     /// Neither the replica nor a hint holder took it; `definite`: certainly
     /// not applied anywhere.
     Failed { why: String, definite: bool },
@@ -408,9 +410,14 @@ impl NodeCore {
         let view = self.view();
         let walk: Vec<String> = view.ring.walk(&key).map(String::from).collect();
         let n = self.replication.n.min(walk.len());
-        let need = consistency.required(n, self.replication.w);
-        let mut last = None;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        let plan = WritePlan {
+            need: consistency.required(n, self.replication.w),
+            view,
+            walk,
+            n,
+            consistency,
+        };
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let version = self.hlc.next_after(floor);
             let op = WriteOp {
                 key: key.clone(),
@@ -420,7 +427,7 @@ impl NodeCore {
                 },
             };
             match self
-                .write_attempt(&view, &walk, n, need, consistency, op)
+                .write_attempt(&plan, op, attempt == MAX_WRITE_ATTEMPTS)
                 .await
             {
                 Ok(mut result) => {
@@ -430,22 +437,26 @@ impl NodeCore {
                 Err(Attempt::Superseded(v)) => floor = Some(v),
                 Err(Attempt::Failed(e)) => return Err(e),
             }
-            last = floor;
         }
-        Err(Error::Internal(format!(
-            "write kept losing to newer versions (last {last:?})"
-        )))
+        Err(Error::Internal(
+            "the last write attempt answered Superseded".into(),
+        ))
     }
 
     async fn write_attempt(
         self: &Arc<Self>,
-        view: &Arc<ClusterView>,
-        walk: &[String],
-        n: usize,
-        need: usize,
-        consistency: Consistency,
+        plan: &WritePlan,
         op: WriteOp,
+        last_attempt: bool,
     ) -> std::result::Result<WriteResult, Attempt> {
+        let WritePlan {
+            view,
+            walk,
+            n,
+            need,
+            consistency,
+        } = plan;
+        let (n, need, consistency) = (*n, *need, *consistency);
         let pref = &walk[..n];
         // Hint holders, in order: healthy nodes past the preference list, then
         // live replicas (this node first: no network hop).
@@ -511,7 +522,13 @@ impl NodeCore {
                         hinted_holders.insert(holder);
                     }
                 }
-                Ack::Superseded(v) => newest = newest.max(Some(v)),
+                // On the last attempt, a replica holding a newer version took
+                // a concurrent later write: ours is ordered before it (last
+                // write wins), and the replica durably holds what supersedes it.
+                Ack::Superseded { node, .. } if last_attempt => {
+                    holders_acked.insert(node);
+                }
+                Ack::Superseded { current, .. } => newest = newest.max(Some(current)),
                 Ack::Failed { why, definite } => {
                     if why.contains("disk full") {
                         disk_full += 1;
@@ -562,7 +579,12 @@ impl NodeCore {
                         replaced_live,
                     }
                 }
-                Ok(WriteOutcome::Superseded { current }) => return Ack::Superseded(current),
+                Ok(WriteOutcome::Superseded { current }) => {
+                    return Ack::Superseded {
+                        node: target.to_string(),
+                        current,
+                    }
+                }
                 Ok(other) => {
                     return Ack::Failed {
                         why: format!("{target}: unexpected outcome {other:?}"),
@@ -592,6 +614,16 @@ impl NodeCore {
         }
         Ack::Failed { why, definite }
     }
+}
+
+/// Where a write goes: computed once, shared by its attempts.
+struct WritePlan {
+    view: Arc<ClusterView>,
+    /// Every member clockwise from the key: the first `n` are its replicas.
+    walk: Vec<String>,
+    n: usize,
+    need: usize,
+    consistency: Consistency,
 }
 
 enum Attempt {

@@ -54,6 +54,8 @@ pub const RECORDS_PAGE: u32 = 512;
 pub const LEAVES_PER_REQUEST: usize = 16;
 /// Rows read per storage scan while building a tree.
 const SCAN_PAGE: usize = 4096;
+/// How often peers queued for anti-entropy (dropped hints) are served.
+pub const WANTED_INTERVAL: Duration = Duration::from_secs(2);
 /// How often tombstones are examined for purging.
 pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -506,11 +508,12 @@ impl RepairService {
         }
     }
 
-    /// One pass with every peer not known to be down.
-    pub async fn run_pass(&self) -> RunSummary {
+    /// One pass with every peer not known to be down (or only with `only`).
+    pub async fn run_pass(&self, only: Option<Vec<String>>) -> RunSummary {
         let started = Instant::now();
         let mut sum = RunSummary::default();
-        let mut peers: Vec<String> = self.core.view().peers.keys().cloned().collect();
+        let mut peers: Vec<String> =
+            only.unwrap_or_else(|| self.core.view().peers.keys().cloned().collect());
         peers.sort();
         for p in peers {
             if self.core.liveness.is_down(&p) {
@@ -661,6 +664,39 @@ impl RepairActor {
     }
 
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        self.start_pass_with(None, ctx)
+    }
+
+    /// Runs a pass for peers whose hints were dropped, once they are up.
+    fn serve_wanted(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            return;
+        }
+        let wanted: Vec<String> = {
+            let mut set = self
+                .svc
+                .core
+                .local
+                .repair_wanted
+                .lock()
+                .expect("repair_wanted");
+            let up: Vec<String> = set
+                .iter()
+                .filter(|p| !self.svc.core.liveness.is_down(p))
+                .cloned()
+                .collect();
+            for p in &up {
+                set.remove(p);
+            }
+            up
+        };
+        if !wanted.is_empty() {
+            log::info!("anti-entropy for dropped hints: {wanted:?}");
+            self.start_pass_with(Some(wanted), ctx);
+        }
+    }
+
+    fn start_pass_with(&mut self, only: Option<Vec<String>>, ctx: &mut Context<Self>) {
         if self.running {
             return;
         }
@@ -670,11 +706,12 @@ impl RepairActor {
             st.running = true;
         }
         let svc = self.svc.clone();
-        ctx.spawn(async move { svc.run_pass().await }.into_actor(self).map(|sum, act, _| {
+        let complete_pass = only.is_none();
+        ctx.spawn(async move { svc.run_pass(only).await }.into_actor(self).map(move |sum, act, _| {
             act.running = false;
             let complete = sum.peers_failed.is_empty()
                 || (!sum.peers_synced.is_empty() && sum.peers_failed.iter().all(|(_, e)| e == "down"));
-            if complete && act.svc.core.local.repairing.swap(false, Ordering::Relaxed) {
+            if complete_pass && complete && act.svc.core.local.repairing.swap(false, Ordering::Relaxed) {
                 log::info!("anti-entropy pass complete: serving reads again");
             }
             log::info!(
@@ -710,6 +747,7 @@ impl Actor for RepairActor {
                 }
             });
         }
+        ctx.run_interval(WANTED_INTERVAL, |act, ctx| act.serve_wanted(ctx));
         ctx.run_interval(GC_INTERVAL, |act, ctx| {
             if act.gc_running {
                 return;

@@ -201,6 +201,9 @@ pub struct LocalReplica {
     /// Set while this node must not serve reads: it was down longer than the
     /// tombstone grace period and has not finished an anti-entropy pass.
     pub repairing: Arc<AtomicBool>,
+    /// Peers whose shared ranges need anti-entropy soon (their hints were
+    /// dropped at the bound); drained by the repair actor.
+    pub repair_wanted: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl LocalReplica {
@@ -323,12 +326,20 @@ impl LocalReplica {
 
     /// Stores a hint durably and counts it (and any it displaced).
     pub async fn store_hint(&self, hint: Hint) -> Result<WriteOutcome, StoreError> {
+        let target = hint.target.clone();
         let outcome = self.apply(Mutation::Hint(hint)).await?;
         Metrics::add(&self.stats.hints_stored, 1);
         if let WriteOutcome::Hinted { dropped } = outcome {
             if dropped > 0 {
                 Metrics::add(&self.stats.hints_dropped, dropped);
-                log::warn!("hint bound reached: dropped {dropped} oldest hints");
+                log::warn!(
+                    "hint bound for {target} reached: dropped its {dropped} oldest hints; \
+                     anti-entropy with {target} is queued"
+                );
+                self.repair_wanted
+                    .lock()
+                    .expect("repair_wanted")
+                    .insert(target);
             }
         }
         Ok(outcome)

@@ -186,11 +186,10 @@ pub async fn run(s: Settings) -> u8 {
             "  ops/s per core: {per_core:.0} ({:.0} ops/s / {cores} cores; the bench shares them if run on the same machine)",
             r.total.ops_per_sec
         );
-        let fsync = FsyncJson::new(&metrics::fsync_report(
-            &before,
-            &after,
-            stats.acked_writes(),
-        ));
+        let fsync = FsyncJson::new(
+            &metrics::fsync_report(&before, &after, stats.acked_writes()),
+            stats.reconnects,
+        );
         report::print_fsyncs(&fsync, s.nodes.len());
         failed |= r.clients_gave_up > 0;
         results.run_ops_per_sec_per_core = Some(per_core);

@@ -109,13 +109,13 @@ pub async fn connect(node: &Node, timeout: Duration) -> Result<Sender, String> {
 #[derive(Clone, Copy, Debug)]
 pub struct ReconnectPolicy {
     pub connect_timeout: Duration,
-    /// How many times a client may re-establish a connection that failed
-    /// (broke, timed out, or could not be made) before giving up.
+    /// How many connection attempts a client may make after its connection
+    /// failed (broke, timed out, or could not be made) before giving up.
     pub max_reconnects: u32,
 }
 
 /// A client's connection to its node: made on first use, remade after a
-/// failure at most `max_reconnects` times in total (with a growing pause).
+/// failure with at most `max_reconnects` attempts in total.
 pub struct Client {
     node: Node,
     policy: ReconnectPolicy,
@@ -138,7 +138,15 @@ impl Client {
         }
     }
 
-    /// A usable sender, connecting if needed.
+    /// The node's address as given.
+    pub fn node_name(&self) -> &str {
+        &self.node.host
+    }
+
+    /// A usable sender, connecting if needed. Makes at most one connection
+    /// attempt, so a call never blocks for long on a dead node: after a
+    /// failure each call waits a growing pause (50 ms doubling to 1 s), then
+    /// tries once, counting against the budget.
     async fn sender(&mut self) -> Result<&mut Sender, CallError> {
         if self.sender.as_ref().is_some_and(|s| s.is_closed()) {
             // Closed by the server while idle (keep-alive expiry): reopen
@@ -146,36 +154,25 @@ impl Client {
             self.sender = None;
         }
         if self.sender.is_none() {
-            if !self.failed {
-                // First connection, or after a clean close: one attempt.
-                match connect(&self.node, self.policy.connect_timeout).await {
-                    Ok(s) => self.sender = Some(s),
-                    Err(e) => {
-                        self.failed = true;
-                        return Err(CallError::Connection(e));
-                    }
+            if self.failed {
+                if self.reconnects >= self.policy.max_reconnects {
+                    return Err(CallError::GaveUp(format!(
+                        "{}: gave up after {} reconnect attempts",
+                        self.node, self.reconnects
+                    )));
                 }
-            } else {
-                let mut last_error = String::from("no attempt left");
-                loop {
-                    if self.reconnects >= self.policy.max_reconnects {
-                        return Err(CallError::GaveUp(format!(
-                            "{}: gave up after {} reconnects ({last_error})",
-                            self.node, self.reconnects
-                        )));
-                    }
-                    self.reconnects += 1;
-                    // 50 ms, 100 ms, 200 ms, … at most 1 s between attempts.
-                    let pause = 50u64 << (self.reconnects.min(6) - 1);
-                    tokio::time::sleep(Duration::from_millis(pause.min(1000))).await;
-                    match connect(&self.node, self.policy.connect_timeout).await {
-                        Ok(s) => {
-                            self.sender = Some(s);
-                            self.failed = false;
-                            break;
-                        }
-                        Err(e) => last_error = e,
-                    }
+                self.reconnects += 1;
+                let pause = 50u64 << (self.reconnects.min(6) - 1);
+                tokio::time::sleep(Duration::from_millis(pause.min(1000))).await;
+            }
+            match connect(&self.node, self.policy.connect_timeout).await {
+                Ok(s) => {
+                    self.sender = Some(s);
+                    self.failed = false;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Err(CallError::Connection(e));
                 }
             }
         }
@@ -278,10 +275,14 @@ mod tests {
             },
         );
         let t = Duration::from_secs(5);
-        let first = c.call(Method::GET, "/health", Bytes::new(), t).await;
-        assert!(matches!(first, Err(CallError::Connection(_))), "{first:?}");
-        let second = c.call(Method::GET, "/health", Bytes::new(), t).await;
-        assert!(matches!(second, Err(CallError::GaveUp(_))), "{second:?}");
+        // The first connection, then two counted reconnect attempts: each
+        // call fails fast with a connection error; then the client gives up.
+        for _ in 0..3 {
+            let r = c.call(Method::GET, "/health", Bytes::new(), t).await;
+            assert!(matches!(r, Err(CallError::Connection(_))), "{r:?}");
+        }
+        let last = c.call(Method::GET, "/health", Bytes::new(), t).await;
+        assert!(matches!(last, Err(CallError::GaveUp(_))), "{last:?}");
         assert_eq!(c.reconnects, 2);
     }
 }

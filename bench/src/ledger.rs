@@ -86,7 +86,7 @@ impl fmt::Display for Mismatch {
         match self {
             Mismatch::LostWrite { newest_acked } => write!(
                 f,
-                "reads 404, but write/delete #{newest_acked} was acknowledged and no delete may be the latest (lost write)"
+                "reads 404, but write #{newest_acked} was acknowledged last and no delete may be later (lost write)"
             ),
             Mismatch::Stale { read, newest_acked } => write!(
                 f,

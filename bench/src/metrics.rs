@@ -63,7 +63,9 @@ pub fn parse(text: &str) -> Counters {
 /// Scrapes one node. `Err` explains why there is nothing to use.
 pub async fn scrape(node: &Node, timeout: Duration) -> Result<Counters, String> {
     let work = async {
-        let mut sender = connect(node, timeout).await?;
+        let mut sender = connect(node, timeout)
+            .await
+            .map_err(|e| format!("could not read /metrics: {e}"))?;
         let req = Request::builder()
             .uri("/metrics")
             .header(header::HOST, node.host.as_str())
@@ -72,17 +74,17 @@ pub async fn scrape(node: &Node, timeout: Duration) -> Result<Counters, String> 
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("GET /metrics on {node}: {e}"))?;
+            .map_err(|e| format!("could not read /metrics on {node}: {e}"))?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("GET /metrics on {node}: {e}"))?
+            .map_err(|e| format!("could not read /metrics on {node}: {e}"))?
             .to_bytes();
         if status.as_u16() != 200 {
             return Err(format!(
-                "{node} answered {} to GET /metrics",
+                "node has no /metrics: {node} answered {} to GET /metrics",
                 status.as_u16()
             ));
         }
@@ -90,7 +92,7 @@ pub async fn scrape(node: &Node, timeout: Duration) -> Result<Counters, String> 
     };
     tokio::time::timeout(timeout, work)
         .await
-        .unwrap_or_else(|_| Err(format!("GET /metrics on {node} timed out")))
+        .unwrap_or_else(|_| Err(format!("could not read /metrics on {node}: timed out")))
 }
 
 /// Scrapes every node (in order); `Err` if any node has no usable endpoint.
@@ -145,7 +147,7 @@ pub fn fsync_report(
     };
     let (b, a) = match (before, after) {
         (Ok(b), Ok(a)) => (b, a),
-        (Err(e), _) | (_, Err(e)) => return unavailable(format!("node has no /metrics: {e}")),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e.clone()),
     };
     let (commits_delta, writes_delta) = match (
         delta_sum(b, a, |c| c.commits),
@@ -211,7 +213,7 @@ ringkv_writes_totally_other 9
         assert_eq!(r.commits_delta, Some(250.0));
         assert_eq!(r.writes_delta, Some(3000.0));
         let none = fsync_report(
-            &Err("127.0.0.1:7101 answered 404 to GET /metrics".into()),
+            &Err("node has no /metrics: 127.0.0.1:7101 answered 404 to GET /metrics".into()),
             &a,
             10,
         );

@@ -150,11 +150,20 @@ pub struct FsyncJson {
     pub commits_delta: Option<f64>,
     pub writes_total_delta: Option<f64>,
     pub acked_writes: u64,
+    /// Why the figure may be off (connections broke: a node may have
+    /// restarted and reset its counters).
+    pub caveat: Option<String>,
 }
 
 impl FsyncJson {
-    pub fn new(f: &FsyncReport) -> FsyncJson {
+    pub fn new(f: &FsyncReport, reconnects: u64) -> FsyncJson {
         FsyncJson {
+            caveat: (reconnects > 0 && f.commits_per_acked_write.is_ok()).then(|| {
+                format!(
+                    "{reconnects} reconnects during the run: a node that restarted \
+                     has reset counters, so this may be off"
+                )
+            }),
             commits_per_acked_write: f.commits_per_acked_write.as_ref().ok().copied(),
             unavailable: f.commits_per_acked_write.as_ref().err().cloned(),
             commits_delta: f.commits_delta,
@@ -268,7 +277,7 @@ pub fn print_table(p: &PhaseReport) {
     }
     if p.reconnects > 0 || p.clients_gave_up > 0 {
         println!(
-            "  reconnects after failures: {}, clients that gave up: {}",
+            "  reconnect attempts after failures: {}, clients that gave up: {}",
             p.reconnects, p.clients_gave_up
         );
     }
@@ -305,6 +314,9 @@ pub fn print_fsyncs(f: &FsyncJson, nodes: usize) {
                 f.commits_delta.unwrap_or(0.0),
                 f.acked_writes
             );
+            if let Some(c) = &f.caveat {
+                println!("    caution: {c}");
+            }
         }
         None => println!(
             "  fsyncs (commits) per acknowledged write: n/a ({})",

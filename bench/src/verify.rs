@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Reads answered with an error are retried this many times.
+/// Rounds over the nodes before a key counts as unreadable.
 const ATTEMPTS: u32 = 3;
 /// Mismatch descriptions kept for the report.
 const EXAMPLES: usize = 20;
@@ -60,45 +60,56 @@ impl VerifyStats {
 }
 
 /// Reads one key at quorum: what it holds, or why it could not be read.
-async fn read_back(ctx: &Ctx, client: &mut Client, key: u64) -> Result<Observed, String> {
+/// `clients` holds a connection per node, the client's own node first; a
+/// node that cannot be reached moves to the back, so verify checks the data
+/// through whichever nodes are up.
+async fn read_back(ctx: &Ctx, clients: &mut [Client], key: u64) -> Result<Observed, String> {
     let path = ctx.keyspace.path(key, Some("quorum"));
-    let mut last = String::new();
+    let mut errors = Vec::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        match client
-            .call(
-                Method::GET,
-                &path,
-                bytes::Bytes::new(),
-                ctx.settings.timeout,
-            )
-            .await
-        {
-            Ok(r) if r.status == 200 => {
-                let s = &ctx.settings;
-                return Ok(
-                    match value::decode(ctx.run_id, key as u32, s.value_size, &r.body) {
-                        Decoded::Ours { seq } => Observed::Value(seq),
-                        Decoded::Foreign(why) => Observed::Foreign(why),
-                    },
-                );
-            }
-            Ok(r) if r.status == 404 => return Ok(Observed::Absent),
-            Ok(r) => {
-                last = format!(
-                    "HTTP {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+        for _ in 0..clients.len() {
+            let client = &mut clients[0];
+            let node = client.node_name().to_string();
+            match client
+                .call(
+                    Method::GET,
+                    &path,
+                    bytes::Bytes::new(),
+                    ctx.settings.timeout,
                 )
+                .await
+            {
+                Ok(r) if r.status == 200 => {
+                    let s = &ctx.settings;
+                    return Ok(
+                        match value::decode(ctx.run_id, key as u32, s.value_size, &r.body) {
+                            Decoded::Ours { seq } => Observed::Value(seq),
+                            Decoded::Foreign(why) => Observed::Foreign(why),
+                        },
+                    );
+                }
+                Ok(r) if r.status == 404 => return Ok(Observed::Absent),
+                Ok(r) => {
+                    // The node answers but cannot serve a quorum read now:
+                    // try the next attempt through it.
+                    errors.push(format!(
+                        "{node}: HTTP {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                    ));
+                    break;
+                }
+                Err(CallError::Timeout) => errors.push(format!("{node}: timeout")),
+                Err(CallError::Connection(e) | CallError::GaveUp(e)) => errors.push(e),
             }
-            Err(CallError::Timeout) => last = "timeout".into(),
-            Err(CallError::Connection(e)) => last = e,
-            Err(CallError::GaveUp(e)) => return Err(e),
+            clients.rotate_left(1);
         }
     }
-    Err(last)
+    errors.dedup();
+    Err(errors.join("; "))
 }
 
 pub async fn run(ctx: Arc<Ctx>, policy: ReconnectPolicy) -> VerifyStats {
@@ -112,16 +123,18 @@ pub async fn run(ctx: Arc<Ctx>, policy: ReconnectPolicy) -> VerifyStats {
         let ctx = ctx.clone();
         let keys = keys.clone();
         let next = next.clone();
-        let node = s.nodes[i % s.nodes.len()].clone();
+        let n = s.nodes.len();
+        let mut clients: Vec<Client> = (0..n)
+            .map(|k| Client::new(s.nodes[(i + k) % n].clone(), policy))
+            .collect();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(node, policy);
             let mut stats = VerifyStats::default();
             while !ctx.stopped() {
                 let n = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&key) = keys.get(n) else { break };
                 stats.keys += 1;
                 let name = ctx.keyspace.name(key);
-                match read_back(&ctx, &mut client, key).await {
+                match read_back(&ctx, &mut clients, key).await {
                     Ok(observed) => match ctx.ledger.with(key, |k| k.check(&observed)) {
                         Ok(()) => stats.ok += 1,
                         Err(m) => {
