@@ -335,6 +335,7 @@ fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState 
         peer_addr: n.peer_addr.clone(),
         generation,
         heartbeat: 0,
+        wall_ms: 0,
         ring_epoch: 0,
     }
 }
@@ -370,6 +371,7 @@ fn start_gossip(
     };
     let interval = Duration::from_millis(cfg.gossip.interval_ms);
     let metrics = local.stats.clone();
+    let hlc = local.hlc.clone();
     GossipActor::start_in_arbiter(&arbiter.handle(), move |_| {
         GossipActor::new(
             me,
@@ -380,6 +382,7 @@ fn start_gossip(
             vec![hints],
             metrics,
             clock,
+            hlc,
             interval,
         )
     })

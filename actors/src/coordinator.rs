@@ -107,8 +107,8 @@ pub struct WriteResult {
 enum Ack {
     /// The replica stored it.
     Direct { node: String, replaced_live: bool },
-    /// `holder` stored it as a hint for the replica.
-    Hinted { holder: String },
+    /// `holder` stored it as a hint for the replica, which failed for `why`.
+    Hinted { holder: String, why: String },
     /// The replica holds a newer (or equal) version.
     Superseded { node: String, current: Version },
     /// Neither the replica nor a hint holder took it; `definite`: certainly
@@ -276,7 +276,12 @@ impl NodeCore {
         for node in &replicas {
             if node == &self.node_id {
                 // The local replica is a synchronous MVCC read: no task needed.
-                match self.local.read(key) {
+                match self
+                    .local
+                    .read(key)
+                    .map_err(Error::from)
+                    .and_then(|r| self.sane(r))
+                {
                     Ok(r) => replies.push((node.clone(), r)),
                     Err(e) => errors.push(format!("{node}: {e}")),
                 }
@@ -307,12 +312,10 @@ impl NodeCore {
             let Some(reply) = rx.recv().await else { break };
             answered += 1;
             match reply {
-                (node, Ok(r)) => {
-                    if let Some(rec) = &r {
-                        let _ = self.hlc.observe(rec.version);
-                    }
-                    replies.push((node, r));
-                }
+                (node, Ok(r)) => match self.sane(r) {
+                    Ok(r) => replies.push((node, r)),
+                    Err(e) => errors.push(format!("{node}: {e}")),
+                },
                 (node, Err(e)) => errors.push(format!("{node}: {e}")),
             }
         }
@@ -351,6 +354,21 @@ impl NodeCore {
         Ok(newest)
     }
 
+    /// Folds a replica's record into our clock. A record further ahead of
+    /// the cluster's time than the allowed drift comes from a runaway clock
+    /// and was never acknowledged: it is ignored (and counted), as if the
+    /// replica held nothing, so it cannot win a read.
+    fn sane(&self, record: Option<Record>) -> Result<Option<Record>> {
+        if let Some(r) = &record {
+            if let Err(e) = self.hlc.observe(r.version) {
+                Metrics::add(&self.local.stats.clock_refusals, 1);
+                log::warn!("ignoring a stored version from a runaway clock: {e}");
+                return Ok(None);
+            }
+        }
+        Ok(record)
+    }
+
     /// Sends `newest` to every replica that answered with something older.
     async fn repair_stale(
         &self,
@@ -383,6 +401,16 @@ impl NodeCore {
         precondition: Precondition,
         consistency: Consistency,
     ) -> Result<WriteResult> {
+        if self.hlc.is_ahead_of_cluster() {
+            Metrics::add(&self.local.stats.clock_refusals, 1);
+            return Err(Error::ClockSkew(format!(
+                "this node's clock is {} ms ahead of the cluster's (at most {} ms allowed); \
+                 it refuses to coordinate writes until its clock is fixed — send the \
+                 request to another node",
+                -self.hlc.cluster_offset_ms(),
+                self.hlc.max_drift_ms()
+            )));
+        }
         if precondition == Precondition::None {
             return self.write_versioned(key, value, None, consistency).await;
         }
@@ -517,7 +545,8 @@ impl NodeCore {
                     hinted_holders.remove(&node);
                     holders_acked.insert(node);
                 }
-                Ack::Hinted { holder } => {
+                Ack::Hinted { holder, why } => {
+                    errors.push(format!("{why} (hint stored at {holder})"));
                     if self.replication.sloppy_quorum && holders_acked.insert(holder.clone()) {
                         hinted_holders.insert(holder);
                     }
@@ -548,7 +577,10 @@ impl NodeCore {
         if let Some(v) = newest {
             return Err(Attempt::Superseded(v));
         }
-        if disk_full > 0 && disk_full == errors.len() && holders_acked.is_empty() {
+        if disk_full > 0
+            && errors.iter().all(|e| e.contains("disk full"))
+            && holders_acked.is_empty()
+        {
             return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
         }
         Err(Attempt::Failed(Error::Unavailable {
@@ -580,10 +612,18 @@ impl NodeCore {
                     }
                 }
                 Ok(WriteOutcome::Superseded { current }) => {
+                    if let Err(e) = self.hlc.check_drift(current) {
+                        // Do not chase a runaway clock's version.
+                        Metrics::add(&self.local.stats.clock_refusals, 1);
+                        return Ack::Failed {
+                            why: format!("{target}: clock_drift: holds a version {e}"),
+                            definite: true,
+                        };
+                    }
                     return Ack::Superseded {
                         node: target.to_string(),
                         current,
-                    }
+                    };
                 }
                 Ok(other) => {
                     return Ack::Failed {
@@ -605,7 +645,7 @@ impl NodeCore {
         }
         for holder in holders {
             match self.hint_one(view, &holder, target, op.clone()).await {
-                Ok(()) => return Ack::Hinted { holder },
+                Ok(()) => return Ack::Hinted { holder, why },
                 Err(e) => {
                     definite &= e.is_definite();
                     log::debug!("hint for {target} at {holder} failed: {e}");

@@ -27,6 +27,10 @@ pub enum Error {
         errors: Vec<String>,
         indeterminate: bool,
     },
+    /// This node's clock runs ahead of the cluster's: it refuses to issue
+    /// versions (other nodes can coordinate the request).
+    #[error("{0}")]
+    ClockSkew(String),
     /// The local disk is full; writes are refused until space is freed.
     #[error("disk full: {0}")]
     DiskFull(String),

@@ -22,7 +22,7 @@ use crate::failure::{DetectorConfig, FailureDetector, Status};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::peer::{Call, PeerActor};
-use crate::version::Clock;
+use crate::version::{Clock, Hlc};
 use crate::wire::{MemberState, Request, Response};
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -66,7 +66,11 @@ impl Liveness {
 /// A peer's gossip exchange; answers our view after merging theirs.
 #[derive(Message)]
 #[rtype(result = "Vec<MemberState>")]
-pub struct GossipIn(pub Vec<MemberState>);
+pub struct GossipIn {
+    pub members: Vec<MemberState>,
+    /// The peer that sent it (from its session's hello).
+    pub from: String,
+}
 
 /// A peer came up (or restarted): replay what we hold for it.
 #[derive(Message, Clone)]
@@ -82,6 +86,8 @@ pub struct ClusterStatus;
 #[derive(Clone, Debug)]
 pub struct MemberView {
     pub state: MemberState,
+    /// Its wall clock minus ours at its last exchange with us (ms).
+    pub clock_offset_ms: Option<i64>,
     pub is_self: bool,
     pub status: Status,
     pub phi: Option<f64>,
@@ -96,8 +102,11 @@ pub struct GossipActor {
     on_up: Vec<Recipient<PeerUp>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    hlc: Arc<Hlc>,
     interval: Duration,
     rng: u64,
+    /// Per peer: its wall clock minus ours (ms), measured at its last exchange.
+    offsets: HashMap<String, i64>,
 }
 
 impl GossipActor {
@@ -111,6 +120,7 @@ impl GossipActor {
         on_up: Vec<Recipient<PeerUp>>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        hlc: Arc<Hlc>,
         interval: Duration,
     ) -> Self {
         let now = clock.now_ms();
@@ -128,7 +138,55 @@ impl GossipActor {
             on_up,
             metrics,
             clock,
+            hlc,
             interval,
+            offsets: HashMap::new(),
+        }
+    }
+
+    /// Records `from`'s clock offset from its own entry in `view`, then
+    /// decides whether our clock is the outlier: when fewer than half of the
+    /// members (counting us) agree with us within the allowed drift, the
+    /// median offset of the others is the cluster's time as far as we can
+    /// tell (see [`Hlc::set_cluster_offset_ms`]).
+    fn measure_clock(&mut self, from: &str, view: &[MemberState]) {
+        let Some(entry) = view.iter().find(|m| m.id == from && m.wall_ms > 0) else {
+            return;
+        };
+        let offset = entry.wall_ms as i64 - self.clock.now_ms() as i64;
+        self.offsets.insert(from.to_string(), offset);
+        let drift = self.hlc.max_drift_ms() as i64;
+        let mut live: Vec<i64> = self
+            .offsets
+            .iter()
+            .filter(|(id, _)| !self.liveness.is_down(id))
+            .map(|(_, o)| *o)
+            .collect();
+        let agree = live.iter().filter(|o| o.abs() <= drift).count();
+        let outlier = (agree + 1) * 2 < live.len() + 1;
+        let cluster_offset = if outlier {
+            live.sort_unstable();
+            live[live.len() / 2]
+        } else {
+            0
+        };
+        let before = self.hlc.cluster_offset_ms();
+        self.hlc.set_cluster_offset_ms(cluster_offset);
+        if (before == 0) != (cluster_offset == 0) {
+            if cluster_offset == 0 {
+                log::info!("local clock agrees with the cluster again");
+            } else if cluster_offset < 0 {
+                log::error!(
+                    "local clock is {} ms AHEAD of the cluster (allowed drift {drift} ms): \
+                     this node refuses to coordinate writes until it is fixed",
+                    -cluster_offset
+                );
+            } else {
+                log::warn!(
+                    "local clock is {cluster_offset} ms behind the cluster (allowed drift \
+                     {drift} ms): checking versions against the cluster's time"
+                );
+            }
         }
     }
 
@@ -190,13 +248,14 @@ impl GossipActor {
         ids.sort();
         let pick = ids[(r % ids.len() as u64) as usize].clone();
         let peer = self.peers[&pick].clone();
-        let ours = self.membership.snapshot();
+        let ours = self.membership.outgoing(now);
         ctx.spawn(
             async move { peer.send(Call(Request::Gossip { members: ours })).await }
                 .into_actor(self)
                 .map(move |reply, act, _| match reply {
                     Ok(Ok(Response::Gossip { members })) => {
                         Metrics::add(&act.metrics.gossip_rounds, 1);
+                        act.measure_clock(&pick, &members);
                         act.merge(&members);
                     }
                     Ok(Ok(other)) => log::warn!("gossip to {pick}: unexpected answer {other:?}"),
@@ -219,8 +278,9 @@ impl Handler<GossipIn> for GossipActor {
     type Result = MessageResult<GossipIn>;
 
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
-        self.merge(&msg.0);
-        MessageResult(self.membership.snapshot())
+        self.measure_clock(&msg.from, &msg.members);
+        self.merge(&msg.members);
+        MessageResult(self.membership.outgoing(self.clock.now_ms()))
     }
 }
 
@@ -255,6 +315,7 @@ impl Handler<ClusterStatus> for GossipActor {
                             .map(|t| now.saturating_sub(t))
                     },
                     is_self,
+                    clock_offset_ms: self.offsets.get(&state.id).copied(),
                     state,
                 }
             })

@@ -20,7 +20,8 @@ impl Inbound {
     /// Answers one request from peer `from`.
     pub async fn handle(&self, from: &str, request: Request) -> Response {
         if let Request::Gossip { members } = request {
-            return match self.gossip.send(GossipIn(members)).await {
+            let from = from.to_string();
+            return match self.gossip.send(GossipIn { members, from }).await {
                 Ok(members) => Response::Gossip { members },
                 Err(e) => internal(e),
             };

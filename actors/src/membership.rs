@@ -57,6 +57,14 @@ impl Membership {
         self.members.values().cloned().collect()
     }
 
+    /// The view to send: ours, with our wall clock stamped in our own entry.
+    pub fn outgoing(&mut self, now_ms: u64) -> Vec<MemberState> {
+        if let Some(m) = self.members.get_mut(&self.me) {
+            m.wall_ms = now_ms;
+        }
+        self.snapshot()
+    }
+
     /// Folds in a peer's view.
     pub fn merge(&mut self, remote: &[MemberState]) -> MergeReport {
         let mut report = MergeReport::default();
@@ -97,6 +105,7 @@ mod tests {
             peer_addr: String::new(),
             generation,
             heartbeat,
+            wall_ms: 0,
             ring_epoch: 0,
         }
     }

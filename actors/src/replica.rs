@@ -243,9 +243,12 @@ impl LocalReplica {
     }
 
     /// Stores many records, each if newer; answers how many were applied.
+    /// Records further ahead of the cluster's clock than the allowed drift are
+    /// skipped (and counted).
     pub async fn write_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u32, StoreError> {
         let writes = items
             .into_iter()
+            .filter(|(_, record)| self.check_clock(record).is_ok())
             .map(|(key, record)| self.write(WriteOp { key, record }));
         let mut applied = 0;
         for outcome in futures_util::future::join_all(writes).await {
@@ -297,17 +300,10 @@ impl LocalReplica {
                 }
             }
             Request::WriteBatch { items } => {
-                let items: Vec<_> = items
+                let items = items
                     .into_iter()
                     .map(|(k, r)| (k, Record::from(r)))
                     .collect();
-                if let Some(Err(e)) = items
-                    .iter()
-                    .map(|(_, r)| self.check_clock(r))
-                    .find(|r| r.is_err())
-                {
-                    return Some(clock_error(e));
-                }
                 match self.write_batch(items).await {
                     Ok(applied) => Response::Batch { applied },
                     Err(e) => error_response(e),

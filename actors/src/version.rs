@@ -22,7 +22,7 @@
 //! sleeping.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -133,6 +133,10 @@ pub struct Hlc {
     clock: Arc<dyn Clock>,
     last: AtomicU64,
     max_drift_ms: u64,
+    /// How far the cluster's clocks are ahead of ours (ms), when ours is an
+    /// outlier; 0 otherwise. Set from gossip; used by drift checks so a node
+    /// whose clock lags does not refuse everybody else's versions.
+    cluster_offset_ms: AtomicI64,
 }
 
 impl fmt::Debug for Hlc {
@@ -151,6 +155,7 @@ impl Hlc {
             clock,
             last: AtomicU64::new(0),
             max_drift_ms,
+            cluster_offset_ms: AtomicI64::new(0),
         }
     }
 
@@ -160,6 +165,32 @@ impl Hlc {
 
     pub fn wall_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    pub fn max_drift_ms(&self) -> u64 {
+        self.max_drift_ms
+    }
+
+    /// Records how far the majority of the cluster's clocks are ahead of ours
+    /// (negative: behind), as gossip measured it; 0 when ours agrees.
+    pub fn set_cluster_offset_ms(&self, offset: i64) {
+        self.cluster_offset_ms.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn cluster_offset_ms(&self) -> i64 {
+        self.cluster_offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Our clock runs ahead of the cluster's by more than the allowed drift:
+    /// versions we issue would be refused by peers or win unfairly later.
+    pub fn is_ahead_of_cluster(&self) -> bool {
+        self.cluster_offset_ms() < -(self.max_drift_ms as i64)
+    }
+
+    /// The cluster's time as best we know it: our wall clock corrected by the
+    /// measured offset when ours is an outlier.
+    pub fn cluster_ms(&self) -> u64 {
+        (self.clock.now_ms() as i64 + self.cluster_offset_ms()).max(0) as u64
     }
 
     /// A fresh version, greater than every one this clock issued or observed.
@@ -198,7 +229,7 @@ impl Hlc {
 
     /// Checks a version against the allowed drift without folding it in.
     pub fn check_drift(&self, v: Version) -> Result<(), ClockDriftError> {
-        let local_ms = self.clock.now_ms();
+        let local_ms = self.cluster_ms();
         if v.physical_ms() > local_ms.saturating_add(self.max_drift_ms) {
             return Err(ClockDriftError {
                 remote_ms: v.physical_ms(),
@@ -213,7 +244,7 @@ impl Hlc {
 #[cfg(test)]
 pub mod testing {
     use super::Clock;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
     /// A clock the test moves by hand.
     #[derive(Default)]
@@ -314,6 +345,29 @@ mod tests {
         assert_eq!(err.max_drift_ms, 1_000);
         assert!(err.to_string().contains("ahead"));
         assert_eq!(h.now().physical_ms(), 1_000);
+    }
+
+    #[test]
+    fn a_lagging_node_corrected_by_the_cluster_accepts_current_versions() {
+        let (_c, h) = hlc(1_000_000);
+        let current = Version::new(pack(1_060_000, 0), 3);
+        assert!(
+            h.observe(current).is_err(),
+            "60 s ahead of our lagging clock"
+        );
+        h.set_cluster_offset_ms(60_000);
+        assert!(!h.is_ahead_of_cluster());
+        h.observe(current).unwrap();
+        assert!(h.now() > current);
+    }
+
+    #[test]
+    fn a_node_ahead_of_the_cluster_knows_it() {
+        let (_c, h) = hlc(1_000_000);
+        h.set_cluster_offset_ms(-120_000);
+        assert!(h.is_ahead_of_cluster());
+        h.set_cluster_offset_ms(-500);
+        assert!(!h.is_ahead_of_cluster());
     }
 
     #[test]

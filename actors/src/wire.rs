@@ -161,6 +161,10 @@ pub struct MemberState {
     pub generation: u64,
     /// Increases every gossip round while the member runs.
     pub heartbeat: u64,
+    /// The member's wall clock (ms) when it sent this entry; fresh only in
+    /// the sender's own entry. Lets nodes compare clocks.
+    #[serde(default)]
+    pub wall_ms: u64,
     /// Ring epoch the member routes by.
     pub ring_epoch: u64,
 }

@@ -56,6 +56,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
                 "phi": m.phi,
                 "last_seen_ms_ago": m.last_seen_ms_ago,
                 "ring_epoch": m.state.ring_epoch,
+                "clock_offset_ms": m.clock_offset_ms,
                 "owned_share": view.ring.owned_share(&m.state.id),
                 "pending_hints": hints.count,
                 "pending_hint_bytes": hints.bytes,
@@ -105,6 +106,8 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "wall_ms": core.hlc.wall_ms(),
             "max_drift_ms": svc.config.cluster.max_clock_drift_ms,
             "refused_versions": counter(&stats.clock_refusals),
+            "cluster_offset_ms": core.hlc.cluster_offset_ms(),
+            "ahead_of_cluster": core.hlc.is_ahead_of_cluster(),
         },
     })))
 }

@@ -97,6 +97,9 @@ impl From<Error> for ApiError {
                 "outcome",
                 if indeterminate { "indeterminate" } else { "not_applied" },
             ),
+            Error::ClockSkew(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
+            }
             Error::DiskFull(m) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",

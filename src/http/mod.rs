@@ -16,8 +16,8 @@ pub mod request;
 
 use crate::server::Services;
 use actix::Addr;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use error::ApiError;
 use ringkv_actors::partition::PartitionActor;
 use serde_json::json;
@@ -31,23 +31,44 @@ pub struct ApiState {
     pub max_value_bytes: usize,
 }
 
+/// Routes. The key routes are scopes matched by static prefix, with the
+/// method dispatched here: a `{key:.*}` pattern would run a regex on every
+/// request (it showed up at 6% of CPU in the GET profile).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
+    cfg.service(web::scope("/v1/kv").default_service(web::to(kv_routes)))
+        .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(admin::metrics))
         .route("/v1/ring", web::get().to(cluster::ring))
         .route("/v1/cluster", web::get().to(admin::cluster))
         .route("/v1/admin/repair", web::post().to(admin::repair))
-        .route("/v1/admin/local/{key:.*}", web::get().to(cluster::local))
-        .service(
-            web::resource("/v1/kv/{key:.*}")
-                .route(web::get().to(kv::get))
-                .route(web::head().to(kv::get))
-                .route(web::put().to(kv::put))
-                .route(web::delete().to(kv::delete))
-                .default_service(web::to(method_not_allowed)),
-        )
+        .service(web::scope("/v1/admin/local").default_service(web::to(local_routes)))
         .default_service(web::to(not_found));
+}
+
+async fn kv_routes(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    match *req.method() {
+        Method::GET | Method::HEAD => kv::get(req, state).await,
+        Method::PUT => kv::put(req, payload, state).await,
+        Method::DELETE => kv::delete(req, state).await,
+        _ => Ok(method_not_allowed(
+            "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
+        )),
+    }
+}
+
+async fn local_routes(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    match *req.method() {
+        Method::GET => cluster::local(req, state).await,
+        _ => Ok(method_not_allowed("use GET on /v1/admin/local/{key}")),
+    }
 }
 
 async fn health(state: web::Data<ApiState>) -> HttpResponse {
@@ -92,11 +113,11 @@ async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     }))
 }
 
-async fn method_not_allowed() -> HttpResponse {
+fn method_not_allowed(message: &str) -> HttpResponse {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
+        message,
     )
     .error_response()
 }

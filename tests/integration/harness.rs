@@ -142,7 +142,8 @@ impl ClusterSpec {
         let i = match self.extra_sections.iter().position(|(s, _)| s == section) {
             Some(i) => i,
             None => {
-                self.extra_sections.push((section.to_string(), String::new()));
+                self.extra_sections
+                    .push((section.to_string(), String::new()));
                 self.extra_sections.len() - 1
             }
         };
@@ -993,7 +994,12 @@ impl Node {
     pub fn local_value(&self, key: &str) -> Option<String> {
         self.local(key)
             .filter(|v| v["tombstone"] == false)
-            .map(|v| v["value_utf8"].as_str().unwrap_or("<not utf-8>").to_string())
+            .map(|v| {
+                v["value_utf8"]
+                    .as_str()
+                    .unwrap_or("<not utf-8>")
+                    .to_string()
+            })
     }
 
     fn signal(&mut self, sig: libc::c_int, name: &str) {
@@ -1023,4 +1029,24 @@ pub fn member<'a>(status: &'a Value, id: &str) -> &'a Value {
         .as_array()
         .and_then(|ms| ms.iter().find(|m| m["id"] == id))
         .unwrap_or_else(|| panic!("no member {id} in {status}"))
+}
+
+/// `/v1/kv/<key>?consistency=<level>` (`key` percent-encoded here; no query
+/// for `None`: the configured default).
+pub fn kv_at(key: &str, level: Option<&str>) -> String {
+    let path = kv(&encode_key(key.as_bytes()));
+    match level {
+        Some(l) => format!("{path}?consistency={l}"),
+        None => path,
+    }
+}
+
+/// Asserts a 503 `unavailable` answer naming the consistency level, the
+/// replicas required and received; returns the body.
+pub fn expect_unavailable(r: &Resp, level: &str, required: u64, received: u64) -> Value {
+    let v = r.expect_error(503, "unavailable");
+    assert_eq!(v["consistency"], level, "consistency in {r}");
+    assert_eq!(v["required"], required, "required in {r}");
+    assert_eq!(v["received"], received, "received in {r}");
+    v
 }

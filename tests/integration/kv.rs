@@ -478,9 +478,14 @@ fn bad_requests_change_nothing() {
 #[test]
 fn unknown_routes_and_methods() {
     let (_cluster, c) = one_node(ClusterSpec::single());
-    for p in ["/nope", "/v1/kv", "/v1/kvx/a", "/v2/kv/a", "/"] {
+    for p in ["/nope", "/v1/kvx/a", "/v2/kv/a", "/"] {
         c.get(p).expect_error(404, "no_route");
         c.put(p, b"v").expect_error(404, "no_route");
+    }
+    // The key route without a key names what is missing.
+    for p in ["/v1/kv", "/v1/kv/"] {
+        c.get(p).expect_error(400, "invalid_key");
+        c.put(p, b"v").expect_error(400, "invalid_key");
     }
     for method in ["POST", "PATCH"] {
         let r = c.call(method, &kv("x"), &[], Some(b"v"));
