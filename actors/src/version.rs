@@ -244,7 +244,7 @@ impl Hlc {
 #[cfg(test)]
 pub mod testing {
     use super::Clock;
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A clock the test moves by hand.
     #[derive(Default)]
