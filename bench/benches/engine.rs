@@ -1,9 +1,11 @@
 //! Micro-benchmarks of the engine's hot pure code: key hashing, ring lookup
-//! (preference lists), record encode/decode. Run: `cargo bench -p ringkv-bench`.
-//! The Merkle module is deliberately not benchmarked here.
+//! (preference lists), record encode/decode, Merkle hashing (building a tree,
+//! as anti-entropy does per exchange, and comparing two).
+//! Run: `cargo bench -p ringkv-bench --bench engine`.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringkv_actors::merkle::{diff_leaves, MerkleTree, DEFAULT_DEPTH};
 use ringkv_actors::record::Record;
 use ringkv_actors::ring::{key_token, Ring};
 use ringkv_actors::version::Version;
@@ -75,5 +77,36 @@ fn record_codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, ring_lookup, record_codec);
+fn merkle(c: &mut Criterion) {
+    let entries: Vec<(u64, Vec<u8>, Version)> = keys(10_000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (key_token(&k), k, Version::new(i as u64 + 1, 7)))
+        .collect();
+    let mut g = c.benchmark_group("merkle");
+    g.throughput(Throughput::Elements(entries.len() as u64));
+    g.bench_function("build depth-10 tree over 10k entries", |b| {
+        b.iter(|| {
+            let mut t = MerkleTree::new(DEFAULT_DEPTH);
+            for (token, key, v) in &entries {
+                t.insert(*token, black_box(key), *v);
+            }
+            t.root()
+        })
+    });
+    g.finish();
+    let mut a = MerkleTree::new(DEFAULT_DEPTH);
+    for (token, key, v) in &entries {
+        a.insert(*token, key, *v);
+    }
+    let mut b_tree = a.clone();
+    for (token, key, v) in entries.iter().step_by(100) {
+        b_tree.replace(*token, key, *v, Version::new(v.ts + 1_000_000, 7));
+    }
+    c.bench_function("merkle/diff depth-10 trees, 1% of 10k entries differ", |b| {
+        b.iter(|| diff_leaves(black_box(&a), black_box(&b_tree)).len())
+    });
+}
+
+criterion_group!(benches, hashing, ring_lookup, record_codec, merkle);
 criterion_main!(benches);

@@ -526,6 +526,15 @@ fn lagging_clock_cannot_write_into_the_past() {
     let spec = ClusterSpec::fast(3, 3).clock_offset(1, -60_000);
     let mut c = Cluster::start(spec);
     c.wait_replicas_reachable();
+    // One gossip exchange tells n2 that its clock lags the cluster's; from
+    // then on it checks versions against the cluster's time.
+    c.wait_until(SLOW, "n2 knows its clock lags the cluster", || {
+        let s = c.cluster_status(1);
+        match s["clock"]["cluster_offset_ms"].as_i64() {
+            Some(o) if o > 50_000 => Poll::Ready(()),
+            _ => Poll::Pending(s["clock"].to_string()),
+        }
+    });
     let n3 = c.node(2).client();
     let mut last: Option<u64> = None;
     for (round, via) in [0, 1, 0, 1].into_iter().enumerate() {

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Measures ringkv's fault-tolerance mechanisms on a local 3-node cluster
+# (release build, 127.0.0.1 only, every step bounded in time):
+#   1. time for a restarted node to be marked up again;
+#   2. hint replay rate (hints written while a node was down, drained after);
+#   3. anti-entropy time and bytes for KEYS keys with 1% divergence;
+#   4. quorum-read p99 while a large anti-entropy pass runs, against at rest.
+# Usage: bash bench/faults.sh [--out FILE]   (env: KEYS=100000 DURATION=10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KEYS=${KEYS:-100000}
+DURATION=${DURATION:-10}
+OUT=bench/faults-latest.md
+if [ "${1:-}" = "--out" ]; then OUT=$2; fi
+BASE=${BASE_PORT:-27500}
+
+cargo build --release -q -p ringkv -p ringkv-bench
+RINGKV=$PWD/target/release/ringkv
+BENCH=$PWD/target/release/ringkv-bench
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+now_ms() { date +%s%3N; }
+
+config() { # $1 = hints enabled, $2 = repair bandwidth
+  cat > "$TMP/config.toml" <<EOF
+[cluster]
+name = "faults"
+replication_factor = 3
+[storage]
+durability = "immediate"
+min_free_bytes = 0
+[gossip]
+interval_ms = 200
+[hints]
+enabled = $1
+[repair]
+anti_entropy_interval_ms = 3600000
+bandwidth_bytes_per_sec = $2
+EOF
+  for i in 1 2 3; do
+    cat >> "$TMP/config.toml" <<EOF
+[[nodes]]
+id = "n$i"
+http_addr = "127.0.0.1:$((BASE + i))"
+peer_addr = "127.0.0.1:$((BASE + 10 + i))"
+data_dir = "data/n$i"
+EOF
+  done
+}
+
+PID=()
+start() { # $1 = node index
+  RUST_LOG=warn "$RINGKV" serve --config "$TMP/config.toml" --node "n$1" >> "$TMP/n$1.log" 2>&1 &
+  PID[$1]=$!
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$((BASE + $1))/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "node n$1 did not start" >&2; cat "$TMP/n$1.log" >&2; exit 1
+}
+
+status_of() { # $1 = observer index, $2 = member id
+  curl -s "http://127.0.0.1:$((BASE + $1))/v1/cluster" |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print([m['status'] for m in d['members'] if m['id']=='$2'][0])"
+}
+
+pending_hints() { # $1 = observer index
+  curl -s "http://127.0.0.1:$((BASE + $1))/v1/cluster" |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['hints']['pending'])"
+}
+
+wait_for() { # $1 = description, $2.. = command that must print "yes"
+  local what=$1; shift
+  for _ in $(seq 1 600); do
+    [ "$("$@")" = yes ] && return 0
+    sleep 0.05
+  done
+  echo "timed out waiting for $what" >&2; exit 1
+}
+
+nodes="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
+n12="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
+
+echo "== 1-2: restart to up, hint replay"
+config true 16777216
+rm -rf "$TMP/data"; for i in 1 2 3; do start $i; done
+sleep 1
+kill -9 "${PID[3]}"
+wait_for "n3 down" bash -c "[ \"\$(status_of 1 n3)\" = down ] && echo yes"
+HINT_KEYS=$((KEYS / 5))
+"$BENCH" --nodes "$n12" --keys "$HINT_KEYS" --phases load --write-consistency quorum --key-prefix hints > "$TMP/hints-load.txt" 2>&1
+hints=$(( $(pending_hints 1) + $(pending_hints 2) ))
+t0=$(now_ms); start 3
+wait_for "n3 up" bash -c "[ \"\$(status_of 1 n3)\" = up ] && echo yes"
+t_up=$(( $(now_ms) - t0 ))
+wait_for "hints drained" bash -c "[ \$(( \$(pending_hints 1) + \$(pending_hints 2) )) -eq 0 ] && echo yes"
+t_drain=$(( $(now_ms) - t0 - t_up ))
+rate=$(( hints * 1000 / (t_drain > 0 ? t_drain : 1) ))
+for p in "${PID[@]:1}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+
+echo "== 3: anti-entropy, $KEYS keys, 1% divergence"
+config false 1073741824
+rm -rf "$TMP/data"; for i in 1 2 3; do start $i; done
+sleep 1
+"$BENCH" --nodes "$nodes" --keys "$KEYS" --phases load --write-consistency all --key-prefix ae > "$TMP/ae-load.txt" 2>&1
+kill -9 "${PID[3]}"
+wait_for "n3 down" bash -c "[ \"\$(status_of 1 n3)\" = down ] && echo yes"
+DIVERGE=$((KEYS / 100))
+"$BENCH" --nodes "$n12" --keys "$DIVERGE" --phases load --write-consistency one --key-prefix ae --seed 7 > "$TMP/ae-diverge.txt" 2>&1
+start 3
+wait_for "n3 up" bash -c "[ \"\$(status_of 1 n3)\" = up ] && echo yes"
+ae=$(curl -s -X POST "http://127.0.0.1:$((BASE + 3))/v1/admin/repair")
+ae2=$(curl -s -X POST "http://127.0.0.1:$((BASE + 3))/v1/admin/repair")
+
+echo "== 4: quorum-read p99 at rest vs during anti-entropy"
+# n3 loses everything; the repair that restores it runs at 4 MiB/s.
+for p in "${PID[@]:1}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+config false 4194304
+rm -rf "$TMP/data/n3"
+for i in 1 2; do start $i; done
+"$BENCH" --nodes "$n12" --keys "$KEYS" --workload c --read-consistency quorum --duration "${DURATION}s" --phases run --key-prefix ae --json "$TMP/rest.json" > "$TMP/rest.txt" 2>&1 || true
+start 3
+curl -s -X POST "http://127.0.0.1:$((BASE + 1))/v1/admin/repair" > "$TMP/big-repair.json" &
+REPAIR=$!
+sleep 1
+"$BENCH" --nodes "$n12" --keys "$KEYS" --workload c --read-consistency quorum --duration "${DURATION}s" --phases run --key-prefix ae --json "$TMP/during.json" > "$TMP/during.txt" 2>&1 || true
+running=$(curl -s "http://127.0.0.1:$((BASE + 1))/v1/cluster" | python3 -c "import json,sys; print(json.load(sys.stdin)['repair']['running'])")
+wait $REPAIR || true
+
+p99() { python3 -c "import json; r=json.load(open('$1'))['run']['read']; print(r['latency_us']['p99'], int(r['ops_per_sec']))"; }
+read -r rest_p99 rest_ops < <(p99 "$TMP/rest.json")
+read -r during_p99 during_ops < <(p99 "$TMP/during.json")
+
+{
+  echo "# ringkv fault measurements — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Produced by \`bash bench/faults.sh\` (KEYS=$KEYS, DURATION=$DURATION s), release build,"
+  echo "3 nodes on 127.0.0.1 of one machine ($(nproc) cores), gossip every 200 ms."
+  echo
+  echo "| what | result |"
+  echo "|---|---|"
+  echo "| restarted node marked up (kill -9, restart, seen up by a peer) | ${t_up} ms |"
+  echo "| hints written while it was down | $hints |"
+  echo "| hints drained after it was up | ${t_drain} ms ($rate hints/s) |"
+  echo "| anti-entropy, $KEYS keys, $DIVERGE diverged (1%) | $ae |"
+  echo "| second pass right after | $ae2 |"
+  echo "| quorum reads at rest (2 nodes serving, n3 repairing later) | p99 ${rest_p99} µs, ${rest_ops} ops/s |"
+  echo "| quorum reads during a 4 MiB/s repair of a wiped replica (running at end: $running) | p99 ${during_p99} µs, ${during_ops} ops/s |"
+  echo "| big repair summary | $(cat "$TMP/big-repair.json") |"
+} | tee "$OUT"
