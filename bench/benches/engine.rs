@@ -103,9 +103,10 @@ fn merkle(c: &mut Criterion) {
     for (token, key, v) in entries.iter().step_by(100) {
         b_tree.replace(*token, key, *v, Version::new(v.ts + 1_000_000, 7));
     }
-    c.bench_function("merkle/diff depth-10 trees, 1% of 10k entries differ", |b| {
-        b.iter(|| diff_leaves(black_box(&a), black_box(&b_tree)).len())
-    });
+    c.bench_function(
+        "merkle/diff depth-10 trees, 1% of 10k entries differ",
+        |b| b.iter(|| diff_leaves(black_box(&a), black_box(&b_tree)).len()),
+    );
 }
 
 criterion_group!(benches, hashing, ring_lookup, record_codec, merkle);
