@@ -338,7 +338,7 @@ impl NodeCore {
             let answer = newest.clone();
             actix::spawn(async move {
                 while let Some((node, r)) = rx.recv().await {
-                    if let Ok(r) = r {
+                    if let Ok(r) = r.and_then(|r| core.sane(r)) {
                         replies.push((node, r));
                     }
                 }
@@ -378,6 +378,9 @@ impl NodeCore {
         replies: &[(String, Option<Record>)],
     ) {
         let Some(newest) = newest else { return };
+        if self.hlc.check_drift(newest.version).is_err() {
+            return;
+        }
         for (node, r) in replies {
             if r.as_ref().is_some_and(|r| r.version >= newest.version) {
                 continue;
