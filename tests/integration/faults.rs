@@ -576,6 +576,57 @@ fn assert_stamped_now(c: &Cluster, i: usize, key: &str) {
     );
 }
 
+/// Hints beyond the per-target bound drop the oldest (never the client's
+/// write), are counted, and queue anti-entropy with the target: once it is
+/// back, it holds every write, the dropped ones included, without an operator.
+#[test]
+fn dropped_hints_are_repaired_by_anti_entropy() {
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3).section_toml("hints", "max_per_node = 10"));
+    c.wait_replicas_reachable();
+    wait_converged(&c, 0, 2);
+    wait_converged(&c, 1, 2);
+    c.node_mut(2).kill9();
+    let items: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("bounded-{i:03}"), format!("v{i}")))
+        .collect();
+    // Through n1 only, so n1 holds every hint for n3 and hits its bound.
+    write_all(&[c.node(0).base_url()], &items, "quorum", 2);
+    c.wait_until(SLOW, "n1 dropped hints beyond its bound", || {
+        let s = c.cluster_status(0);
+        let dropped = counter(&s, "hints", "dropped");
+        let pending = pending_hints(&c, &[0], "n3")[0];
+        if dropped >= 50 && pending <= 10 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("dropped {dropped}, pending {pending}"))
+        }
+    });
+    c.node_mut(2).start();
+    wait_converged(&c, 0, 2);
+    let n3 = c.node(2);
+    c.wait_until(
+        SLOW,
+        "n3 holds all 60 writes (hints + anti-entropy)",
+        || {
+            let missing = items
+                .iter()
+                .filter(|(k, v)| n3.local_value(k).as_deref() != Some(v.as_str()))
+                .count();
+            if missing == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("{missing} missing"))
+            }
+        },
+    );
+    let s = c.cluster_status(0);
+    assert!(
+        s["repair"]["keys_pushed"].as_u64().unwrap_or(0) > 0,
+        "anti-entropy pushed nothing from n1: {}",
+        s["repair"]
+    );
+}
+
 /// A cluster whose n3 runs 120 s ahead, with 5 s of drift allowed, and whose
 /// gossip has told n3 so.
 fn runaway_cluster_detected() -> Cluster {
