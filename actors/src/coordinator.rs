@@ -262,12 +262,17 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<Option<Record>> {
         let view = self.view();
-        let replicas: Vec<String> = view
-            .ring
-            .preference_list(key, self.replication.n)
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let pref = view.ring.preference_list(key, self.replication.n);
+        if pref.len() == 1 && pref[0] == self.node_id {
+            // The only replica is this node (N = 1): nothing to wait for,
+            // nothing to repair.
+            return self
+                .local
+                .read(key)
+                .map_err(Error::from)
+                .and_then(|r| self.sane(r));
+        }
+        let replicas: Vec<String> = pref.into_iter().map(String::from).collect();
         let need = consistency.required(replicas.len(), self.replication.r);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut errors = Vec::new();
@@ -439,6 +444,9 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<WriteResult> {
         let view = self.view();
+        if self.replication.n == 1 && view.ring.primary(&key) == Some(self.node_id.as_str()) {
+            return self.write_single(key, value, floor, consistency).await;
+        }
         let walk: Vec<String> = view.ring.walk(&key).map(String::from).collect();
         let n = self.replication.n.min(walk.len());
         let plan = WritePlan {
@@ -468,6 +476,55 @@ impl NodeCore {
                 Err(Attempt::Superseded(v)) => floor = Some(v),
                 Err(Attempt::Failed(e)) => return Err(e),
             }
+        }
+        Err(Error::Internal(
+            "the last write attempt answered Superseded".into(),
+        ))
+    }
+
+    /// A write whose only replica is this node (N = 1): no tasks, no hints.
+    async fn write_single(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        mut floor: Option<Version>,
+        consistency: Consistency,
+    ) -> Result<WriteResult> {
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
+            let version = self.hlc.next_after(floor);
+            let op = WriteOp {
+                key: key.clone(),
+                record: Record {
+                    version,
+                    value: value.clone(),
+                },
+            };
+            let replaced_live = match self.local.write(op).await {
+                Ok(WriteOutcome::Applied { replaced_live }) => replaced_live,
+                // See `write_attempt`: on the last attempt a newer version is
+                // a concurrent later write.
+                Ok(WriteOutcome::Superseded { .. }) if attempt == MAX_WRITE_ATTEMPTS => true,
+                Ok(WriteOutcome::Superseded { current }) => {
+                    floor = Some(current);
+                    continue;
+                }
+                Ok(other) => return Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+                Err(e @ StoreError::DiskFull(_)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(Error::Unavailable {
+                        consistency,
+                        required: 1,
+                        received: 0,
+                        errors: vec![format!("{}: {e}", self.node_id)],
+                        indeterminate: false,
+                    })
+                }
+            };
+            return Ok(WriteResult {
+                version,
+                created: !replaced_live,
+                hinted: 0,
+            });
         }
         Err(Error::Internal(
             "the last write attempt answered Superseded".into(),

@@ -17,8 +17,9 @@ pub const VERSION_HEADER: &str = "x-ringkv-version";
 pub const HINTED_HEADER: &str = "x-ringkv-hinted-acks";
 
 fn version_headers(resp: &mut actix_web::HttpResponseBuilder, v: Version) {
-    resp.insert_header((header::ETAG, format!("\"{}\"", v.etag())))
-        .insert_header((VERSION_HEADER, v.etag()));
+    let tag = v.etag();
+    resp.insert_header((header::ETAG, format!("\"{tag}\"")))
+        .insert_header((VERSION_HEADER, tag));
 }
 
 pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
