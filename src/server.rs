@@ -16,7 +16,7 @@ use actix::{Actor, Addr, Arbiter};
 use actix_web::{web, App, HttpServer};
 use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
 use ringkv_actors::failure::DetectorConfig;
-use ringkv_actors::gossip::{GossipActor, Liveness, PeerUp};
+use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
 use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::metrics::Metrics;
@@ -373,18 +373,18 @@ fn start_gossip(
     let metrics = local.stats.clone();
     let hlc = local.hlc.clone();
     GossipActor::start_in_arbiter(&arbiter.handle(), move |_| {
-        GossipActor::new(
+        GossipActor::new(GossipSetup {
             me,
             others,
             detector,
             peers,
             liveness,
-            vec![hints],
+            on_up: vec![hints],
             metrics,
             clock,
             hlc,
             interval,
-        )
+        })
     })
 }
 

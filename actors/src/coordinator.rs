@@ -458,13 +458,7 @@ impl NodeCore {
         };
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let version = self.hlc.next_after(floor);
-            let op = WriteOp {
-                key: key.clone(),
-                record: Record {
-                    version,
-                    value: value.clone(),
-                },
-            };
+            let op = write_op(&key, &value, version);
             match self
                 .write_attempt(&plan, op, attempt == MAX_WRITE_ATTEMPTS)
                 .await
@@ -492,13 +486,7 @@ impl NodeCore {
     ) -> Result<WriteResult> {
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let version = self.hlc.next_after(floor);
-            let op = WriteOp {
-                key: key.clone(),
-                record: Record {
-                    version,
-                    value: value.clone(),
-                },
-            };
+            let op = write_op(&key, &value, version);
             let replaced_live = match self.local.write(op).await {
                 Ok(WriteOutcome::Applied { replaced_live }) => replaced_live,
                 // See `write_attempt`: on the last attempt a newer version is
@@ -724,6 +712,17 @@ struct WritePlan {
     n: usize,
     need: usize,
     consistency: Consistency,
+}
+
+/// The write of `value` (`None`: a tombstone) for `key` at `version`.
+fn write_op(key: &Bytes, value: &Option<Bytes>, version: Version) -> WriteOp {
+    WriteOp {
+        key: key.clone(),
+        record: Record {
+            version,
+            value: value.clone(),
+        },
+    }
 }
 
 enum Attempt {

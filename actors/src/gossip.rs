@@ -109,20 +109,37 @@ pub struct GossipActor {
     offsets: HashMap<String, i64>,
 }
 
+/// What a gossip actor starts with.
+pub struct GossipSetup {
+    /// This node's own entry (its generation already bumped).
+    pub me: MemberState,
+    /// The configured other members.
+    pub others: Vec<MemberState>,
+    pub detector: DetectorConfig,
+    pub peers: HashMap<String, Addr<PeerActor>>,
+    pub liveness: Arc<Liveness>,
+    /// Told when a peer comes up (the hint actor).
+    pub on_up: Vec<Recipient<PeerUp>>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub hlc: Arc<Hlc>,
+    pub interval: Duration,
+}
+
 impl GossipActor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        me: MemberState,
-        others: Vec<MemberState>,
-        detector: DetectorConfig,
-        peers: HashMap<String, Addr<PeerActor>>,
-        liveness: Arc<Liveness>,
-        on_up: Vec<Recipient<PeerUp>>,
-        metrics: Arc<Metrics>,
-        clock: Arc<dyn Clock>,
-        hlc: Arc<Hlc>,
-        interval: Duration,
-    ) -> Self {
+    pub fn new(setup: GossipSetup) -> Self {
+        let GossipSetup {
+            me,
+            others,
+            detector,
+            peers,
+            liveness,
+            on_up,
+            metrics,
+            clock,
+            hlc,
+            interval,
+        } = setup;
         let now = clock.now_ms();
         let mut detector = FailureDetector::new(detector);
         // Every configured peer is expected: one that never speaks is convicted.
