@@ -84,11 +84,5 @@ pub async fn run(ctx: Arc<Ctx>, policy: ReconnectPolicy) -> PhaseStats {
             stats
         }));
     }
-    let mut total = PhaseStats::default();
-    for t in tasks {
-        total.merge(&t.await.expect("run client panicked"));
-    }
-    total.elapsed = start.elapsed();
-    ticker.abort();
-    total
+    PhaseStats::gather("run", tasks, start, ticker).await
 }

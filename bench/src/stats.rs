@@ -109,6 +109,26 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
+    /// Waits for a phase's client tasks, merges their stats, stamps the
+    /// elapsed time since `start` and stops the phase's progress ticker.
+    pub async fn gather(
+        phase: &str,
+        tasks: Vec<tokio::task::JoinHandle<PhaseStats>>,
+        start: std::time::Instant,
+        ticker: tokio::task::JoinHandle<()>,
+    ) -> PhaseStats {
+        let mut total = PhaseStats::default();
+        for t in tasks {
+            match t.await {
+                Ok(stats) => total.merge(&stats),
+                Err(e) => panic!("{phase} client panicked: {e}"),
+            }
+        }
+        total.elapsed = start.elapsed();
+        ticker.abort();
+        total
+    }
+
     pub fn op(&mut self, kind: OpKind) -> &mut OpStats {
         &mut self.ops[kind.index()]
     }

@@ -3,7 +3,7 @@
 //! against a node that was down longer than the grace period, skewed clocks,
 //! and what `GET /v1/cluster` reports about liveness.
 
-use crate::harness::{expect_unavailable, kv_at, member, Client, Cluster, ClusterSpec, Poll};
+use crate::harness::{expect_unavailable, kv_at, member, Client, Cluster, ClusterSpec, Poll, Resp};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -659,16 +659,27 @@ fn runaway_cluster_undetected() -> Cluster {
     c
 }
 
+/// A write at `all` coordinated by the runaway node n3.
+fn runaway_write(c: &Cluster, key: &str) -> Resp {
+    c.node(2)
+        .client()
+        .put(&kv_at(key, Some("all")), b"from-the-future")
+}
+
+/// A fresh write through healthy n1 is acknowledged and stamped at real time.
+fn assert_healthy_writes_now(c: &Cluster, key: &str) {
+    let r = c.node(0).client().put(&kv_at(key, Some("quorum")), b"now");
+    assert_eq!(r.status, 201, "{r}");
+    assert_stamped_now(c, 0, key);
+}
+
 /// Once gossip compared clocks, a node 120 s ahead (allowed drift 5 s) knows
 /// it and refuses to coordinate writes with a clear error; the others see
 /// its offset; nobody's clock is dragged forward.
 #[test]
 fn runaway_clock_is_detected_and_refuses_to_write() {
     let c = runaway_cluster_detected();
-    let refused = c
-        .node(2)
-        .client()
-        .put(&kv_at("runaway", Some("all")), b"from-the-future");
+    let refused = runaway_write(&c, "runaway");
     let body = refused.expect_error(503, "clock_skew");
     let msg = body["error"].as_str().unwrap_or_default();
     assert!(msg.contains("ahead of the cluster"), "{refused}");
@@ -696,12 +707,7 @@ fn runaway_clock_is_detected_and_refuses_to_write() {
     for i in 0..3 {
         assert!(c.node(i).local("runaway").is_none(), "n{} stored it", i + 1);
     }
-    let r = c
-        .node(0)
-        .client()
-        .put(&kv_at("after-runaway", Some("quorum")), b"now");
-    assert_eq!(r.status, 201, "{r}");
-    assert_stamped_now(&c, 0, "after-runaway");
+    assert_healthy_writes_now(&c, "after-runaway");
 }
 
 /// Before gossip compared clocks, the runaway node's versions reach the
@@ -710,10 +716,7 @@ fn runaway_clock_is_detected_and_refuses_to_write() {
 #[test]
 fn runaway_versions_are_refused_and_do_not_drag_others() {
     let c = runaway_cluster_undetected();
-    let refused = c
-        .node(2)
-        .client()
-        .put(&kv_at("runaway", Some("all")), b"from-the-future");
+    let refused = runaway_write(&c, "runaway");
     let body = expect_unavailable(&refused, "all", 3, 1);
     assert_eq!(body["outcome"], "indeterminate", "{refused}");
     let errors = body["peer_errors"].to_string();
@@ -725,12 +728,7 @@ fn runaway_versions_are_refused_and_do_not_drag_others() {
         let n = counter(&c.cluster_status(i), "clock", "refused_versions");
         assert!(n > 0, "n{} refused_versions {n}", i + 1);
     }
-    let r = c
-        .node(0)
-        .client()
-        .put(&kv_at("after-runaway", Some("quorum")), b"now");
-    assert_eq!(r.status, 201, "{r}");
-    assert_stamped_now(&c, 0, "after-runaway");
+    assert_healthy_writes_now(&c, "after-runaway");
 }
 
 /// The client whose write through the runaway node failed retries it through
@@ -740,10 +738,7 @@ fn runaway_versions_are_refused_and_do_not_drag_others() {
 #[test]
 fn retry_after_a_refused_runaway_write_keeps_clocks() {
     let c = runaway_cluster_undetected();
-    let r = c
-        .node(2)
-        .client()
-        .put(&kv_at("retried", Some("all")), b"from-the-future");
+    let r = runaway_write(&c, "retried");
     expect_unavailable(&r, "all", 3, 1);
 
     let n1 = c.node(0).client();
@@ -759,9 +754,7 @@ fn retry_after_a_refused_runaway_write_keeps_clocks() {
         );
     }
     assert_stamped_now(&c, 0, "retried");
-    let r = n1.put(&kv_at("fresh", Some("quorum")), b"now");
-    assert_eq!(r.status, 201, "{r}");
-    assert_stamped_now(&c, 0, "fresh");
+    assert_healthy_writes_now(&c, "fresh");
 }
 
 /// The runaway node keeps its refused write; after it was down and a healthy
@@ -770,10 +763,7 @@ fn retry_after_a_refused_runaway_write_keeps_clocks() {
 #[test]
 fn refused_runaway_write_does_not_beat_a_later_acknowledged_write() {
     let mut c = runaway_cluster_undetected();
-    let r = c
-        .node(2)
-        .client()
-        .put(&kv_at("contested", Some("all")), b"from-the-future");
+    let r = runaway_write(&c, "contested");
     expect_unavailable(&r, "all", 3, 1);
     c.node_mut(2).kill9();
     let n1 = c.node(0).client();
