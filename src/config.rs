@@ -11,12 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Longest key in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub use ringkv_actors::limits::{FRAME_OVERHEAD, MAX_KEY_BYTES};
 /// Upper bound for `storage.max_value_bytes`.
 pub const MAX_VALUE_LIMIT: usize = 64 << 20;
-/// Room in a peer frame for everything but the value (key, version, framing).
-pub const FRAME_OVERHEAD: usize = 4096;
+/// Upper bound for `cluster.max_frame_bytes`.
+pub const MAX_FRAME_LIMIT: usize = 256 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +29,10 @@ pub struct Config {
     pub hints: HintsSection,
     #[serde(default)]
     pub repair: RepairSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub testing: TestingSection,
     pub nodes: Vec<NodeSection>,
     /// Where the file was read from (not a TOML key).
     #[serde(skip)]
@@ -80,6 +83,10 @@ pub struct StorageSection {
     /// write — only for measuring what group commit saves.
     #[serde(default = "defaults::group_commit")]
     pub group_commit: bool,
+    /// Bytes of writes waiting for a commit; beyond, writes answer 503
+    /// `overloaded` with `Retry-After`.
+    #[serde(default = "defaults::max_write_queue_bytes")]
+    pub max_write_queue_bytes: usize,
 }
 
 impl Default for StorageSection {
@@ -89,8 +96,38 @@ impl Default for StorageSection {
             max_value_bytes: defaults::max_value_bytes(),
             min_free_bytes: defaults::min_free_bytes(),
             group_commit: defaults::group_commit(),
+            max_write_queue_bytes: defaults::max_write_queue_bytes(),
         }
     }
+}
+
+/// The client API's own bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Bytes of request bodies a node reads at once; a PUT beyond answers 503
+    /// `overloaded` with `Retry-After` before its body is read.
+    pub max_inflight_body_bytes: usize,
+    /// How long a stopping node lets in-flight requests finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_inflight_body_bytes: 256 << 20,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// Test-only settings; absent from production configs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingSection {
+    /// A file of fault switches the node re-reads while it runs (see the
+    /// engine's `faults` module); relative to the config file.
+    pub fault_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +247,9 @@ mod defaults {
     pub fn max_value_bytes() -> usize {
         1 << 20
     }
+    pub fn max_write_queue_bytes() -> usize {
+        256 << 20
+    }
 }
 
 /// A configuration problem, already phrased for the operator.
@@ -243,6 +283,11 @@ impl Config {
         for node in &mut cfg.nodes {
             if node.data_dir.is_relative() {
                 node.data_dir = base.join(&node.data_dir);
+            }
+        }
+        if let Some(f) = cfg.testing.fault_file.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
             }
         }
         cfg.validate()?;
@@ -316,6 +361,15 @@ impl Config {
                 format!("must be 1..={MAX_VALUE_LIMIT}, got {max_value}"),
             ));
         }
+        if c.max_frame_bytes > MAX_FRAME_LIMIT {
+            return Err(self.err(
+                "cluster.max_frame_bytes",
+                format!(
+                    "must be at most {MAX_FRAME_LIMIT}, got {}",
+                    c.max_frame_bytes
+                ),
+            ));
+        }
         if max_value + MAX_KEY_BYTES + FRAME_OVERHEAD > c.max_frame_bytes {
             return Err(self.err(
                 "cluster.max_frame_bytes",
@@ -324,6 +378,45 @@ impl Config {
                      it needs at least {}",
                     c.max_frame_bytes,
                     max_value + MAX_KEY_BYTES + FRAME_OVERHEAD
+                ),
+            ));
+        }
+        if self.storage.max_write_queue_bytes < max_value {
+            return Err(self.err(
+                "storage.max_write_queue_bytes",
+                format!(
+                    "{} is smaller than storage.max_value_bytes ({max_value})",
+                    self.storage.max_write_queue_bytes
+                ),
+            ));
+        }
+        if self.http.max_inflight_body_bytes < max_value {
+            return Err(self.err(
+                "http.max_inflight_body_bytes",
+                format!(
+                    "{} is smaller than storage.max_value_bytes ({max_value})",
+                    self.http.max_inflight_body_bytes
+                ),
+            ));
+        }
+        if self.http.shutdown_grace_ms > 600_000 {
+            return Err(self.err(
+                "http.shutdown_grace_ms",
+                format!(
+                    "must be at most 600000, got {}",
+                    self.http.shutdown_grace_ms
+                ),
+            ));
+        }
+        if c.max_clock_drift_ms < 2 * ringkv_actors::version::RESERVATION_LEASE_MS {
+            return Err(self.err(
+                "cluster.max_clock_drift_ms",
+                format!(
+                    "must be at least {} (a restarted node may issue versions up to {} ms \
+                     ahead of its clock), got {}",
+                    2 * ringkv_actors::version::RESERVATION_LEASE_MS,
+                    ringkv_actors::version::RESERVATION_LEASE_MS,
+                    c.max_clock_drift_ms
                 ),
             ));
         }

@@ -4,15 +4,10 @@
 //! * `ringkv up --config FILE`: run every node of the file as child processes.
 //! * `ringkv put|get|del KEY [VALUE|-] --node ADDR`: a small client.
 //!
-//! Layout: [`config`] loads and validates the TOML; [`server`] wires storage,
-//! actors and HTTP for one node; [`http`] holds the API; [`up`] supervises a
-//! local cluster; [`client`] is the client.
+//! The modules live in the `ringkv` library (`src/lib.rs`) so tests and
+//! fuzz targets can reach them.
 
-mod client;
-mod config;
-mod http;
-mod server;
-mod up;
+use ringkv::{client, config, server, up};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -7,36 +7,41 @@
 //! arbiter), then serve HTTP with one partition actor per worker.
 //!
 //! SIGTERM or SIGINT: the HTTP server stops accepting, lets in-flight requests
-//! finish (up to [`SHUTDOWN_GRACE`]), then the replica actor flushes every
-//! queued write, and the process exits 0.
+//! finish (up to `http.shutdown_grace_ms`), then the replica actor flushes
+//! every queued write (up to [`FLUSH_TIMEOUT`]), peer connections close, and
+//! the process exits 0 — within seconds, whatever its peers are doing.
 
 use crate::config::{Config, Durability, NodeConfig};
 use crate::http::{self, ApiState};
 use actix::{Actor, Addr, Arbiter};
 use actix_web::{web, App, HttpServer};
+use ringkv_actors::antientropy::{RepairConfig, RepairService};
 use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
 use ringkv_actors::failure::DetectorConfig;
+use ringkv_actors::faults::{Faults, POLL_INTERVAL};
 use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
 use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::metrics::Metrics;
 use ringkv_actors::partition::PartitionActor;
-use ringkv_actors::peer::{PeerActor, PeerListener, PeerSettings};
-use ringkv_actors::repair::{RepairActor, RepairConfig, RepairService};
-use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor};
+use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
+use ringkv_actors::repair::RepairActor;
+use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, ReplicaLimits};
 use ringkv_actors::ring::Ring;
-use ringkv_actors::storage::{HintLimits, Store, StoreError};
+use ringkv_actors::storage::{HintLimits, Mutation, Store, StoreError, StoreOptions};
 use ringkv_actors::version::{node_tag, Clock, Hlc, SystemClock};
 use ringkv_actors::wire::{Hello, MemberState, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long in-flight requests may take to finish at shutdown.
-pub const SHUTDOWN_GRACE: u64 = 30;
 /// How often the node records that it is alive (for the grace-period rule).
 const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the writer may take to flush at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a node could not start, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,9 @@ pub struct Services {
     /// Per peer: is its connection up now.
     pub peer_links: HashMap<String, Arc<AtomicBool>>,
     pub started: std::time::Instant,
+    /// Bytes of request bodies being read now (bounded by
+    /// `http.max_inflight_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
@@ -72,24 +80,24 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     if !durable {
         log::warn!("storage.durability = none: acknowledged writes can be lost on a crash");
     }
-    let limits = HintLimits {
-        max_count: cfg.hints.max_per_node,
-        max_bytes: cfg.hints.max_bytes_per_node,
-    };
-    let store = Store::open_with(
-        &node.data_dir,
-        &node.id,
+    let faults = Arc::new(Faults::default());
+    if let Some(file) = &cfg.testing.fault_file {
+        log::warn!(
+            "testing.fault_file = {}: fault injection is on (a test-only setting)",
+            file.display()
+        );
+        watch_faults(file.clone(), faults.clone());
+    }
+    let options = StoreOptions {
         durable,
-        limits,
-        cfg.storage.min_free_bytes,
-    )?;
-    let generation = store.bump_generation()?;
-    log::info!(
-        "node {} opened {} ({} records, generation {generation})",
-        node.id,
-        node.data_dir.display(),
-        store.len()?
-    );
+        hint_limits: HintLimits {
+            max_count: cfg.hints.max_per_node,
+            max_bytes: cfg.hints.max_bytes_per_node,
+        },
+        min_free_bytes: cfg.storage.min_free_bytes,
+        faults: faults.clone(),
+    };
+    let store = Store::open_with(&node.data_dir, &node.id, options)?;
     if node.clock_offset_ms != 0 {
         log::warn!(
             "clock_offset_ms = {} (a test-only setting)",
@@ -98,12 +106,23 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_ms: node.clock_offset_ms,
+        faults: Some(faults),
     });
+    let generation = store.bump_generation(clock.now_ms())?;
+    log::info!(
+        "node {} opened {} ({} records, generation {generation})",
+        node.id,
+        node.data_dir.display(),
+        store.len()?
+    );
     let hlc = Arc::new(Hlc::new(
         node_tag(&node.id),
         clock.clone(),
         cfg.cluster.max_clock_drift_ms,
     ));
+    if let Some(ceiling) = store.clock_ceiling_ms()? {
+        hlc.restore(ceiling);
+    }
     let grace = cfg.repair.tombstone_grace_ms;
     let repairing = match store.last_alive_ms()? {
         Some(t) if clock.now_ms().saturating_sub(t) > grace => {
@@ -123,8 +142,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     if !group_commit {
         log::warn!("storage.group_commit = false: one commit (fsync) per write");
     }
+    let replica_limits = ReplicaLimits {
+        max_queued_bytes: cfg.storage.max_write_queue_bytes,
+        ..ReplicaLimits::default()
+    };
     let replica = ReplicaActor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-        let actor = ReplicaActor::new(replica_store, replica_metrics);
+        let actor = ReplicaActor::new(replica_store, replica_metrics).with_limits(replica_limits);
         if group_commit {
             actor
         } else {
@@ -139,12 +162,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         repairing: Arc::new(AtomicBool::new(repairing)),
         repair_wanted: Arc::default(),
     };
-    keep_alive_record(store, clock.clone());
+    keep_alive_record(local.clone(), clock.clone());
 
     let peer_arbiter = Arbiter::new();
     let settings = peer_settings(&node);
     let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
-    let liveness = Arc::new(Liveness::new(peers.keys().cloned()));
+    let liveness = Arc::new(Liveness::new(peers.ids()));
     let replication = Replication {
         n: cfg.n(),
         r: cfg.r(),
@@ -164,9 +187,10 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     ));
 
     let hint_age = cfg.hints.max_age_ms.min(grace);
+    let max_frame = cfg.cluster.max_frame_bytes;
     let (hint_local, hint_peers, hint_live) = (local.clone(), peers.clone(), liveness.clone());
     let hints = HintActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
-        HintActor::new(hint_local, hint_peers, hint_live, hint_age)
+        HintActor::new(hint_local, hint_peers, hint_live, hint_age, max_frame)
     });
     let repair_service = RepairService::new(
         core.clone(),
@@ -174,6 +198,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             interval: Duration::from_millis(cfg.repair.anti_entropy_interval_ms),
             bandwidth_bytes_per_sec: cfg.repair.bandwidth_bytes_per_sec,
             gc_grace_ms: grace,
+            max_frame,
         },
     );
     let svc = repair_service.clone();
@@ -183,7 +208,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         &node,
         generation,
         &peer_arbiter,
-        peers,
+        peers.clone(),
         liveness,
         hints.recipient::<PeerUp>(),
         &local,
@@ -192,11 +217,13 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     start_peer_listener(
         &node,
         &peer_arbiter,
-        settings,
+        settings.clone(),
         Inbound {
             local,
             gossip: gossip.clone(),
             repair: repair_service.clone(),
+            members: settings.members.clone(),
+            node_id: node.id.clone(),
         },
     )?;
 
@@ -209,6 +236,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         config: cfg.clone(),
         peer_links,
         started: std::time::Instant::now(),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            cfg.http.max_inflight_body_bytes,
+        )),
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
@@ -224,7 +254,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             }))
             .configure(http::routes)
     })
-    .shutdown_timeout(SHUTDOWN_GRACE)
+    .shutdown_timeout(cfg.http.shutdown_grace_ms.div_ceil(1000).max(1))
     .disable_signals()
     .bind(node.http_addr)
     .map_err(|err| StartError::Bind {
@@ -242,67 +272,93 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     });
     server.await?;
     log::info!("HTTP server stopped; flushing writes");
-    if let Err(e) = replica.send(Flush).await {
-        log::error!("flush at shutdown failed: {e}");
+    match tokio::time::timeout(FLUSH_TIMEOUT, replica.send(Flush)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("flush at shutdown failed: {e}"),
+        Err(_) => log::error!("flush at shutdown did not finish in {FLUSH_TIMEOUT:?}"),
     }
+    peers.shutdown();
     peer_arbiter.stop();
     writer_arbiter.stop();
     log::info!("node {} stopped cleanly", node.id);
     Ok(())
 }
 
+/// Re-reads the test-only fault file every [`POLL_INTERVAL`].
+fn watch_faults(file: PathBuf, faults: Arc<Faults>) {
+    actix_rt::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if text != last {
+                for bad in faults.apply(&text) {
+                    log::warn!("fault file {}: ignoring '{bad}'", file.display());
+                }
+                log::warn!("fault switches now: {:?}", faults);
+                last = text;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    });
+}
+
 /// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
 /// the gap tells whether it was down longer than the tombstone grace period.
-fn keep_alive_record(store: Store, clock: Arc<dyn Clock>) {
+/// The record joins the writer's group commit.
+fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(ALIVE_INTERVAL);
         loop {
             tick.tick().await;
-            let (s, now) = (store.clone(), clock.now_ms());
-            match tokio::task::spawn_blocking(move || s.set_last_alive_ms(now)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::warn!("recording liveness failed: {e}"),
-                Err(e) => log::warn!("recording liveness failed: {e}"),
+            let alive = Mutation::Meta {
+                alive_ms: Some(clock.now_ms()),
+                clock_ceiling_ms: None,
+            };
+            if let Err(e) = local.apply(alive).await {
+                log::warn!("recording liveness failed: {e}");
             }
         }
     });
 }
 
 fn peer_settings(node: &NodeConfig) -> Arc<PeerSettings> {
+    let cfg = &node.cluster;
     Arc::new(PeerSettings {
         hello: Hello {
-            cluster: node.cluster.cluster.name.clone(),
+            cluster: cfg.cluster.name.clone(),
             protocol: PROTOCOL_VERSION,
             node_id: node.id.clone(),
         },
-        max_frame: node.cluster.cluster.max_frame_bytes,
+        max_frame: cfg.cluster.max_frame_bytes,
+        members: Arc::new(
+            cfg.nodes
+                .iter()
+                .map(|n| n.id.clone())
+                .collect::<BTreeSet<_>>(),
+        ),
+        max_value: cfg.storage.max_value_bytes,
     })
 }
 
-/// Starts one session per other member; answers their addresses and their
-/// "connected now" flags.
+/// Starts one client per other member; answers them and their "connected
+/// now" flags.
 fn start_peer_sessions(
     node: &NodeConfig,
     arbiter: &Arbiter,
     settings: &Arc<PeerSettings>,
-) -> (
-    HashMap<String, Addr<PeerActor>>,
-    HashMap<String, Arc<AtomicBool>>,
-) {
-    let mut peers = HashMap::new();
+) -> (Peers, HashMap<String, Arc<AtomicBool>>) {
+    let mut clients = HashMap::new();
     let mut links = HashMap::new();
     for other in node.cluster.nodes.iter().filter(|n| n.id != node.id) {
-        let (id, settings) = (other.id.clone(), settings.clone());
         let addr = other.peer_addr.parse().expect("validated");
         let connected = Arc::new(AtomicBool::new(false));
-        let flag = connected.clone();
-        let peer = PeerActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            PeerActor::new(id, addr, settings, flag)
-        });
-        peers.insert(other.id.clone(), peer);
+        let (client, run) =
+            PeerClient::new(other.id.clone(), addr, settings.clone(), connected.clone());
+        arbiter.spawn(run);
+        clients.insert(other.id.clone(), client);
         links.insert(other.id.clone(), connected);
     }
-    (peers, links)
+    (Peers::new(clients), links)
 }
 
 fn start_peer_listener(
@@ -318,11 +374,14 @@ fn start_peer_listener(
     };
     let listener = std::net::TcpListener::bind(node.peer_addr).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
-    arbiter.spawn(async move {
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => PeerListener::run(l, settings, inbound).await,
-            Err(e) => log::error!("peer listener failed: {e}"),
-        }
+    // The server keeps `Rc` state: build it on the arbiter's own thread.
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => PeerServer::new(settings, Rc::new(inbound)).run(l).await,
+                Err(e) => log::error!("peer listener failed: {e}"),
+            }
+        });
     });
     log::info!("node {} serving peers on {}", node.id, node.peer_addr);
     Ok(())
@@ -345,7 +404,7 @@ fn start_gossip(
     node: &NodeConfig,
     generation: u64,
     arbiter: &Arbiter,
-    peers: HashMap<String, Addr<PeerActor>>,
+    peers: Peers,
     liveness: Arc<Liveness>,
     hints: actix::Recipient<PeerUp>,
     local: &LocalReplica,
@@ -388,7 +447,7 @@ fn start_gossip(
     })
 }
 
-fn cluster_view(cfg: &Config, peers: HashMap<String, Addr<PeerActor>>) -> ClusterView {
+fn cluster_view(cfg: &Config, peers: Peers) -> ClusterView {
     let members = cfg
         .nodes
         .iter()

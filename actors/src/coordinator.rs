@@ -28,7 +28,7 @@
 use crate::error::{Error, Result};
 use crate::gossip::Liveness;
 use crate::metrics::Metrics;
-use crate::peer::{Call, PeerActor, PeerError};
+use crate::peer::{PeerError, Peers};
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
 use crate::replica::LocalReplica;
@@ -36,9 +36,8 @@ use crate::ring::Ring;
 use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
 use crate::version::{Hlc, Version};
 use crate::wire::{Request, Response, WireRecord};
-use actix::Addr;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -73,13 +72,13 @@ pub struct MemberInfo {
     pub peer_addr: String,
 }
 
-/// The membership a coordinator routes by: the ring and a session per peer.
+/// The membership a coordinator routes by: the ring and a client per peer.
 /// Replaced as a whole when membership changes; requests keep the view they
 /// started with.
 pub struct ClusterView {
     pub ring: Arc<Ring>,
     pub members: Vec<MemberInfo>,
-    pub peers: HashMap<String, Addr<PeerActor>>,
+    pub peers: Peers,
 }
 
 /// State shared by every partition actor of a node.
@@ -112,8 +111,12 @@ enum Ack {
     /// The replica holds a newer (or equal) version.
     Superseded { node: String, current: Version },
     /// Neither the replica nor a hint holder took it; `definite`: certainly
-    /// not applied anywhere.
-    Failed { why: String, definite: bool },
+    /// not applied anywhere; `disk_full`: the replica refused for a full disk.
+    Failed {
+        why: String,
+        definite: bool,
+        disk_full: bool,
+    },
 }
 
 impl NodeCore {
@@ -152,10 +155,6 @@ impl NodeCore {
         &self.key_locks[h % KEY_LOCK_STRIPES]
     }
 
-    fn peer(&self, view: &ClusterView, node: &str) -> Option<Addr<PeerActor>> {
-        view.peers.get(node).cloned()
-    }
-
     /// Reads the local or a remote replica's record.
     async fn read_one(
         &self,
@@ -166,12 +165,12 @@ impl NodeCore {
         if node == self.node_id {
             return Ok(self.local.read(key)?);
         }
-        let peer = self
-            .peer(view, node)
-            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
-        match self.call(&peer, Request::Read { key: key.clone() }).await? {
+        match self
+            .call(view, node, Request::Read { key: key.clone() })
+            .await?
+        {
             Response::Read { record } => Ok(record.map(Record::from)),
-            other => Err(unexpected(other)),
+            _ => Err(unexpected(node, "read")),
         }
     }
 
@@ -180,26 +179,23 @@ impl NodeCore {
         if node == self.node_id {
             return Ok(self.local.write(op).await?);
         }
-        let peer = self
-            .peer(view, node)
-            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
         let request = Request::Write {
             key: op.key,
             record: WireRecord::from(op.record),
         };
-        match self.call(&peer, request).await? {
+        match self.call(view, node, request).await? {
             Response::Write {
                 applied: true,
                 replaced_live,
                 ..
             } => Ok(WriteOutcome::Applied { replaced_live }),
             Response::Write {
-                superseded: Some((ts, node)),
+                superseded: Some((ts, tag)),
                 ..
             } => Ok(WriteOutcome::Superseded {
-                current: Version::new(ts, node),
+                current: Version::new(ts, tag),
             }),
-            other => Err(unexpected(other)),
+            _ => Err(unexpected(node, "write")),
         }
     }
 
@@ -221,38 +217,36 @@ impl NodeCore {
             self.local.store_hint(hint).await?;
             return Ok(());
         }
-        let peer = self
-            .peer(view, holder)
-            .ok_or_else(|| Error::PeerRefused("not a member".into()))?;
         let request = Request::StoreHint {
             target: target.to_string(),
             key: op.key,
             record: WireRecord::from(op.record),
         };
-        match self.call(&peer, request).await? {
+        match self.call(view, holder, request).await? {
             Response::Hinted { .. } => Ok(()),
-            other => Err(unexpected(other)),
+            _ => Err(unexpected(holder, "store_hint")),
         }
     }
 
-    async fn call(&self, peer: &Addr<PeerActor>, request: Request) -> Result<Response> {
-        let sent = tokio::time::timeout(self.replication.request_timeout, peer.send(Call(request)));
-        match sent.await {
-            Err(_) => Err(Error::Peer(format!(
-                "timed out after {} ms",
-                self.replication.request_timeout.as_millis()
-            ))),
-            Ok(Ok(Ok(Response::Error { code, message }))) if code == "disk_full" => {
-                Err(StoreError::DiskFull(message).into())
-            }
-            Ok(Ok(Ok(Response::Error { code, message }))) => {
-                Err(Error::PeerRefused(format!("{code}: {message}")))
-            }
-            Ok(Ok(Ok(resp))) => Ok(resp),
-            Ok(Ok(Err(e @ PeerError::NotConnected(_)))) => Err(Error::PeerRefused(e.to_string())),
-            Ok(Ok(Err(e))) => Err(Error::Peer(e.to_string())),
-            Ok(Err(e)) => Err(e.into()),
+    /// One request to a peer replica, within the request timeout.
+    async fn call(&self, view: &ClusterView, node: &str, request: Request) -> Result<Response> {
+        view.peers
+            .call(node, request, self.replication.request_timeout)
+            .await
+            .map_err(|e| match e.code() {
+                Some(crate::wire::ErrorCode::DiskFull) => Error::DiskFull(e.to_string()),
+                _ => Error::Peer(e),
+            })
+    }
+
+    /// A fresh version above `floor`, covered by a durable clock reservation
+    /// (so this node never issues it again, even after a restart).
+    async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
+        let v = self.hlc.next_after(floor);
+        if let Some(ceiling) = self.hlc.needs_reservation(v) {
+            self.local.reserve_clock(ceiling).await?;
         }
+        Ok(v)
     }
 
     /// Reads `key` at `consistency`: the newest of R replies.
@@ -457,7 +451,7 @@ impl NodeCore {
             consistency,
         };
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let version = self.hlc.next_after(floor);
+            let version = self.new_version(floor).await?;
             let op = write_op(&key, &value, version);
             match self
                 .write_attempt(&plan, op, attempt == MAX_WRITE_ATTEMPTS)
@@ -485,7 +479,7 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<WriteResult> {
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let version = self.hlc.next_after(floor);
+            let version = self.new_version(floor).await?;
             let op = write_op(&key, &value, version);
             let replaced_live = match self.local.write(op).await {
                 Ok(WriteOutcome::Applied { replaced_live }) => replaced_live,
@@ -497,7 +491,9 @@ impl NodeCore {
                     continue;
                 }
                 Ok(other) => return Err(Error::Internal(format!("unexpected outcome {other:?}"))),
-                Err(e @ StoreError::DiskFull(_)) => return Err(e.into()),
+                Err(e @ (StoreError::DiskFull(_) | StoreError::Overloaded(_))) => {
+                    return Err(e.into())
+                }
                 Err(e) => {
                     return Err(Error::Unavailable {
                         consistency,
@@ -581,7 +577,7 @@ impl NodeCore {
         let (mut holders_acked, mut hinted_holders) = (HashSet::new(), HashSet::new());
         let (mut replaced_live, mut newest) = (false, None::<Version>);
         let mut errors = Vec::new();
-        let mut disk_full = 0;
+        let (mut disk_full, mut failed) = (0, 0);
         let mut all_definite = true;
         while let Some(ack) = rx.recv().await {
             match ack {
@@ -606,10 +602,13 @@ impl NodeCore {
                     holders_acked.insert(node);
                 }
                 Ack::Superseded { current, .. } => newest = newest.max(Some(current)),
-                Ack::Failed { why, definite } => {
-                    if why.contains("disk full") {
-                        disk_full += 1;
-                    }
+                Ack::Failed {
+                    why,
+                    definite,
+                    disk_full: full,
+                } => {
+                    failed += 1;
+                    disk_full += usize::from(full);
                     all_definite &= definite;
                     errors.push(why);
                 }
@@ -625,10 +624,7 @@ impl NodeCore {
         if let Some(v) = newest {
             return Err(Attempt::Superseded(v));
         }
-        if disk_full > 0
-            && errors.iter().all(|e| e.contains("disk full"))
-            && holders_acked.is_empty()
-        {
+        if disk_full > 0 && disk_full == failed && holders_acked.is_empty() {
             return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
         }
         Err(Attempt::Failed(Error::Unavailable {
@@ -666,6 +662,7 @@ impl NodeCore {
                         return Ack::Failed {
                             why: format!("{target}: clock_drift: holds a version {e}"),
                             definite: true,
+                            disk_full: false,
                         };
                     }
                     return Ack::Superseded {
@@ -677,12 +674,14 @@ impl NodeCore {
                     return Ack::Failed {
                         why: format!("{target}: unexpected outcome {other:?}"),
                         definite: false,
+                        disk_full: false,
                     }
                 }
                 Err(e @ Error::DiskFull(_)) => {
                     return Ack::Failed {
                         why: format!("{target}: {e}"),
                         definite: true,
+                        disk_full: true,
                     }
                 }
                 Err(e) => {
@@ -700,7 +699,11 @@ impl NodeCore {
                 }
             }
         }
-        Ack::Failed { why, definite }
+        Ack::Failed {
+            why,
+            definite,
+            disk_full: false,
+        }
     }
 }
 
@@ -730,6 +733,9 @@ enum Attempt {
     Failed(Error),
 }
 
-fn unexpected(resp: Response) -> Error {
-    Error::Internal(format!("unexpected answer from replica: {resp:?}"))
+fn unexpected(node: &str, request: &'static str) -> Error {
+    Error::Peer(PeerError::Unexpected {
+        peer: node.to_string(),
+        request,
+    })
 }

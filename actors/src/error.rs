@@ -3,6 +3,7 @@
 //! A missing key is not an error (`Ok(None)`). The HTTP layer maps each kind to
 //! a status code and a JSON body; see `src/http/error.rs` in the binary.
 
+use crate::peer::PeerError;
 use crate::quorum::Consistency;
 use crate::storage::StoreError;
 use crate::version::Version;
@@ -27,6 +28,13 @@ pub enum Error {
         errors: Vec<String>,
         indeterminate: bool,
     },
+    /// This node (or the replicas it needs) is overloaded: nothing was done;
+    /// retry after `retry_after_ms`.
+    #[error("overloaded: {message}")]
+    Overloaded {
+        message: String,
+        retry_after_ms: u64,
+    },
     /// This node's clock runs ahead of the cluster's: it refuses to issue
     /// versions (other nodes can coordinate the request).
     #[error("{0}")]
@@ -34,35 +42,52 @@ pub enum Error {
     /// The local disk is full; writes are refused until space is freed.
     #[error("disk full: {0}")]
     DiskFull(String),
-    /// Local storage failed in another way.
+    /// Local storage failed in another way; a write may have been applied.
     #[error("storage error: {0}")]
     Storage(String),
-    /// A peer replica's answer is unknown (timed out, connection lost after
-    /// sending): the operation may or may not have been applied there.
+    /// A peer's answer was an error, or never came.
     #[error("{0}")]
-    Peer(String),
-    /// A peer replica definitely did not apply the operation (not connected,
-    /// or it refused).
-    #[error("{0}")]
-    PeerRefused(String),
+    Peer(PeerError),
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// How long a client should wait before retrying an overloaded node.
+pub const RETRY_AFTER_MS: u64 = 1000;
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DiskFull(m) => Error::DiskFull(m),
+            StoreError::Overloaded(m) => Error::Overloaded {
+                message: m,
+                retry_after_ms: RETRY_AFTER_MS,
+            },
             other => Error::Storage(other.to_string()),
         }
+    }
+}
+
+impl From<PeerError> for Error {
+    fn from(e: PeerError) -> Self {
+        Error::Peer(e)
     }
 }
 
 impl Error {
     /// Whether the operation certainly was not applied where this came from.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, Error::Peer(_) | Error::Internal(_))
+        match self {
+            Error::Peer(e) => e.is_definite(),
+            Error::Unavailable { indeterminate, .. } => !indeterminate,
+            Error::Storage(_) | Error::Internal(_) => false,
+            Error::InvalidInput { .. }
+            | Error::PreconditionFailed { .. }
+            | Error::Overloaded { .. }
+            | Error::ClockSkew(_)
+            | Error::DiskFull(_) => true,
+        }
     }
 }
 

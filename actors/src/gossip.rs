@@ -9,7 +9,11 @@
 //!
 //! Whenever a merge shows a member's heartbeat advanced, that is a heartbeat
 //! arrival for the phi-accrual failure detector ([`crate::failure`]), which
-//! turns arrival times into up / suspect / down. A member seen at a higher
+//! turns arrival times into up / suspect / down. The detector runs on a
+//! monotonic clock: a step of the wall clock neither convicts a live peer
+//! nor revives a dead one. What a peer may claim is bounded (see
+//! [`crate::membership`]); clock offsets come only from exchanges this node
+//! started ([`crate::clock_check`]). A member seen at a higher
 //! generation restarted: its detector history is reset. Status changes are
 //! logged, published in the shared [`Liveness`] table (the coordinator reads it
 //! to skip down replicas at once), and an `Up` transition tells the hint actor
@@ -18,16 +22,22 @@
 //! Messages: [`GossipIn`] (a peer's exchange), [`ClusterStatus`] (for
 //! `GET /v1/cluster`). Timer: the gossip round.
 
+use crate::clock_check::cluster_offset;
 use crate::failure::{DetectorConfig, FailureDetector, Status};
-use crate::membership::Membership;
-use crate::metrics::Metrics;
-use crate::peer::{Call, PeerActor};
+use crate::membership::{Bounds, Membership};
+use crate::metrics::{Job, Metrics};
+use crate::peer::Peers;
 use crate::version::{Clock, Hlc};
 use crate::wire::{MemberState, Request, Response};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Deadline of one gossip exchange, at least.
+pub const MIN_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Deadline of one gossip exchange, in gossip intervals.
+const EXCHANGE_TIMEOUT_ROUNDS: u32 = 5;
 
 /// Liveness of every peer as this node's failure detector sees it. Shared with
 /// coordinators, which read it on every request.
@@ -97,7 +107,7 @@ pub struct MemberView {
 pub struct GossipActor {
     membership: Membership,
     detector: FailureDetector,
-    peers: HashMap<String, Addr<PeerActor>>,
+    peers: Peers,
     liveness: Arc<Liveness>,
     on_up: Vec<Recipient<PeerUp>>,
     metrics: Arc<Metrics>,
@@ -107,6 +117,8 @@ pub struct GossipActor {
     rng: u64,
     /// Per peer: its wall clock minus ours (ms), measured at its last exchange.
     offsets: HashMap<String, i64>,
+    /// The detector's time base: monotonic, immune to wall-clock steps.
+    epoch: Instant,
 }
 
 /// What a gossip actor starts with.
@@ -116,7 +128,7 @@ pub struct GossipSetup {
     /// The configured other members.
     pub others: Vec<MemberState>,
     pub detector: DetectorConfig,
-    pub peers: HashMap<String, Addr<PeerActor>>,
+    pub peers: Peers,
     pub liveness: Arc<Liveness>,
     /// Told when a peer comes up (the hint actor).
     pub on_up: Vec<Recipient<PeerUp>>,
@@ -140,14 +152,14 @@ impl GossipActor {
             hlc,
             interval,
         } = setup;
-        let now = clock.now_ms();
+        let wall = clock.now_ms();
         let mut detector = FailureDetector::new(detector);
         // Every configured peer is expected: one that never speaks is convicted.
-        for id in peers.keys() {
-            detector.heartbeat(id, now);
+        for id in peers.ids() {
+            detector.heartbeat(&id, 0);
         }
         GossipActor {
-            rng: now ^ 0x9e37_79b9_7f4a_7c15 ^ me.generation.rotate_left(17),
+            rng: wall ^ 0x9e37_79b9_7f4a_7c15 ^ me.generation.rotate_left(17),
             membership: Membership::new(me, others),
             detector,
             peers,
@@ -158,35 +170,40 @@ impl GossipActor {
             hlc,
             interval,
             offsets: HashMap::new(),
+            epoch: Instant::now(),
         }
     }
 
-    /// Records `from`'s clock offset from its own entry in `view`, then
-    /// decides whether our clock is the outlier: when fewer than half of the
-    /// members (counting us) agree with us within the allowed drift, the
-    /// median offset of the others is the cluster's time as far as we can
-    /// tell (see [`Hlc::set_cluster_offset_ms`]).
+    /// Milliseconds on the detector's monotonic clock.
+    fn mono_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            now_ms: self.hlc.cluster_ms(),
+            max_drift_ms: self.hlc.max_drift_ms(),
+            interval_ms: self.interval.as_millis() as u64,
+        }
+    }
+
+    /// Records `from`'s clock offset from its own entry in `view` (the
+    /// answer to an exchange we started), then decides whether our clock is
+    /// the outlier ([`cluster_offset`]).
     fn measure_clock(&mut self, from: &str, view: &[MemberState]) {
         let Some(entry) = view.iter().find(|m| m.id == from && m.wall_ms > 0) else {
             return;
         };
-        let offset = entry.wall_ms as i64 - self.clock.now_ms() as i64;
+        let offset = (entry.wall_ms as i64).saturating_sub(self.clock.now_ms() as i64);
         self.offsets.insert(from.to_string(), offset);
         let drift = self.hlc.max_drift_ms() as i64;
-        let mut live: Vec<i64> = self
+        let live: Vec<i64> = self
             .offsets
             .iter()
             .filter(|(id, _)| !self.liveness.is_down(id))
             .map(|(_, o)| *o)
             .collect();
-        let agree = live.iter().filter(|o| o.abs() <= drift).count();
-        let outlier = (agree + 1) * 2 < live.len() + 1;
-        let cluster_offset = if outlier {
-            live.sort_unstable();
-            live[live.len() / 2]
-        } else {
-            0
-        };
+        let cluster_offset = cluster_offset(&live, drift);
         let before = self.hlc.cluster_offset_ms();
         self.hlc.set_cluster_offset_ms(cluster_offset);
         if (before == 0) != (cluster_offset == 0) {
@@ -215,9 +232,13 @@ impl GossipActor {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn merge(&mut self, remote: &[MemberState]) {
-        let now = self.clock.now_ms();
-        let report = self.membership.merge(remote);
+    fn merge(&mut self, remote: &[MemberState], from: &str) {
+        let now = self.mono_ms();
+        let report = self.membership.merge(remote, from, self.bounds());
+        if report.refused > 0 {
+            Metrics::add(&self.metrics.gossip_refused, report.refused);
+            log::debug!("refused {} gossip entries from {from}", report.refused);
+        }
         for id in &report.restarted {
             log::info!(
                 "peer {id} restarted (generation {})",
@@ -226,7 +247,7 @@ impl GossipActor {
             self.detector.reset(id);
         }
         for id in &report.advanced {
-            if self.peers.contains_key(id) {
+            if self.peers.contains(id) {
                 self.detector.heartbeat(id, now);
             }
         }
@@ -235,8 +256,7 @@ impl GossipActor {
 
     /// Recomputes every peer's status; logs and announces changes.
     fn publish(&mut self, now: u64, restarted: &[String]) {
-        let ids: Vec<String> = self.peers.keys().cloned().collect();
-        for id in ids {
+        for id in self.peers.ids() {
             let status = self.detector.status(&id, now);
             let before = self.liveness.set(&id, status);
             if before != Some(status) {
@@ -253,32 +273,41 @@ impl GossipActor {
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
-        let now = self.clock.now_ms();
+        let now = self.mono_ms();
         self.detector.tick(now);
         self.membership.beat();
         self.publish(now, &[]);
-        if self.peers.is_empty() {
+        let ids = self.peers.ids();
+        if ids.is_empty() {
+            self.metrics.jobs.progress(Job::Gossip);
             return;
         }
         let r = self.next_random();
-        let mut ids: Vec<&String> = self.peers.keys().collect();
-        ids.sort();
         let pick = ids[(r % ids.len() as u64) as usize].clone();
-        let peer = self.peers[&pick].clone();
-        let ours = self.membership.outgoing(now);
+        let peers = self.peers.clone();
+        let ours = self.membership.outgoing(self.clock.now_ms());
+        let timeout = (self.interval * EXCHANGE_TIMEOUT_ROUNDS).max(MIN_EXCHANGE_TIMEOUT);
+        let target = pick.clone();
         ctx.spawn(
-            async move { peer.send(Call(Request::Gossip { members: ours })).await }
-                .into_actor(self)
-                .map(move |reply, act, _| match reply {
-                    Ok(Ok(Response::Gossip { members })) => {
-                        Metrics::add(&act.metrics.gossip_rounds, 1);
-                        act.measure_clock(&pick, &members);
-                        act.merge(&members);
-                    }
-                    Ok(Ok(other)) => log::warn!("gossip to {pick}: unexpected answer {other:?}"),
-                    Ok(Err(e)) => log::debug!("gossip to {pick}: {e}"),
-                    Err(e) => log::debug!("gossip to {pick}: {e}"),
-                }),
+            async move {
+                peers
+                    .call(&target, Request::Gossip { members: ours }, timeout)
+                    .await
+            }
+            .into_actor(self)
+            .map(move |reply, act, _| match reply {
+                Ok(Response::Gossip { members }) => {
+                    Metrics::add(&act.metrics.gossip_rounds, 1);
+                    act.metrics.jobs.progress(Job::Gossip);
+                    act.measure_clock(&pick, &members);
+                    act.merge(&members, &pick);
+                }
+                Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),
+                Err(e) => {
+                    act.metrics.jobs.failed(Job::Gossip, e.to_string());
+                    log::debug!("gossip to {pick}: {e}");
+                }
+            }),
         );
     }
 }
@@ -295,8 +324,8 @@ impl Handler<GossipIn> for GossipActor {
     type Result = MessageResult<GossipIn>;
 
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
-        self.measure_clock(&msg.from, &msg.members);
-        self.merge(&msg.members);
+        self.merge(&msg.members, &msg.from);
+        self.metrics.jobs.progress(Job::Gossip);
         MessageResult(self.membership.outgoing(self.clock.now_ms()))
     }
 }
@@ -305,7 +334,7 @@ impl Handler<ClusterStatus> for GossipActor {
     type Result = MessageResult<ClusterStatus>;
 
     fn handle(&mut self, _: ClusterStatus, _: &mut Context<Self>) -> Self::Result {
-        let now = self.clock.now_ms();
+        let now = self.mono_ms();
         let me = self.membership.me().id.clone();
         let views = self
             .membership

@@ -2,27 +2,52 @@
 //! actors that own mailboxes, timers and sockets and call into them.
 //!
 //! # Layout
+//! Pure (no I/O, time passed in), bottom of the import graph:
+//! * [`limits`]: size limits and the byte arithmetic of batches and pages.
 //! * [`ring`]: the consistent-hash ring with virtual nodes: key tokens,
 //!   preference lists and primary ranges.
 //! * [`version`]: hybrid logical clock and the total order of versions.
-//! * [`failure`]: phi-accrual failure detector over gossiped heartbeats, with
-//!   the local-stall rule.
-//! * [`merkle`]: Merkle trees over the token space and the descent that finds
-//!   where two replicas differ (anti-entropy).
 //! * [`record`]: a value or tombstone with its version, and its byte encoding.
-//! * [`storage`]: redb tables and batched durable writes (the only module that
-//!   names redb).
+//! * [`quorum`]: consistency levels and reconciliation.
+//! * [`membership`]: gossiped member states and what a peer may claim.
+//! * [`failure`]: phi-accrual failure detector with the local-stall rule.
+//! * [`clock_check`]: whose clock is wrong, from gossiped offsets.
+//! * [`merkle`], [`merge_join`]: Merkle trees and the side-by-side walk that
+//!   finds where two replicas differ.
+//! * [`sessions`]: a bounded, expiring table of per-peer sessions.
+//! * [`wire`]: the peer protocol's frames (the only module naming rmp-serde).
+//! * [`faults`]: test-only fault switches.
+//!
+//! Storage and transport:
+//! * [`storage`] (+ `storage_backend`): redb tables and batched durable writes
+//!   (the only modules naming redb).
+//! * [`peer`]: the peer layer — one client per remote node with a single
+//!   `call`, and a server handing requests to a dispatcher.
+//!
+//! Agents, top of the graph:
 //! * [`replica`]: the replica actor, owner of the local write path (group commit).
-//! * [`partition`]: the partition actor, coordinator of client requests.
-//! * [`error`]: the crate-wide error, grouped by what the caller does next.
+//! * [`coordinator`], [`partition`]: quorum reads and writes; the partition
+//!   actor per HTTP worker.
+//! * [`gossip`], [`hint`], [`antientropy`], [`gc`], [`repair`]: membership,
+//!   hinted handoff, anti-entropy, tombstone GC, and their scheduling.
+//! * [`inbound`]: answers peers' requests.
+//! * [`metrics`], [`error`]: counters and job progress; the crate-wide error.
+//!
+//! Imports only go down this list (`tests::import_graph_is_acyclic`).
 
+pub mod antientropy;
+pub mod clock_check;
 pub mod coordinator;
 pub mod error;
 pub mod failure;
+pub mod faults;
+pub mod gc;
 pub mod gossip;
 pub mod hint;
 pub mod inbound;
+pub mod limits;
 pub mod membership;
+pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
 pub mod partition;
@@ -32,7 +57,9 @@ pub mod record;
 pub mod repair;
 pub mod replica;
 pub mod ring;
+pub mod sessions;
 pub mod storage;
+mod storage_backend;
 pub mod version;
 pub mod wire;
 
@@ -41,3 +68,6 @@ pub use error::{Error, Result};
 /// Mailbox bound of the actors on the request path: senders wait (back
 /// pressure) when this many messages are queued.
 pub const MAILBOX_CAPACITY: usize = 1 << 16;
+
+#[cfg(test)]
+mod tests;

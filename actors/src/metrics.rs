@@ -1,18 +1,27 @@
-//! Counters of one node, shared by the actors and rendered by `GET /metrics`
-//! in the Prometheus text format.
+//! Counters and background-job progress of one node, shared by the actors
+//! and rendered by `GET /metrics` in the Prometheus text format.
 //!
 //! Each counter is a relaxed atomic: cheap on hot paths, and exact enough for
 //! monitoring (a reader may see one counter a moment before another).
+//!
+//! Each background job ([`Job`]: hint replay, anti-entropy, tombstone GC,
+//! gossip) records when it last made progress and its last error, so an
+//! operator (and the tests) can tell a job that is idle from one that is
+//! stuck: `ringkv_job_last_progress_ms{job=...}` is the wall-clock time of the
+//! last progress, `ringkv_job_errors_total{job=...}` counts failed attempts.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 macro_rules! counters {
     ($($name:ident: $help:literal),* $(,)?) => {
-        /// Monotonic counters of this node.
+        /// Monotonic counters of this node, and its jobs' progress.
         #[derive(Debug, Default)]
         pub struct Metrics {
             $(#[doc = $help] pub $name: AtomicU64,)*
+            pub jobs: Jobs,
         }
 
         impl Metrics {
@@ -28,6 +37,7 @@ counters! {
     commits: "redb write transactions committed (one fsync each when durable)",
     writes: "mutations applied by those commits",
     commit_failures: "commits that failed",
+    writes_overloaded: "mutations refused because the write queue was full",
     clock_refusals: "versions refused because they were too far ahead of the local clock",
     hints_stored: "hints stored here for other nodes",
     hints_dropped: "hints dropped because their target's bound was reached",
@@ -41,6 +51,8 @@ counters! {
     ae_bytes: "bytes of records moved by anti-entropy",
     tombstones_purged: "tombstones removed after the grace period",
     gossip_rounds: "gossip exchanges completed",
+    gossip_refused: "gossip entries refused (unknown member, impossible generation or heartbeat)",
+    peer_requests_refused: "peer requests refused as invalid",
 }
 
 impl Metrics {
@@ -48,7 +60,8 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every counter, named `ringkv_<name>_total`.
+    /// The Prometheus text exposition of every counter, named
+    /// `ringkv_<name>_total`, and of every job's progress.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, value) in self.snapshot() {
@@ -56,7 +69,124 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE ringkv_{name}_total counter");
             let _ = writeln!(out, "ringkv_{name}_total {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_job_last_progress_ms wall-clock ms of the job's last progress (0: none yet)"
+        );
+        let _ = writeln!(out, "# TYPE ringkv_job_last_progress_ms gauge");
+        for job in Job::ALL {
+            let s = self.jobs.get(job);
+            let _ = writeln!(
+                out,
+                "ringkv_job_last_progress_ms{{job=\"{}\"}} {}",
+                job.as_str(),
+                s.last_progress_ms.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_job_errors_total failed attempts of the job"
+        );
+        let _ = writeln!(out, "# TYPE ringkv_job_errors_total counter");
+        for job in Job::ALL {
+            let s = self.jobs.get(job);
+            let _ = writeln!(
+                out,
+                "ringkv_job_errors_total{{job=\"{}\"}} {}",
+                job.as_str(),
+                s.errors.load(Ordering::Relaxed)
+            );
+        }
         out
+    }
+}
+
+/// The background jobs whose progress is tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    HintReplay,
+    AntiEntropy,
+    TombstoneGc,
+    Gossip,
+}
+
+impl Job {
+    pub const ALL: [Job; 4] = [
+        Job::HintReplay,
+        Job::AntiEntropy,
+        Job::TombstoneGc,
+        Job::Gossip,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Job::HintReplay => "hint_replay",
+            Job::AntiEntropy => "anti_entropy",
+            Job::TombstoneGc => "tombstone_gc",
+            Job::Gossip => "gossip",
+        }
+    }
+}
+
+/// One job's progress.
+#[derive(Debug, Default)]
+pub struct JobState {
+    pub last_progress_ms: AtomicU64,
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Every job's progress.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    hint_replay: JobState,
+    anti_entropy: JobState,
+    tombstone_gc: JobState,
+    gossip: JobState,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Jobs {
+    pub fn get(&self, job: Job) -> &JobState {
+        match job {
+            Job::HintReplay => &self.hint_replay,
+            Job::AntiEntropy => &self.anti_entropy,
+            Job::TombstoneGc => &self.tombstone_gc,
+            Job::Gossip => &self.gossip,
+        }
+    }
+
+    /// The job did useful work (or found nothing to do) just now.
+    pub fn progress(&self, job: Job) {
+        self.get(job)
+            .last_progress_ms
+            .store(wall_ms(), Ordering::Relaxed);
+    }
+
+    /// An attempt of the job failed.
+    pub fn failed(&self, job: Job, why: impl Into<String>) {
+        let s = self.get(job);
+        s.errors.fetch_add(1, Ordering::Relaxed);
+        *s.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.into());
+    }
+
+    /// `(last progress ms, errors, last error)` of a job.
+    pub fn status(&self, job: Job) -> (u64, u64, Option<String>) {
+        let s = self.get(job);
+        (
+            s.last_progress_ms.load(Ordering::Relaxed),
+            s.errors.load(Ordering::Relaxed),
+            s.last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -65,11 +195,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_counters() {
+    fn renders_prometheus_counters_and_jobs() {
         let m = Metrics::default();
         Metrics::add(&m.commits, 3);
+        m.jobs.failed(Job::HintReplay, "x");
+        m.jobs.progress(Job::Gossip);
         let text = m.render();
         assert!(text.contains("# TYPE ringkv_commits_total counter\nringkv_commits_total 3\n"));
         assert!(text.contains("ringkv_writes_total 0\n"));
+        assert!(text.contains("ringkv_job_errors_total{job=\"hint_replay\"} 1\n"));
+        assert!(!text.contains("ringkv_job_last_progress_ms{job=\"gossip\"} 0\n"));
+        assert!(text.contains("ringkv_job_last_progress_ms{job=\"tombstone_gc\"} 0\n"));
+        assert_eq!(m.jobs.status(Job::HintReplay).2.as_deref(), Some("x"));
     }
 }

@@ -1,60 +1,116 @@
 //! Replica actor: owns this node's write path, with group commit.
 //!
-//! Every write to the local store — from a local coordinator, a peer, a hint
-//! replay or a repair — arrives here as an [`ApplyWrite`]. While a commit is on
-//! disk, new writes queue; when it returns, everything queued goes into the
+//! Every change to the local store — a write from a local coordinator, a
+//! peer, a hint replay or a repair; a hint; a purge; the node's own state —
+//! arrives here as an [`Apply`] of one or more mutations. While a commit is
+//! on disk, new work queues; when it returns, everything queued goes into the
 //! next transaction and is committed at once (one fsync for the whole batch),
-//! then every writer in it is answered. Under concurrency this turns N fsyncs
-//! into about one per disk round trip; alone, a write commits immediately.
+//! then every sender is answered. Under concurrency this turns N fsyncs into
+//! about one per disk round trip; alone, a write commits immediately. The
+//! mutations of one `Apply` always commit together.
+//!
+//! **Bounds.** The queue holds at most [`ReplicaLimits::max_queued_ops`]
+//! mutations and [`ReplicaLimits::max_queued_bytes`] bytes; work beyond is
+//! refused at once with [`StoreError::Overloaded`] (HTTP 503 with
+//! `Retry-After`), never queued without limit. One `Apply` larger than the
+//! whole byte bound is taken alone when the queue is empty.
+//!
+//! **Failures.** A full disk refuses the batch (the store reopens its
+//! handle, and writes resume once space is freed). Any other I/O failure of a
+//! commit — a failed fsync above all — means the page cache may show data
+//! that never reached the disk: the actor logs it and stops the node
+//! (fail-stop, [`EXIT_IO_FAILURE`]); a restart reads the file again. A
+//! mutation that fails on its own (a corrupt record under its key) fails
+//! alone; the rest of the batch commits.
 //!
 //! The commit itself runs on tokio's blocking pool so the actor's thread keeps
 //! accepting messages. Reads never come here: they open redb read transactions
 //! directly ([`crate::storage::Store::get`]).
 //!
-//! Messages: [`ApplyWrite`] (answers the [`WriteOutcome`] once durable),
-//! [`Flush`] (answers when nothing is queued or committing; used at shutdown).
+//! Messages: [`Apply`] (answers once durable), [`Flush`] (answers when nothing
+//! is queued or committing; used at shutdown).
 
 use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::storage::{Hint, Mutation, Store, StoreError, WriteOp, WriteOutcome};
+use crate::storage::{Hint, ItemResult, Mutation, Store, StoreError, WriteOp, WriteOutcome};
 use crate::version::Hlc;
-use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Most writes one transaction takes; the rest wait for the next commit.
+/// Most mutations one transaction takes; the rest wait for the next commit.
 pub const MAX_BATCH_OPS: usize = 1024;
-/// Most value bytes one transaction takes (a single larger write goes alone).
+/// Most bytes one transaction takes (a single larger `Apply` goes alone).
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Exit status of a node stopped by an I/O failure of its store.
+pub const EXIT_IO_FAILURE: i32 = 74;
 
-/// Apply one write durably; answers after its transaction committed.
-#[derive(Message)]
-#[rtype(result = "Result<WriteOutcome, StoreError>")]
-pub struct ApplyWrite(pub WriteOp);
+/// Bounds of the write queue.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaLimits {
+    pub max_queued_ops: usize,
+    pub max_queued_bytes: usize,
+}
 
-/// Apply any mutation (hints, purges) durably, batched like writes.
+impl Default for ReplicaLimits {
+    fn default() -> Self {
+        ReplicaLimits {
+            max_queued_ops: 65_536,
+            max_queued_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Apply mutations durably, in one commit; answers one result per mutation
+/// once it is on disk, or the error that failed the whole commit.
 #[derive(Message)]
-#[rtype(result = "Result<WriteOutcome, StoreError>")]
-pub struct Apply(pub Mutation);
+#[rtype(result = "Result<Vec<ItemResult>, StoreError>")]
+pub struct Apply(pub Vec<Mutation>);
 
 /// Answers once every write received before it is committed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
 
-type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
+type Reply = oneshot::Sender<Result<Vec<ItemResult>, StoreError>>;
+
+struct Job {
+    mutations: Vec<Mutation>,
+    weight: usize,
+    reply: Reply,
+}
+
+/// What the actor does when the store can no longer be trusted.
+pub type OnFatal = Arc<dyn Fn(&StoreError) + Send + Sync>;
+
+/// Stops the process: the default reaction to a fatal storage error.
+pub fn exit_on_fatal() -> OnFatal {
+    Arc::new(|e: &StoreError| {
+        log::error!(
+            "stopping: the store's I/O failed ({e}); what is on disk is unknown, so this node \
+             stops instead of serving from memory. Restart it to recover from the file."
+        );
+        std::process::exit(EXIT_IO_FAILURE);
+    })
+}
 
 pub struct ReplicaActor {
     store: Store,
     /// Most mutations per commit (1 turns group commit off).
     max_batch: usize,
+    limits: ReplicaLimits,
     stats: Arc<Metrics>,
-    queue: Vec<(Mutation, Reply)>,
+    queue: VecDeque<Job>,
+    queued_ops: usize,
+    queued_bytes: usize,
     committing: bool,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    on_fatal: OnFatal,
+    /// Set once the store failed fatally: everything is refused with it.
+    failed: Option<StoreError>,
 }
 
 impl ReplicaActor {
@@ -62,10 +118,15 @@ impl ReplicaActor {
         ReplicaActor {
             store,
             max_batch: MAX_BATCH_OPS,
+            limits: ReplicaLimits::default(),
             stats,
-            queue: Vec::new(),
+            queue: VecDeque::new(),
+            queued_ops: 0,
+            queued_bytes: 0,
             committing: false,
             flush_waiters: Vec::new(),
+            on_fatal: exit_on_fatal(),
+            failed: None,
         }
     }
 
@@ -75,41 +136,59 @@ impl ReplicaActor {
         self
     }
 
-    /// Takes the next batch off the queue, bounded by count and bytes.
-    fn next_batch(&mut self) -> Vec<(Mutation, Reply)> {
-        let mut bytes = 0;
-        let mut n = 0;
-        for (m, _) in &self.queue {
-            let len = match m {
-                Mutation::Put(op) => op.key.len() + op.record.value.as_ref().map_or(0, |v| v.len()),
-                Mutation::Hint(h) => h.key.len() + h.record.value.as_ref().map_or(0, |v| v.len()),
-                _ => 64,
-            };
-            if n > 0 && (n == self.max_batch || bytes + len > MAX_BATCH_BYTES) {
+    pub fn with_limits(mut self, limits: ReplicaLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces what happens on a fatal storage error (tests).
+    pub fn on_fatal(mut self, f: OnFatal) -> Self {
+        self.on_fatal = f;
+        self
+    }
+
+    /// Takes the next batch of whole jobs off the queue, bounded by count and
+    /// bytes (the first job always goes).
+    fn next_batch(&mut self) -> Vec<Job> {
+        let (mut ops, mut bytes) = (0, 0);
+        let mut batch = Vec::new();
+        while let Some(job) = self.queue.front() {
+            let n = job.mutations.len();
+            if !batch.is_empty()
+                && (ops + n > self.max_batch || bytes + job.weight > MAX_BATCH_BYTES)
+            {
                 break;
             }
-            bytes += len;
-            n += 1;
+            ops += n;
+            bytes += job.weight;
+            let job = self.queue.pop_front().expect("front");
+            self.queued_ops -= n;
+            self.queued_bytes -= job.weight;
+            batch.push(job);
         }
-        let rest = self.queue.split_off(n);
-        std::mem::replace(&mut self.queue, rest)
+        batch
     }
 
     fn start_commit(&mut self, ctx: &mut Context<Self>) {
         if self.committing {
             return;
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() || self.failed.is_some() {
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(());
             }
             return;
         }
         self.committing = true;
-        let batch = self.next_batch();
-        let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let jobs = self.next_batch();
+        let mut mutations = Vec::with_capacity(jobs.iter().map(|j| j.mutations.len()).sum());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.reply, job.mutations.len()));
+            mutations.extend(job.mutations);
+        }
         let store = self.store.clone();
-        let commit = tokio::task::spawn_blocking(move || store.apply(&ops));
+        let commit = tokio::task::spawn_blocking(move || store.apply(&mutations));
         ctx.spawn(commit.into_actor(self).map(move |joined, act, ctx| {
             let result = joined
                 .unwrap_or_else(|e| Err(StoreError::Engine(format!("commit task failed: {e}"))));
@@ -120,22 +199,81 @@ impl ReplicaActor {
                     act.stats
                         .writes
                         .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
+                    let mut outcomes = outcomes.into_iter();
+                    for (reply, n) in replies {
+                        let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
                     }
                 }
                 Err(e) => {
                     act.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    log::error!("commit of {} writes failed: {e}", replies.len());
-                    for reply in replies {
+                    log::error!("a commit of {} requests failed: {e}", replies.len());
+                    if e.is_fatal() {
+                        (act.on_fatal)(&e);
+                    }
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(e.clone()));
+                    }
+                    if e.is_fatal() {
+                        // Nothing more is committed on a store that cannot
+                        // be trusted (when the fatal hook did not exit).
+                        act.fail_queue(&e);
+                        return;
                     }
                 }
             }
             act.start_commit(ctx);
         }));
     }
+
+    fn fail_queue(&mut self, e: &StoreError) {
+        for job in self.queue.drain(..) {
+            let _ = job.reply.send(Err(e.clone()));
+        }
+        self.queued_ops = 0;
+        self.queued_bytes = 0;
+        self.failed = Some(e.clone());
+        for w in self.flush_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn enqueue(&mut self, mutations: Vec<Mutation>, ctx: &mut Context<Self>) -> ApplyFuture {
+        if let Some(e) = self.failed.clone() {
+            return Box::pin(async move { Err(e) });
+        }
+        let n = mutations.len();
+        let weight: usize = mutations.iter().map(Mutation::weight).sum();
+        let fits = self.queue.is_empty()
+            || (self.queued_ops + n <= self.limits.max_queued_ops
+                && self.queued_bytes + weight <= self.limits.max_queued_bytes);
+        if !fits {
+            Metrics::add(&self.stats.writes_overloaded, n as u64);
+            let err = StoreError::Overloaded(format!(
+                "the write queue holds {} mutations and {} bytes (limits {} and {})",
+                self.queued_ops,
+                self.queued_bytes,
+                self.limits.max_queued_ops,
+                self.limits.max_queued_bytes
+            ));
+            return Box::pin(async move { Err(err) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queued_ops += n;
+        self.queued_bytes += weight;
+        self.queue.push_back(Job {
+            mutations,
+            weight,
+            reply: tx,
+        });
+        self.start_commit(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::Engine("replica stopped".into())))
+        })
+    }
 }
+
+type ApplyFuture = ResponseFuture<Result<Vec<ItemResult>, StoreError>>;
 
 impl Actor for ReplicaActor {
     type Context = Context<Self>;
@@ -145,35 +283,11 @@ impl Actor for ReplicaActor {
     }
 }
 
-impl Handler<ApplyWrite> for ReplicaActor {
-    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
-
-    fn handle(&mut self, msg: ApplyWrite, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(Mutation::Put(msg.0), ctx)
-    }
-}
-
 impl Handler<Apply> for ReplicaActor {
-    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
+    type Result = ApplyFuture;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
         self.enqueue(msg.0, ctx)
-    }
-}
-
-impl ReplicaActor {
-    fn enqueue(
-        &mut self,
-        m: Mutation,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<WriteOutcome, StoreError>> {
-        let (tx, rx) = oneshot::channel();
-        self.queue.push((m, tx));
-        self.start_commit(ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError::Engine("replica stopped".into())))
-        })
     }
 }
 
@@ -188,6 +302,16 @@ impl Handler<Flush> for ReplicaActor {
             let _ = rx.await;
         })
     }
+}
+
+/// How a batch of records (hint replay, anti-entropy) was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Records newer than what was stored.
+    pub applied: u32,
+    /// Positions of records that were not stored and must be kept by the
+    /// sender: too far ahead of this node's clock, or failing on their own.
+    pub refused: Vec<u32>,
 }
 
 /// The local replica as coordinators and peers see it: reads straight from the
@@ -206,118 +330,93 @@ pub struct LocalReplica {
     pub repair_wanted: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
+/// Why the local replica serves no reads right now.
+pub const NOT_SERVING: &str = "this replica was down longer than the tombstone grace period and \
+                               serves no reads until anti-entropy completes";
+
 impl LocalReplica {
+    /// Whether reads are served (see [`LocalReplica::repairing`]).
+    pub fn serving_reads(&self) -> bool {
+        !self.repairing.load(Ordering::Relaxed)
+    }
+
     /// The local record of `key` for a coordinator's read.
     pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        if self.repairing.load(Ordering::Relaxed) {
-            return Err(StoreError::Engine(
-                "this replica was down longer than the tombstone grace period and serves no \
-                 reads until anti-entropy completes"
-                    .into(),
-            ));
+        if !self.serving_reads() {
+            return Err(StoreError::NotServing(NOT_SERVING.into()));
         }
         self.store.get(key)
     }
 
-    pub async fn apply(&self, m: Mutation) -> Result<WriteOutcome, StoreError> {
+    /// Applies mutations durably in one commit.
+    pub async fn apply_all(&self, m: Vec<Mutation>) -> Result<Vec<ItemResult>, StoreError> {
         self.writer
             .send(Apply(m))
             .await
             .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
     }
 
+    /// Applies one mutation durably.
+    pub async fn apply(&self, m: Mutation) -> Result<WriteOutcome, StoreError> {
+        let mut out = self.apply_all(vec![m]).await?;
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Engine("no outcome for a mutation".into())))
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.writer
-            .send(ApplyWrite(op))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
+        self.apply(Mutation::Put(op)).await
     }
 
     /// Refuses a version too far ahead of our clock (counted), else folds it in.
     pub fn check_clock(&self, record: &Record) -> Result<(), String> {
         self.hlc.observe(record.version).map_err(|e| {
-            self.stats.clock_refusals.fetch_add(1, Ordering::Relaxed);
+            Metrics::add(&self.stats.clock_refusals, 1);
             log::warn!("refused a version from a peer: {e}");
             e.to_string()
         })
     }
 
-    /// Stores many records, each if newer; answers how many were applied.
-    /// Records further ahead of the cluster's clock than the allowed drift are
-    /// skipped (and counted).
-    pub async fn write_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u32, StoreError> {
-        let writes = items
-            .into_iter()
-            .filter(|(_, record)| self.check_clock(record).is_ok())
-            .map(|(key, record)| self.write(WriteOp { key, record }));
+    /// Stores many records in one commit, each if newer. Records further ahead
+    /// of the cluster's clock than the allowed drift are not stored: their
+    /// positions come back in `refused`, so their sender keeps them.
+    pub async fn write_batch(
+        &self,
+        items: Vec<(Bytes, Record)>,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut refused = Vec::new();
+        let mut positions = Vec::with_capacity(items.len());
+        let mut mutations = Vec::with_capacity(items.len());
+        for (i, (key, record)) in items.into_iter().enumerate() {
+            if self.check_clock(&record).is_err() {
+                refused.push(i as u32);
+                continue;
+            }
+            positions.push(i as u32);
+            mutations.push(Mutation::Put(WriteOp { key, record }));
+        }
         let mut applied = 0;
-        for outcome in futures_util::future::join_all(writes).await {
-            if let WriteOutcome::Applied { .. } = outcome? {
-                applied += 1;
+        if !mutations.is_empty() {
+            for (pos, result) in positions.into_iter().zip(self.apply_all(mutations).await?) {
+                match result {
+                    Ok(WriteOutcome::Applied { .. }) => applied += 1,
+                    Ok(_) => {}
+                    Err(_) => refused.push(pos),
+                }
             }
         }
-        Ok(applied)
+        refused.sort_unstable();
+        Ok(BatchOutcome { applied, refused })
     }
 
-    /// Serves the replica part of a peer's request (reads, writes, hints,
-    /// batches, purges); `None` for requests other actors serve.
-    pub async fn handle(&self, request: Request) -> Option<Response> {
-        Some(match request {
-            Request::Read { key } => match self.read(&key) {
-                Ok(record) => Response::Read {
-                    record: record.map(WireRecord::from),
-                },
-                Err(e) => error_response(e),
-            },
-            Request::Write { key, record } => {
-                let record = Record::from(record);
-                if let Err(e) = self.check_clock(&record) {
-                    return Some(clock_error(e));
-                }
-                match self.write(WriteOp { key, record }).await {
-                    Ok(outcome) => Response::from(outcome),
-                    Err(e) => error_response(e),
-                }
-            }
-            Request::StoreHint {
-                target,
-                key,
-                record,
-            } => {
-                let record = Record::from(record);
-                if let Err(e) = self.check_clock(&record) {
-                    return Some(clock_error(e));
-                }
-                let hint = Hint {
-                    target,
-                    key,
-                    record,
-                    stored_ms: self.hlc.wall_ms(),
-                };
-                match self.store_hint(hint).await {
-                    Ok(outcome) => Response::from(outcome),
-                    Err(e) => error_response(e),
-                }
-            }
-            Request::WriteBatch { items } => {
-                let items = items
-                    .into_iter()
-                    .map(|(k, r)| (k, Record::from(r)))
-                    .collect();
-                match self.write_batch(items).await {
-                    Ok(applied) => Response::Batch { applied },
-                    Err(e) => error_response(e),
-                }
-            }
-            Request::Purge { key, ts, node } => {
-                let version = crate::version::Version::new(ts, node);
-                match self.apply(Mutation::Purge { key, version }).await {
-                    Ok(outcome) => Response::from(outcome),
-                    Err(e) => error_response(e),
-                }
-            }
-            _ => return None,
+    /// Reserves timestamps up to `ceiling_ms` durably (see `Hlc::reserved_ms`).
+    pub async fn reserve_clock(&self, ceiling_ms: u64) -> Result<(), StoreError> {
+        self.apply(Mutation::Meta {
+            alive_ms: None,
+            clock_ceiling_ms: Some(ceiling_ms),
         })
+        .await?;
+        self.hlc.set_reserved_ms(ceiling_ms);
+        Ok(())
     }
 
     /// Stores a hint durably and counts it (and any it displaced).
@@ -342,75 +441,6 @@ impl LocalReplica {
     }
 }
 
-fn clock_error(message: String) -> Response {
-    Response::Error {
-        code: "clock_drift".into(),
-        message,
-    }
-}
-
-fn error_response(e: StoreError) -> Response {
-    Response::Error {
-        code: match e {
-            StoreError::DiskFull(_) => "disk_full",
-            _ => "storage",
-        }
-        .into(),
-        message: e.to_string(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::version::Version;
-
-    fn op(key: &str, ts: u64) -> WriteOp {
-        WriteOp {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            record: Record::value(Version::new(ts, 1), Bytes::from_static(b"v")),
-        }
-    }
-
-    #[actix::test]
-    async fn concurrent_writes_share_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "n1", true).unwrap();
-        let stats = Arc::new(Metrics::default());
-        let addr = ReplicaActor::new(store.clone(), stats.clone()).start();
-        let sends: Vec<_> = (0..200)
-            .map(|i| addr.send(ApplyWrite(op(&format!("k{i}"), 10))))
-            .collect();
-        for s in futures_util::future::join_all(sends).await {
-            assert_eq!(
-                s.unwrap().unwrap(),
-                WriteOutcome::Applied {
-                    replaced_live: false
-                }
-            );
-        }
-        addr.send(Flush).await.unwrap();
-        assert_eq!(stats.writes.load(Ordering::Relaxed), 200);
-        let commits = stats.commits.load(Ordering::Relaxed);
-        assert!(
-            commits < 200,
-            "200 concurrent writes took {commits} commits"
-        );
-        assert_eq!(store.len().unwrap(), 200);
-    }
-
-    #[actix::test]
-    async fn an_older_write_is_superseded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "n1", false).unwrap();
-        let addr = ReplicaActor::new(store, Arc::default()).start();
-        addr.send(ApplyWrite(op("k", 10))).await.unwrap().unwrap();
-        let r = addr.send(ApplyWrite(op("k", 9))).await.unwrap().unwrap();
-        assert_eq!(
-            r,
-            WriteOutcome::Superseded {
-                current: Version::new(10, 1)
-            }
-        );
-    }
-}
+#[path = "replica_tests.rs"]
+mod tests;

@@ -1,35 +1,49 @@
-//! Durable storage on redb: the only module that names redb.
+//! Durable storage on redb: with `storage_backend.rs`, the only code that
+//! names redb.
 //!
 //! Tables (all declared here):
 //! * `data`: `token (8 bytes BE) || key` → encoded [`Record`] (value or
 //!   tombstone with version). Prefixing the ring token orders records by ring
 //!   position, so anti-entropy reads one token range with one range scan
 //!   instead of scanning every key. Lookups compute the token (one xxHash).
-//! * `tombstones`: `token || key` → version timestamp of every tombstone, so
-//!   tombstone GC visits tombstones only.
+//! * `tombstone_index`: `version timestamp (8 bytes BE) || token || key` → ()
+//!   for every tombstone, in time order, so tombstone GC reads only the
+//!   tombstones old enough to purge and never walks the others.
 //! * `hints`: `target node id || 0x00 || seq (8 bytes BE)` → encoded hint (a
 //!   write kept for a replica that was down; see [`Hint`]).
 //! * `meta`: string → bytes: the node id the directory belongs to, the storage
-//!   format, and the restart generation.
+//!   format, the restart generation, when the node was last alive, and the
+//!   clock reservation (the highest timestamp this node may have issued).
 //!
 //! Every change goes through [`Store::apply`], which runs a whole batch of
 //! [`Mutation`]s in one write transaction and commits once: the replica actor
-//! uses it for group commit. Record writes carry their version and apply only
-//! if newer than the stored one (last write wins), so replaying, reordering or
-//! duplicating writes never moves a key backwards. Reads ([`Store::get`],
-//! [`Store::scan`]) open their own MVCC read transaction and never wait for the
-//! writer.
+//! uses it for group commit. A batch fails as a whole only when the commit
+//! does; a mutation that cannot apply (a corrupt stored record under its key)
+//! fails alone and the rest commit. Record writes carry their version and
+//! apply only if newer than the stored one (last write wins), so replaying,
+//! reordering or duplicating writes never moves a key backwards. Reads
+//! ([`Store::get`], the scans) open their own MVCC read transaction and never
+//! wait for the writer.
 //!
 //! Hints are bounded per target node by count and bytes: storing one beyond
-//! the bound drops that target's oldest hints (never the new write), and the
-//! number dropped is reported so the caller can count it and schedule
-//! anti-entropy.
+//! the bound drops that target's oldest hints (never the new write, even when
+//! it alone exceeds the bound), and the number dropped is reported so the
+//! caller can count it and schedule anti-entropy.
+//!
+//! Errors are grouped by what the caller does next ([`StoreError`]): a full
+//! disk refuses writes until space is freed (the handle is reopened, since
+//! redb refuses every later write on a handle that saw an I/O error); any
+//! other I/O failure of a commit is [`StoreError::Io`], after which the page
+//! cache may hold data that is not on disk — the replica actor stops the node
+//! (fail-stop) and recovery reads the file again.
 //!
 //! Redb allows one writer at a time and many concurrent readers; with
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
+use crate::faults::Faults;
 use crate::record::{decode_header, DecodeError, Record};
 use crate::ring::{key_token, Token};
+use crate::storage_backend::FaultyFileBackend;
 use crate::version::Version;
 use bytes::Bytes;
 use redb::{
@@ -40,25 +54,34 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
-pub const TOMBSTONES: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
+pub const TOMBSTONE_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("tombstone_index");
 pub const HINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("hints");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The tombstone index of storage format 2 (`token || key` → timestamp),
+/// migrated to [`TOMBSTONE_INDEX`] at the first open by this build.
+const TOMBSTONES_V2: TableDefinition<&[u8], u64> = TableDefinition::new("tombstones");
 
 /// Version of the on-disk layout (tables and record format) this code writes.
-pub const STORAGE_FORMAT: u8 = 2;
+pub const STORAGE_FORMAT: u8 = 3;
+/// The older layout this build upgrades in place.
+const STORAGE_FORMAT_V2: u8 = 2;
 const META_NODE_ID: &str = "node_id";
 const META_FORMAT: &str = "format";
 const META_GENERATION: &str = "generation";
 const META_LAST_ALIVE: &str = "last_alive_ms";
+const META_CLOCK_CEILING: &str = "clock_ceiling_ms";
 /// File name of the database inside a node's data directory.
 pub const DB_FILE: &str = "ringkv.redb";
 
 /// What went wrong in storage, grouped by what the caller does next.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// The disk is full: refuse writes (HTTP 507) until space is freed.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The write queue is full: nothing was done; retry later (HTTP 503).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// Another process has this data directory open.
     #[error("data directory {0} is already in use by another ringkv process")]
     AlreadyOpen(PathBuf),
@@ -68,9 +91,26 @@ pub enum StoreError {
     /// Stored bytes could not be decoded.
     #[error("corrupt record for a key: {0}")]
     Corrupt(#[from] DecodeError),
-    /// Any other I/O or engine failure.
+    /// This replica serves no reads yet (it is catching up after an outage).
+    #[error("{0}")]
+    NotServing(String),
+    /// A mutation that can never apply (it fails alone).
+    #[error("invalid mutation: {0}")]
+    Invalid(String),
+    /// A commit's I/O (a write or an fsync) failed: what is on disk is
+    /// unknown. The node must stop; a restart reads the file again.
+    #[error("I/O failure: {0}")]
+    Io(String),
+    /// Any other engine failure.
     #[error("storage error: {0}")]
     Engine(String),
+}
+
+impl StoreError {
+    /// Whether the store can no longer be trusted (fail-stop).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Io(_))
+    }
 }
 
 impl From<redb::Error> for StoreError {
@@ -78,10 +118,10 @@ impl From<redb::Error> for StoreError {
         match e {
             redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen(PathBuf::new()),
             redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull(io.to_string()),
-            redb::Error::PreviousIo => StoreError::Engine(
-                "an earlier I/O error (often a full disk) stopped writes; reopening the database"
-                    .into(),
-            ),
+            redb::Error::Io(io) => StoreError::Io(io.to_string()),
+            redb::Error::PreviousIo => {
+                StoreError::Io("an earlier I/O error stopped writes on this handle".into())
+            }
             other => StoreError::Engine(other.to_string()),
         }
     }
@@ -164,6 +204,30 @@ pub enum Mutation {
     DeleteHints(Vec<HintId>),
     /// Physically delete a tombstone if the stored record is still exactly it.
     Purge { key: Bytes, version: Version },
+    /// Record node state: alive at `alive_ms`, and timestamps reserved up to
+    /// `clock_ceiling_ms` (kept only if higher than the stored one).
+    Meta {
+        alive_ms: Option<u64>,
+        clock_ceiling_ms: Option<u64>,
+    },
+}
+
+impl Mutation {
+    /// Bytes this mutation brings into memory and onto disk (for bounds).
+    pub fn weight(&self) -> usize {
+        const SMALL: usize = 64;
+        match self {
+            Mutation::Put(op) => SMALL + op.key.len() + value_len(&op.record),
+            Mutation::Hint(h) => SMALL + h.key.len() + h.target.len() + value_len(&h.record),
+            Mutation::DeleteHints(ids) => SMALL + ids.iter().map(|i| i.len()).sum::<usize>(),
+            Mutation::Purge { key, .. } => SMALL + key.len(),
+            Mutation::Meta { .. } => SMALL,
+        }
+    }
+}
+
+fn value_len(r: &Record) -> usize {
+    r.value.as_ref().map_or(0, |v| v.len())
 }
 
 /// What happened to one mutation of a batch.
@@ -175,9 +239,13 @@ pub enum WriteOutcome {
     Superseded { current: Version },
     /// A hint was stored; `dropped` older hints of its target made room.
     Hinted { dropped: u64 },
-    /// Hints deleted or a tombstone purged (`changed`: whether anything was removed).
+    /// Hints deleted, a tombstone purged or state recorded (`changed`:
+    /// whether anything was removed or raised).
     Done { changed: bool },
 }
+
+/// The result of one mutation within a committed batch.
+pub type ItemResult = Result<WriteOutcome, StoreError>;
 
 /// Bounds on the hints kept for one target node.
 #[derive(Clone, Copy, Debug)]
@@ -202,22 +270,42 @@ pub struct HintTally {
     pub bytes: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct HintState {
     next_seq: u64,
     tallies: HashMap<String, HintTally>,
 }
 
+/// How a store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Commit with fsync (false only for tests and benchmarks).
+    pub durable: bool,
+    pub hint_limits: HintLimits,
+    /// Commits are refused (disk full) when less than this would stay free.
+    pub min_free_bytes: u64,
+    /// Test-only storage faults.
+    pub faults: Arc<Faults>,
+}
+
+impl StoreOptions {
+    pub fn new(durable: bool) -> Self {
+        StoreOptions {
+            durable,
+            hint_limits: HintLimits::default(),
+            min_free_bytes: 0,
+            faults: Arc::default(),
+        }
+    }
+}
+
 /// A node's durable store. Cheap to clone; shared by the writer and readers.
 #[derive(Clone)]
 pub struct Store {
-    /// `None` only while the database is being reopened after an I/O error.
+    /// `None` only while the database is being reopened after a full disk.
     db: Arc<RwLock<Option<Arc<Database>>>>,
     dir: PathBuf,
-    durable: bool,
-    hint_limits: HintLimits,
-    /// Commits are refused (disk full) when less than this would stay free.
-    min_free_bytes: u64,
+    options: StoreOptions,
     hints: Arc<Mutex<HintState>>,
 }
 
@@ -239,11 +327,32 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     }
 }
 
-/// `token || key`: the `data` and `tombstones` table key of `key`.
+/// `token || key`: the `data` table key of `key`.
 pub fn data_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&key_token(key).to_be_bytes());
     k.extend_from_slice(key);
+    k
+}
+
+/// The ring token at the front of a data key (0 for a malformed one).
+pub fn data_key_token(dk: &[u8]) -> Token {
+    u64_prefix(dk)
+}
+
+/// The big-endian u64 in the first 8 bytes (0 when there are fewer).
+fn u64_prefix(b: &[u8]) -> u64 {
+    b.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// `ts || token || key`: the `tombstone_index` key of a tombstone.
+fn tombstone_index_key(ts: u64, dk: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + dk.len());
+    k.extend_from_slice(&ts.to_be_bytes());
+    k.extend_from_slice(dk);
     k
 }
 
@@ -284,19 +393,22 @@ fn hint_target(id: &[u8]) -> Option<&str> {
     std::str::from_utf8(&id[..end]).ok()
 }
 
+fn hint_seq(id: &[u8]) -> Option<u64> {
+    let at = id.len().checked_sub(8)?;
+    id[at..].try_into().ok().map(u64::from_be_bytes)
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` for node `node_id`.
     /// `durable = false` commits without fsync (for tests and benchmarks only).
     pub fn open(dir: &Path, node_id: &str, durable: bool) -> Result<Store, StoreError> {
-        Self::open_with(dir, node_id, durable, HintLimits::default(), 0)
+        Self::open_with(dir, node_id, StoreOptions::new(durable))
     }
 
     pub fn open_with(
         dir: &Path,
         node_id: &str,
-        durable: bool,
-        hint_limits: HintLimits,
-        min_free_bytes: u64,
+        options: StoreOptions,
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             if is_disk_full(&e) {
@@ -308,13 +420,11 @@ impl Store {
                 ))
             }
         })?;
-        let db = open_db(dir)?;
+        let db = open_db(dir, &options.faults)?;
         let store = Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             dir: dir.to_path_buf(),
-            durable,
-            hint_limits,
-            min_free_bytes,
+            options,
             hints: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
@@ -331,9 +441,9 @@ impl Store {
             .ok_or_else(|| StoreError::Engine("the database is being reopened".into()))
     }
 
-    /// Replaces the handle after an I/O error (redb refuses every later write
-    /// on a handle that saw one): waits for readers of the old handle, then
-    /// opens the file again.
+    /// Replaces the handle after a full disk (redb refuses every later write
+    /// on a handle that saw an I/O error): waits for readers of the old
+    /// handle, then opens the file again.
     fn reopen(&self) {
         let mut slot = self.db.write().expect("db lock");
         let Some(old) = slot.take() else { return };
@@ -343,9 +453,9 @@ impl Store {
         while weak.strong_count() > 0 && started.elapsed() < REOPEN_WAIT {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        match open_db(&self.dir) {
+        match open_db(&self.dir, &self.options.faults) {
             Ok(db) => {
-                log::info!("reopened the database after an I/O error");
+                log::info!("reopened the database after a full disk");
                 *slot = Some(Arc::new(db));
             }
             Err(e) => log::error!("reopening the database failed: {e}; retrying at the next write"),
@@ -374,12 +484,21 @@ impl Store {
             let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
             match format.as_deref() {
                 Some([f]) if *f == STORAGE_FORMAT => {}
+                Some([f]) if *f == STORAGE_FORMAT_V2 => {
+                    let moved = migrate_tombstone_index(&tx)?;
+                    log::info!(
+                        "upgraded data directory {} from storage format {STORAGE_FORMAT_V2} to \
+                         {STORAGE_FORMAT} ({moved} tombstones reindexed by time)",
+                        dir.display()
+                    );
+                    meta.insert(META_FORMAT, [STORAGE_FORMAT].as_slice())?;
+                }
                 Some(other) => {
                     return Err(StoreError::Mismatch(format!(
-                        "data directory {} has storage format {:?}; this build reads format {}",
+                        "data directory {} has storage format {:?}; this build reads formats \
+                         {STORAGE_FORMAT_V2} and {STORAGE_FORMAT}",
                         dir.display(),
                         other,
-                        STORAGE_FORMAT
                     )))
                 }
                 None => {
@@ -387,7 +506,7 @@ impl Store {
                 }
             }
             tx.open_table(DATA)?;
-            tx.open_table(TOMBSTONES)?;
+            tx.open_table(TOMBSTONE_INDEX)?;
             tx.open_table(HINTS)?;
         }
         tx.commit()?;
@@ -401,8 +520,9 @@ impl Store {
         for entry in table.iter()? {
             let (k, v) = entry?;
             let id = k.value();
-            let seq = u64::from_be_bytes(id[id.len() - 8..].try_into().expect("8"));
-            state.next_seq = state.next_seq.max(seq + 1);
+            if let Some(seq) = hint_seq(id) {
+                state.next_seq = state.next_seq.max(seq + 1);
+            }
             if let Some(target) = hint_target(id) {
                 let t = state.tallies.entry(target.to_string()).or_default();
                 t.count += 1;
@@ -412,10 +532,15 @@ impl Store {
         Ok(())
     }
 
-    /// Increments and returns the restart generation (durably).
-    pub fn bump_generation(&self) -> Result<u64, StoreError> {
-        let next = self.meta_u64(META_GENERATION)?.unwrap_or(0) + 1;
-        self.set_meta_u64(META_GENERATION, next)?;
+    /// Raises the restart generation durably and answers it: the larger of
+    /// the stored generation plus one and `floor` (the wall clock at start,
+    /// so generations bound what a member can claim; see `membership.rs`).
+    pub fn bump_generation(&self, floor: u64) -> Result<u64, StoreError> {
+        let next = (self.meta_u64(META_GENERATION)?.unwrap_or(0) + 1).max(floor);
+        let tx = self.db()?.begin_write()?;
+        tx.open_table(META)?
+            .insert(META_GENERATION, next.to_be_bytes().as_slice())?;
+        tx.commit()?;
         Ok(next)
     }
 
@@ -424,8 +549,9 @@ impl Store {
         self.meta_u64(META_LAST_ALIVE)
     }
 
-    pub fn set_last_alive_ms(&self, ms: u64) -> Result<(), StoreError> {
-        self.set_meta_u64(META_LAST_ALIVE, ms)
+    /// The highest wall-clock ms this node may have issued timestamps at.
+    pub fn clock_ceiling_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_u64(META_CLOCK_CEILING)
     }
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -433,14 +559,6 @@ impl Store {
         let meta = tx.open_table(META)?;
         let v = meta.get(key)?;
         Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
-    }
-
-    fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), StoreError> {
-        let tx = self.db()?.begin_write()?;
-        tx.open_table(META)?
-            .insert(key, value.to_be_bytes().as_slice())?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// Reads the record stored for `key` (value or tombstone), if any.
@@ -464,47 +582,92 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Token, Bytes, Record)>, StoreError> {
+        let mut out = Vec::new();
+        self.walk(from, to, after, |token, k, v| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            out.push((token, Bytes::copy_from_slice(&k[8..]), Record::decode(v)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Data keys and versions (no values) whose token lies in `[from, to]`,
+    /// after the data key `after`, at most `max_items` of them and about
+    /// `max_bytes` of keys (at least one). A record whose header cannot be
+    /// decoded is skipped and logged.
+    pub fn scan_versions(
+        &self,
+        from: Token,
+        to: Token,
+        after: Option<&[u8]>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Bytes, Version)>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        self.walk(from, to, after, |_, k, v| {
+            if out.len() >= max_items || (!out.is_empty() && bytes + k.len() + 24 > max_bytes) {
+                return Ok(false);
+            }
+            match decode_header(v) {
+                Ok((version, _)) => {
+                    bytes += k.len() + 24;
+                    out.push((Bytes::copy_from_slice(k), version));
+                }
+                Err(e) => log::error!("skipping a corrupt record in a scan: {e}"),
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit(token, data_key, encoded_record)` for each record in
+    /// `[from, to]` after `after`, in order, until it answers false.
+    fn walk(
+        &self,
+        from: Token,
+        to: Token,
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(Token, &[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(DATA)?;
         let start = from.to_be_bytes();
-        let mut out = Vec::new();
         let iter = match after {
-            Some(a) => {
+            Some(a) if a >= start.as_slice() => {
                 table.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
             }
-            None => table.range::<&[u8]>(start.as_slice()..)?,
+            _ => table.range::<&[u8]>(start.as_slice()..)?,
         };
         for entry in iter {
-            if out.len() >= limit {
-                break;
-            }
             let (k, v) = entry?;
             let k = k.value();
-            let token = u64::from_be_bytes(k[..8].try_into().expect("8"));
-            if token > to {
+            let token = data_key_token(k);
+            if token > to || k.len() < 8 {
                 break;
             }
             if token < from {
                 continue;
             }
-            out.push((
-                token,
-                Bytes::copy_from_slice(&k[8..]),
-                Record::decode(v.value())?,
-            ));
+            if !visit(token, k, v.value())? {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Tombstones (key and version timestamp) from the data key `after` on, at
-    /// most `limit`.
-    pub fn tombstones(
+    /// Tombstones whose version timestamp is below `before_ts`, oldest first,
+    /// after the index key `after`, at most `limit`: their index keys and keys.
+    pub fn tombstones_before(
         &self,
+        before_ts: u64,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Bytes, u64)>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
         let tx = self.db()?.begin_read()?;
-        let table = tx.open_table(TOMBSTONES)?;
+        let table = tx.open_table(TOMBSTONE_INDEX)?;
         let iter = match after {
             Some(a) => {
                 table.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
@@ -512,26 +675,51 @@ impl Store {
             None => table.range::<&[u8]>(..)?,
         };
         let mut out = Vec::new();
-        for entry in iter.take(limit) {
-            let (k, v) = entry?;
-            let dk = k.value().to_vec();
-            let key = Bytes::copy_from_slice(&dk[8..]);
-            out.push((dk, key, v.value()));
+        for entry in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry?;
+            let ik = k.value();
+            if ik.len() < 16 || u64_prefix(ik) >= before_ts {
+                break;
+            }
+            out.push((ik.to_vec(), Bytes::copy_from_slice(&ik[16..])));
         }
         Ok(out)
     }
 
-    /// Up to `limit` of the oldest hints for `target`, with their ids.
-    pub fn hints_for(&self, target: &str, limit: usize) -> Result<Vec<(HintId, Hint)>, StoreError> {
+    /// The oldest hints for `target` after the id `after`, with their ids: at
+    /// most `max_items`, and no more than about `max_bytes` of encoded hints
+    /// (at least one).
+    pub fn hints_for(
+        &self,
+        target: &str,
+        after: Option<&[u8]>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(HintId, Hint)>, StoreError> {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(HINTS)?;
         let prefix = hint_prefix(target);
+        let iter = match after {
+            Some(a) if a.starts_with(&prefix) => {
+                table.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            _ => table.range::<&[u8]>(prefix.as_slice()..)?,
+        };
         let mut out = Vec::new();
-        for entry in table.range::<&[u8]>(prefix.as_slice()..)?.take(limit) {
+        let mut bytes = 0;
+        for entry in iter {
             let (k, v) = entry?;
-            if !k.value().starts_with(&prefix) {
+            if !k.value().starts_with(&prefix) || out.len() >= max_items {
                 break;
             }
+            let len = v.value().len();
+            if !out.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
             out.push((k.value().to_vec(), decode_hint(target, v.value())?));
         }
         Ok(out)
@@ -543,14 +731,17 @@ impl Store {
     }
 
     /// Applies a batch of mutations in one transaction and commits once.
-    /// Later mutations in the batch see the effects of earlier ones.
-    pub fn apply(&self, batch: &[Mutation]) -> Result<Vec<WriteOutcome>, StoreError> {
+    /// Later mutations in the batch see the effects of earlier ones. `Err`
+    /// when the batch as a whole failed (nothing of it is stored, or — for
+    /// [`StoreError::Io`] — nothing is known); otherwise one result per
+    /// mutation.
+    pub fn apply(&self, batch: &[Mutation]) -> Result<Vec<ItemResult>, StoreError> {
         if self.db.read().expect("db lock").is_none() {
             self.reopen();
         }
         self.check_free_space(batch)?;
         let result = self.apply_tx(batch);
-        if let Err(StoreError::DiskFull(_) | StoreError::Engine(_)) = &result {
+        if let Err(StoreError::DiskFull(_)) = &result {
             self.reopen();
         }
         result
@@ -558,71 +749,51 @@ impl Store {
 
     /// Refuses a batch that would leave less than `min_free_bytes` free.
     fn check_free_space(&self, batch: &[Mutation]) -> Result<(), StoreError> {
-        if self.min_free_bytes == 0 {
+        let min_free = self.options.min_free_bytes;
+        if min_free == 0 {
             return Ok(());
         }
         let Some(free) = free_bytes(&self.dir) else {
             return Ok(());
         };
-        let needed: u64 = batch
-            .iter()
-            .map(|m| match m {
-                Mutation::Put(op) => {
-                    64 + op.key.len() + op.record.value.as_ref().map_or(0, |v| v.len())
-                }
-                Mutation::Hint(h) => {
-                    64 + h.key.len() + h.record.value.as_ref().map_or(0, |v| v.len())
-                }
-                _ => 64,
-            } as u64)
-            .sum::<u64>()
-            * 2;
-        if free < self.min_free_bytes.saturating_add(needed) {
+        let needed: u64 = batch.iter().map(|m| m.weight() as u64).sum::<u64>() * 2;
+        if free < min_free.saturating_add(needed) {
             return Err(StoreError::DiskFull(format!(
-                "{free} bytes free on {}, keeping at least {} free (storage.min_free_bytes)",
+                "{free} bytes free on {}, keeping at least {min_free} free (storage.min_free_bytes)",
                 self.dir.display(),
-                self.min_free_bytes
             )));
         }
         Ok(())
     }
 
-    fn apply_tx(&self, batch: &[Mutation]) -> Result<Vec<WriteOutcome>, StoreError> {
+    fn apply_tx(&self, batch: &[Mutation]) -> Result<Vec<ItemResult>, StoreError> {
         let mut tx = self.db()?.begin_write()?;
-        tx.set_durability(if self.durable {
+        tx.set_durability(if self.options.durable {
             Durability::Immediate
         } else {
             Durability::None
         })?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut hints = self.hints.lock().expect("hint state").clone_state();
+        let mut hints = self.hints.lock().expect("hint state").clone();
         {
             let mut data = tx.open_table(DATA)?;
-            let mut tombs = tx.open_table(TOMBSTONES)?;
+            let mut tombs = tx.open_table(TOMBSTONE_INDEX)?;
             let mut hint_table = tx.open_table(HINTS)?;
+            let mut meta = tx.open_table(META)?;
             for m in batch {
                 outcomes.push(match m {
-                    Mutation::Put(op) => put(&mut data, &mut tombs, op)?,
+                    Mutation::Put(op) => item(put(&mut data, &mut tombs, op))?,
                     Mutation::Purge { key, version } => {
-                        purge(&mut data, &mut tombs, key, *version)?
+                        item(purge(&mut data, &mut tombs, key, *version))?
                     }
-                    Mutation::Hint(h) => self.put_hint(&mut hint_table, &mut hints, h)?,
+                    Mutation::Hint(h) => item(self.put_hint(&mut hint_table, &mut hints, h))?,
                     Mutation::DeleteHints(ids) => {
-                        let mut changed = false;
-                        for id in ids {
-                            if let Some(v) = hint_table.remove(id.as_slice())? {
-                                changed = true;
-                                let len = v.value().len() as u64;
-                                if let Some(t) =
-                                    hint_target(id).and_then(|t| hints.tallies.get_mut(t))
-                                {
-                                    t.count = t.count.saturating_sub(1);
-                                    t.bytes = t.bytes.saturating_sub(len);
-                                }
-                            }
-                        }
-                        WriteOutcome::Done { changed }
+                        Ok(delete_hints(&mut hint_table, &mut hints, ids)?)
                     }
+                    Mutation::Meta {
+                        alive_ms,
+                        clock_ceiling_ms,
+                    } => Ok(record_meta(&mut meta, *alive_ms, *clock_ceiling_ms)?),
                 });
             }
         }
@@ -638,6 +809,11 @@ impl Store {
         state: &mut HintState,
         h: &Hint,
     ) -> Result<WriteOutcome, StoreError> {
+        if h.target.as_bytes().contains(&0) {
+            return Err(StoreError::Invalid(
+                "a hint target may not contain NUL".into(),
+            ));
+        }
         let prefix = hint_prefix(&h.target);
         let mut id = prefix.clone();
         id.extend_from_slice(&state.next_seq.to_be_bytes());
@@ -647,15 +823,19 @@ impl Store {
         let tally = state.tallies.entry(h.target.clone()).or_default();
         tally.count += 1;
         tally.bytes += bytes.len() as u64;
+        let limits = self.options.hint_limits;
         let mut dropped = 0;
-        while tally.count > self.hint_limits.max_count || tally.bytes > self.hint_limits.max_bytes {
+        while tally.count > limits.max_count || tally.bytes > limits.max_bytes {
             let oldest = table
                 .range::<&[u8]>(prefix.as_slice()..)?
                 .next()
                 .transpose()?
                 .filter(|(k, _)| k.value().starts_with(&prefix))
                 .map(|(k, v)| (k.value().to_vec(), v.value().len() as u64));
-            let Some((old_id, len)) = oldest else { break };
+            // Never the new hint itself: it holds the write just acknowledged.
+            let Some((old_id, len)) = oldest.filter(|(old, _)| *old != id) else {
+                break;
+            };
             table.remove(old_id.as_slice())?;
             tally.count -= 1;
             tally.bytes = tally.bytes.saturating_sub(len);
@@ -674,29 +854,74 @@ impl Store {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
-}
 
-impl HintState {
-    fn clone_state(&self) -> HintState {
-        HintState {
-            next_seq: self.next_seq,
-            tallies: self.tallies.clone(),
-        }
+    /// Overwrites the stored bytes of `key` (tests of corruption only).
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_test(&self, key: &[u8], bytes: &[u8]) {
+        let tx = self.db().unwrap().begin_write().unwrap();
+        tx.open_table(DATA)
+            .unwrap()
+            .insert(data_key(key).as_slice(), bytes)
+            .unwrap();
+        tx.commit().unwrap();
     }
 }
 
-fn open_db(dir: &Path) -> Result<Database, StoreError> {
+/// Splits a mutation's own failure (it fails alone) from a failure of the
+/// transaction (the batch fails).
+fn item(r: Result<WriteOutcome, StoreError>) -> Result<ItemResult, StoreError> {
+    match r {
+        Err(e @ (StoreError::Corrupt(_) | StoreError::Invalid(_))) => {
+            log::error!("a mutation failed on its own: {e}");
+            Ok(Err(e))
+        }
+        other => other.map(Ok),
+    }
+}
+
+fn open_db(dir: &Path, faults: &Arc<Faults>) -> Result<Database, StoreError> {
+    let path = dir.join(DB_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            if is_disk_full(&e) {
+                StoreError::DiskFull(e.to_string())
+            } else {
+                StoreError::Engine(format!("cannot open {}: {e}", path.display()))
+            }
+        })?;
+    let backend = redb::backends::FileBackend::new(file)?;
     Database::builder()
-        .create(dir.join(DB_FILE))
+        .create_with_backend(FaultyFileBackend::new(backend, faults.clone()))
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen(dir.into()),
             other => StoreError::from(other),
         })
 }
 
+/// Storage format 2 indexed tombstones by key; format 3 by time.
+fn migrate_tombstone_index(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    {
+        let old = tx.open_table(TOMBSTONES_V2)?;
+        let mut new = tx.open_table(TOMBSTONE_INDEX)?;
+        for entry in old.iter()? {
+            let (dk, ts) = entry?;
+            new.insert(tombstone_index_key(ts.value(), dk.value()).as_slice(), ())?;
+            moved += 1;
+        }
+    }
+    tx.delete_table(TOMBSTONES_V2)?;
+    Ok(moved)
+}
+
 fn put(
     data: &mut redb::Table<&[u8], &[u8]>,
-    tombs: &mut redb::Table<&[u8], u64>,
+    tombs: &mut redb::Table<&[u8], ()>,
     op: &WriteOp,
 ) -> Result<WriteOutcome, StoreError> {
     let dk = data_key(&op.key);
@@ -710,11 +935,14 @@ fn put(
         }
     }
     data.insert(dk.as_slice(), op.record.encode().as_slice())?;
-    let was_tombstone = matches!(current, Some((_, true)));
+    if let Some((cur, true)) = current {
+        tombs.remove(tombstone_index_key(cur.ts, &dk).as_slice())?;
+    }
     if op.record.is_tombstone() {
-        tombs.insert(dk.as_slice(), op.record.version.ts)?;
-    } else if was_tombstone {
-        tombs.remove(dk.as_slice())?;
+        tombs.insert(
+            tombstone_index_key(op.record.version.ts, &dk).as_slice(),
+            (),
+        )?;
     }
     Ok(WriteOutcome::Applied {
         replaced_live: matches!(current, Some((_, false))),
@@ -723,7 +951,7 @@ fn put(
 
 fn purge(
     data: &mut redb::Table<&[u8], &[u8]>,
-    tombs: &mut redb::Table<&[u8], u64>,
+    tombs: &mut redb::Table<&[u8], ()>,
     key: &[u8],
     version: Version,
 ) -> Result<WriteOutcome, StoreError> {
@@ -734,10 +962,52 @@ fn purge(
     };
     if current == Some((version, true)) {
         data.remove(dk.as_slice())?;
-        tombs.remove(dk.as_slice())?;
+        tombs.remove(tombstone_index_key(version.ts, &dk).as_slice())?;
         return Ok(WriteOutcome::Done { changed: true });
     }
     Ok(WriteOutcome::Done { changed: false })
+}
+
+fn delete_hints(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    state: &mut HintState,
+    ids: &[HintId],
+) -> Result<WriteOutcome, StoreError> {
+    let mut changed = false;
+    for id in ids {
+        if let Some(v) = table.remove(id.as_slice())? {
+            changed = true;
+            let len = v.value().len() as u64;
+            if let Some(t) = hint_target(id).and_then(|t| state.tallies.get_mut(t)) {
+                t.count = t.count.saturating_sub(1);
+                t.bytes = t.bytes.saturating_sub(len);
+            }
+        }
+    }
+    Ok(WriteOutcome::Done { changed })
+}
+
+fn record_meta(
+    meta: &mut redb::Table<&str, &[u8]>,
+    alive_ms: Option<u64>,
+    clock_ceiling_ms: Option<u64>,
+) -> Result<WriteOutcome, StoreError> {
+    let mut changed = false;
+    if let Some(ms) = alive_ms {
+        meta.insert(META_LAST_ALIVE, ms.to_be_bytes().as_slice())?;
+        changed = true;
+    }
+    if let Some(ceiling) = clock_ceiling_ms {
+        let stored = meta
+            .get(META_CLOCK_CEILING)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        if ceiling > stored {
+            meta.insert(META_CLOCK_CEILING, ceiling.to_be_bytes().as_slice())?;
+            changed = true;
+        }
+    }
+    Ok(WriteOutcome::Done { changed })
 }
 
 #[cfg(test)]

@@ -30,6 +30,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The outcomes of a batch that committed, every mutation applied.
+fn ok(results: Vec<ItemResult>) -> Vec<WriteOutcome> {
+    results.into_iter().map(|r| r.expect("mutation")).collect()
+}
+
+fn apply(s: &Store, batch: &[Mutation]) -> Vec<WriteOutcome> {
+    ok(s.apply(batch).expect("commit"))
+}
+
 fn key_bytes(k: u8) -> Bytes {
     Bytes::from(vec![b'k', k])
 }
@@ -69,17 +78,17 @@ proptest! {
             match op {
                 Op::Put { key, value, ts } => {
                     let w = write(key, Some(value), ts);
-                    prop_assert_eq!(s.apply(&[Mutation::Put(w.clone())]).unwrap(), vec![model_apply(&mut model, &w)]);
+                    prop_assert_eq!(apply(s, &[Mutation::Put(w.clone())]), vec![model_apply(&mut model, &w)]);
                 }
                 Op::Delete { key, ts } => {
                     let w = write(key, None, ts);
-                    prop_assert_eq!(s.apply(&[Mutation::Put(w.clone())]).unwrap(), vec![model_apply(&mut model, &w)]);
+                    prop_assert_eq!(apply(s, &[Mutation::Put(w.clone())]), vec![model_apply(&mut model, &w)]);
                 }
                 Op::Batch(items) => {
                     let ws: Vec<_> = items.into_iter().map(|(k, v, ts)| write(k, v, ts)).collect();
                     let expected: Vec<_> = ws.iter().map(|w| model_apply(&mut model, w)).collect();
                     let batch: Vec<_> = ws.into_iter().map(Mutation::Put).collect();
-                    prop_assert_eq!(s.apply(&batch).unwrap(), expected);
+                    prop_assert_eq!(apply(s, &batch), expected);
                 }
                 Op::Get { key } => {
                     prop_assert_eq!(s.get(&key_bytes(key)).unwrap(), model.get(&key_bytes(key)).cloned());
@@ -97,7 +106,7 @@ proptest! {
             prop_assert_eq!(stored.as_ref(), Some(r));
         }
         // The tombstone index holds exactly the model's tombstones.
-        let tombs: Vec<Bytes> = s.tombstones(None, usize::MAX).unwrap().into_iter().map(|(_, k, _)| k).collect();
+        let tombs: Vec<Bytes> = s.tombstones_before(u64::MAX, None, usize::MAX).unwrap().into_iter().map(|(_, k)| k).collect();
         let mut expected: Vec<Bytes> = model.iter().filter(|(_, r)| r.is_tombstone()).map(|(k, _)| k.clone()).collect();
         let mut got = tombs.clone();
         got.sort();
@@ -115,8 +124,7 @@ fn durable_writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path(), "n1", true).unwrap();
-        s.apply(&[Mutation::Put(write(1, Some(b"v".to_vec()), 5))])
-            .unwrap();
+        apply(&s, &[Mutation::Put(write(1, Some(b"v".to_vec()), 5))]);
     }
     let s = Store::open(dir.path(), "n1", true).unwrap();
     assert_eq!(
@@ -171,35 +179,33 @@ fn hints_survive_reopen_in_order_and_delete_by_id() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path(), "n1", true).unwrap();
-        let out = s
-            .apply(&[hint("n2", 1, 1), hint("n2", 2, 2), hint("n3", 3, 3)])
-            .unwrap();
+        let out = apply(&s, &[hint("n2", 1, 1), hint("n2", 2, 2), hint("n3", 3, 3)]);
         assert_eq!(out[0], WriteOutcome::Hinted { dropped: 0 });
     }
     let s = Store::open(dir.path(), "n1", true).unwrap();
     assert_eq!(s.hint_tallies()["n2"].count, 2);
-    let h = s.hints_for("n2", 10).unwrap();
+    let h = s.hints_for("n2", None, 10, usize::MAX).unwrap();
     assert_eq!(h.len(), 2);
     assert_eq!(h[0].1.key, key_bytes(1));
     assert_eq!(h[1].1.record.version, Version::new(2, 1));
     assert_eq!(h[0].1.stored_ms, 1001);
     // Ids assigned after a reopen never collide with the old ones.
-    s.apply(&[hint("n2", 4, 4)]).unwrap();
-    assert_eq!(s.hints_for("n2", 10).unwrap().len(), 3);
+    apply(&s, &[hint("n2", 4, 4)]);
+    assert_eq!(s.hints_for("n2", None, 10, usize::MAX).unwrap().len(), 3);
     let ids = vec![h[0].0.clone(), h[1].0.clone()];
     assert_eq!(
-        s.apply(&[Mutation::DeleteHints(ids.clone())]).unwrap(),
+        apply(&s, &[Mutation::DeleteHints(ids.clone())]),
         vec![WriteOutcome::Done { changed: true }]
     );
     assert_eq!(
-        s.apply(&[Mutation::DeleteHints(ids)]).unwrap(),
+        apply(&s, &[Mutation::DeleteHints(ids)]),
         vec![WriteOutcome::Done { changed: false }]
     );
-    let left = s.hints_for("n2", 10).unwrap();
+    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.key, key_bytes(4));
     assert_eq!(s.hint_tallies()["n2"].count, 1);
-    assert_eq!(s.hints_for("n3", 10).unwrap().len(), 1);
+    assert_eq!(s.hints_for("n3", None, 10, usize::MAX).unwrap().len(), 1);
 }
 
 #[test]
@@ -209,19 +215,19 @@ fn hints_beyond_the_bound_drop_the_oldest_not_the_new() {
         max_count: 3,
         max_bytes: u64::MAX,
     };
-    let s = Store::open_with(dir.path(), "n1", false, limits, 0).unwrap();
+    let s = Store::open_with(dir.path(), "n1", with_limits(limits)).unwrap();
     for i in 0..3 {
         assert_eq!(
-            s.apply(&[hint("n2", i, i as u64 + 1)]).unwrap()[0],
+            apply(&s, &[hint("n2", i, i as u64 + 1)])[0],
             WriteOutcome::Hinted { dropped: 0 }
         );
     }
     assert_eq!(
-        s.apply(&[hint("n2", 9, 10)]).unwrap()[0],
+        apply(&s, &[hint("n2", 9, 10)])[0],
         WriteOutcome::Hinted { dropped: 1 }
     );
     let keys: Vec<_> = s
-        .hints_for("n2", 10)
+        .hints_for("n2", None, 10, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|(_, h)| h.key)
@@ -234,16 +240,18 @@ fn hints_beyond_the_bound_drop_the_oldest_not_the_new() {
 fn purge_removes_only_the_unchanged_tombstone() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), "n1", false).unwrap();
-    s.apply(&[
-        Mutation::Put(write(1, None, 5)),
-        Mutation::Put(write(2, None, 5)),
-    ])
-    .unwrap();
+    apply(
+        &s,
+        &[
+            Mutation::Put(write(1, None, 5)),
+            Mutation::Put(write(2, None, 5)),
+        ],
+    );
     // Key 2 was written again after the tombstone: its purge must not apply.
-    s.apply(&[Mutation::Put(write(2, Some(b"back".to_vec()), 6))])
-        .unwrap();
-    let out = s
-        .apply(&[
+    apply(&s, &[Mutation::Put(write(2, Some(b"back".to_vec()), 6))]);
+    let out = apply(
+        &s,
+        &[
             Mutation::Purge {
                 key: key_bytes(1),
                 version: Version::new(5, 1),
@@ -252,8 +260,8 @@ fn purge_removes_only_the_unchanged_tombstone() {
                 key: key_bytes(2),
                 version: Version::new(5, 1),
             },
-        ])
-        .unwrap();
+        ],
+    );
     assert_eq!(
         out,
         vec![
@@ -266,7 +274,7 @@ fn purge_removes_only_the_unchanged_tombstone() {
         s.get(&key_bytes(2)).unwrap().unwrap().value.unwrap(),
         &b"back"[..]
     );
-    assert!(s.tombstones(None, 10).unwrap().is_empty());
+    assert!(s.tombstones_before(u64::MAX, None, 10).unwrap().is_empty());
 }
 
 #[test]
@@ -274,13 +282,14 @@ fn generation_increases_across_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let g1 = Store::open(dir.path(), "n1", true)
         .unwrap()
-        .bump_generation()
+        .bump_generation(1000)
         .unwrap();
+    assert_eq!(g1, 1000, "the floor (the wall clock at start) wins");
     let g2 = Store::open(dir.path(), "n1", true)
         .unwrap()
-        .bump_generation()
+        .bump_generation(5)
         .unwrap();
-    assert!(g2 > g1);
+    assert_eq!(g2, 1001, "never below the previous generation");
 }
 
 #[test]
@@ -290,7 +299,7 @@ fn scan_honours_token_bounds_and_resume_point() {
     let batch: Vec<_> = (0..50)
         .map(|i| Mutation::Put(write(i, Some(vec![i]), 1)))
         .collect();
-    s.apply(&batch).unwrap();
+    apply(&s, &batch);
     let all = s.scan(0, u64::MAX, None, usize::MAX).unwrap();
     let mid = all[25].0;
     let low = s.scan(0, mid, None, usize::MAX).unwrap();
@@ -300,4 +309,222 @@ fn scan_honours_token_bounds_and_resume_point() {
     let resume = data_key(&first[9].1);
     let next = s.scan(0, u64::MAX, Some(&resume), 10).unwrap();
     assert_eq!(next[0].1, all[10].1);
+}
+
+fn with_limits(hint_limits: HintLimits) -> StoreOptions {
+    StoreOptions {
+        hint_limits,
+        ..StoreOptions::new(false)
+    }
+}
+
+/// Regression (05 finding 7): a hint larger than the per-target byte bound
+/// used to evict itself right after it was acknowledged.
+#[test]
+fn a_hint_larger_than_the_bound_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = HintLimits {
+        max_count: 100,
+        max_bytes: 1000,
+    };
+    let s = Store::open_with(dir.path(), "n1", with_limits(limits)).unwrap();
+    apply(&s, &[hint("n2", 1, 1)]);
+    let big = Mutation::Hint(Hint {
+        target: "n2".into(),
+        key: key_bytes(2),
+        record: Record::value(Version::new(2, 1), Bytes::from(vec![7u8; 5000])),
+        stored_ms: 1,
+    });
+    assert_eq!(apply(&s, &[big])[0], WriteOutcome::Hinted { dropped: 1 });
+    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap();
+    assert_eq!(left.len(), 1, "the big hint stays, the older one made room");
+    assert_eq!(left[0].1.key, key_bytes(2));
+}
+
+/// Regression (05 finding 7): one corrupt stored record used to fail the
+/// whole group commit it was part of.
+#[test]
+fn a_corrupt_record_fails_alone_and_the_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    apply(&s, &[Mutation::Put(write(1, Some(b"a".to_vec()), 1))]);
+    s.corrupt_for_test(&key_bytes(1), &[9, 9, 9]);
+    let out = s
+        .apply(&[
+            Mutation::Put(write(1, Some(b"b".to_vec()), 2)),
+            Mutation::Put(write(2, Some(b"c".to_vec()), 2)),
+        ])
+        .expect("the batch commits");
+    assert!(matches!(out[0], Err(StoreError::Corrupt(_))), "{out:?}");
+    assert_eq!(
+        out[1],
+        Ok(WriteOutcome::Applied {
+            replaced_live: false
+        })
+    );
+    assert_eq!(
+        s.get(&key_bytes(2)).unwrap().unwrap().value.unwrap(),
+        &b"c"[..]
+    );
+}
+
+#[test]
+fn a_hint_target_with_nul_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let out = s.apply(&[hint("n2\0x", 1, 1), hint("n2", 2, 2)]).unwrap();
+    assert!(matches!(out[0], Err(StoreError::Invalid(_))));
+    assert!(out[1].is_ok());
+    assert_eq!(s.hint_tallies().len(), 1);
+}
+
+#[test]
+fn tombstones_are_indexed_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    apply(
+        &s,
+        &[
+            Mutation::Put(write(1, None, 30)),
+            Mutation::Put(write(2, None, 10)),
+            Mutation::Put(write(3, None, 20)),
+            Mutation::Put(write(4, Some(b"live".to_vec()), 5)),
+        ],
+    );
+    let keys = |before, after: Option<&[u8]>, limit| -> Vec<Bytes> {
+        s.tombstones_before(before, after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect()
+    };
+    assert_eq!(keys(25, None, 10), vec![key_bytes(2), key_bytes(3)]);
+    assert_eq!(keys(u64::MAX, None, 10).len(), 3);
+    let first = s.tombstones_before(u64::MAX, None, 1).unwrap();
+    assert_eq!(
+        keys(u64::MAX, Some(&first[0].0), 10),
+        vec![key_bytes(3), key_bytes(1)]
+    );
+    // Overwriting a tombstone removes it from the index.
+    apply(&s, &[Mutation::Put(write(2, Some(b"x".to_vec()), 11))]);
+    assert_eq!(keys(25, None, 10), vec![key_bytes(3)]);
+}
+
+/// A data directory written by the previous storage format (tombstones
+/// indexed by key) opens, and its tombstones are found by time.
+#[test]
+fn format_2_directories_are_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert(META_NODE_ID, b"n1".as_slice()).unwrap();
+            meta.insert(META_FORMAT, [2u8].as_slice()).unwrap();
+            let mut data = tx.open_table(DATA).unwrap();
+            let mut old = tx.open_table(TOMBSTONES_V2).unwrap();
+            let dk = data_key(&key_bytes(1));
+            let rec = Record::tombstone(Version::new(42, 1));
+            data.insert(dk.as_slice(), rec.encode().as_slice()).unwrap();
+            old.insert(dk.as_slice(), 42).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let found = s.tombstones_before(43, None, 10).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1, key_bytes(1));
+    drop(s);
+    // Opening again is a no-op.
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    assert_eq!(s.tombstones_before(43, None, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn version_scans_are_bounded_in_bytes_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let batch: Vec<_> = (0..40)
+        .map(|i| Mutation::Put(write(i, Some(vec![i; 100]), 1)))
+        .collect();
+    apply(&s, &batch);
+    let page = s.scan_versions(0, u64::MAX, None, 1000, 100).unwrap();
+    assert!(page.len() < 40 && !page.is_empty(), "{}", page.len());
+    let mut all = page.clone();
+    let mut after = page.last().unwrap().0.clone();
+    loop {
+        let next = s
+            .scan_versions(0, u64::MAX, Some(&after), 1000, 100)
+            .unwrap();
+        let Some(last) = next.last() else { break };
+        after = last.0.clone();
+        all.extend(next);
+    }
+    assert_eq!(all.len(), 40);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    // At least one item even when the budget is smaller than one.
+    assert_eq!(
+        s.scan_versions(0, u64::MAX, None, 1000, 1).unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn meta_records_liveness_and_only_raises_the_clock_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let meta = |alive, ceiling| Mutation::Meta {
+        alive_ms: alive,
+        clock_ceiling_ms: ceiling,
+    };
+    apply(&s, &[meta(Some(7), Some(100))]);
+    apply(&s, &[meta(None, Some(50))]);
+    assert_eq!(s.clock_ceiling_ms().unwrap(), Some(100));
+    assert_eq!(s.last_alive_ms().unwrap(), Some(7));
+    apply(&s, &[meta(Some(9), Some(150))]);
+    assert_eq!(s.clock_ceiling_ms().unwrap(), Some(150));
+    assert_eq!(s.last_alive_ms().unwrap(), Some(9));
+}
+
+#[test]
+fn hint_pages_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let batch: Vec<_> = (0..10).map(|i| hint("n2", i, i as u64 + 1)).collect();
+    apply(&s, &batch);
+    let one = s.hints_for("n2", None, 100, 1).unwrap();
+    assert_eq!(one.len(), 1, "at least one, even over the budget");
+    let some = s.hints_for("n2", None, 100, 100).unwrap();
+    assert!(some.len() > 1 && some.len() < 10, "{}", some.len());
+    assert_eq!(s.hints_for("n2", None, 3, usize::MAX).unwrap().len(), 3);
+    let rest = s.hints_for("n2", Some(&one[0].0), 100, usize::MAX).unwrap();
+    assert_eq!(rest.len(), 9, "the cursor skips what was already read");
+}
+
+/// A failed fsync is an I/O failure the caller must treat as fatal (the
+/// replica actor stops the node), not a full disk.
+#[test]
+fn a_failed_fsync_is_a_fatal_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let options = StoreOptions {
+        faults: faults.clone(),
+        ..StoreOptions::new(true)
+    };
+    let s = Store::open_with(dir.path(), "n1", options).unwrap();
+    apply(&s, &[Mutation::Put(write(1, Some(b"a".to_vec()), 1))]);
+    faults.apply("fail_fsync = true");
+    let err = s
+        .apply(&[Mutation::Put(write(2, Some(b"b".to_vec()), 1))])
+        .unwrap_err();
+    assert!(err.is_fatal(), "{err:?}");
+    faults.apply("");
+    drop(s);
+    // Recovery reads the file again: the committed write is there.
+    let s = Store::open(dir.path(), "n1", true).unwrap();
+    assert_eq!(
+        s.get(&key_bytes(1)).unwrap().unwrap().value.unwrap(),
+        &b"a"[..]
+    );
 }

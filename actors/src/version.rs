@@ -18,6 +18,14 @@
 //!   physical part is further ahead of the local wall clock than the allowed
 //!   drift, so one node with a runaway clock cannot drag every other forward.
 //!
+//! A node never issues the same version twice, even across restarts and clock
+//! steps: before it issues a timestamp above its *reservation* it must make a
+//! higher reservation durable ([`Hlc::needs_reservation`], done by the
+//! coordinator through the replica's group commit), and a restarted node's
+//! clock starts above the reservation it persisted ([`Hlc::restore`]).
+//! Reservations run [`RESERVATION_LEASE_MS`] ahead, so under steady writes
+//! one small meta update every few seconds joins a group commit.
+//!
 //! Time is passed in through the [`Clock`] trait so the logic is tested without
 //! sleeping.
 
@@ -25,6 +33,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How far ahead of the clock a reservation reaches (ms). A restarted node
+/// issues versions at most this far ahead of its wall clock until real time
+/// catches up, which stays well inside the allowed drift.
+pub const RESERVATION_LEASE_MS: u64 = 2_000;
 
 /// Bits of a timestamp that hold the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
@@ -92,10 +105,12 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
-/// The system clock, shifted by a fixed offset (tests of clock skew set one).
+/// The system clock, shifted by a fixed offset and by the test-only fault
+/// switch (tests of clock skew set them).
 #[derive(Debug, Default)]
 pub struct SystemClock {
     pub offset_ms: i64,
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 impl Clock for SystemClock {
@@ -104,7 +119,8 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        (ms + self.offset_ms).max(0) as u64
+        let fault = self.faults.as_ref().map_or(0, |f| f.clock_offset_ms());
+        (ms + self.offset_ms + fault).max(0) as u64
     }
 }
 
@@ -137,6 +153,9 @@ pub struct Hlc {
     /// outlier; 0 otherwise. Set from gossip; used by drift checks so a node
     /// whose clock lags does not refuse everybody else's versions.
     cluster_offset_ms: AtomicI64,
+    /// Timestamps with a physical part up to this are covered by a durable
+    /// reservation (0: none yet).
+    reserved_ms: AtomicU64,
 }
 
 impl fmt::Debug for Hlc {
@@ -156,7 +175,35 @@ impl Hlc {
             last: AtomicU64::new(0),
             max_drift_ms,
             cluster_offset_ms: AtomicI64::new(0),
+            reserved_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Starts a restarted node's clock above everything it may have issued
+    /// before: `ceiling_ms` is its last durable reservation.
+    pub fn restore(&self, ceiling_ms: u64) {
+        self.last
+            .fetch_max(pack(ceiling_ms.saturating_add(1), 0), Ordering::AcqRel);
+        self.reserved_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The physical part up to which timestamps are reserved durably.
+    pub fn reserved_ms(&self) -> u64 {
+        self.reserved_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reserved_ms(&self, ms: u64) {
+        self.reserved_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// If issuing `v` goes beyond the reservation: the new ceiling to make
+    /// durable before `v` may be used.
+    pub fn needs_reservation(&self, v: Version) -> Option<u64> {
+        (v.physical_ms() > self.reserved_ms()).then(|| {
+            v.physical_ms()
+                .max(self.clock.now_ms())
+                .saturating_add(RESERVATION_LEASE_MS)
+        })
     }
 
     pub fn node(&self) -> NodeTag {
@@ -368,6 +415,21 @@ mod tests {
         assert!(h.is_ahead_of_cluster());
         h.set_cluster_offset_ms(-500);
         assert!(!h.is_ahead_of_cluster());
+    }
+
+    #[test]
+    fn a_restored_clock_issues_above_its_reservation() {
+        let (c, h) = hlc(5_000);
+        c.set(1_000); // the wall clock stepped back across a restart
+        h.restore(9_000);
+        let v = h.now();
+        assert!(v.physical_ms() > 9_000, "{v:?}");
+        assert_eq!(
+            h.needs_reservation(v),
+            Some(v.physical_ms() + RESERVATION_LEASE_MS)
+        );
+        h.set_reserved_ms(v.physical_ms() + RESERVATION_LEASE_MS);
+        assert_eq!(h.needs_reservation(h.now()), None);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of
 //! MessagePack, encoded with named fields (maps, not arrays) so fields can be
-//! added without breaking older readers. Frames longer than the configured
-//! maximum are refused before their body is read.
+//! added without breaking older readers. A frame longer than the limit is
+//! refused from its length prefix alone, before any of its body is read or any
+//! memory is set aside for it; until the hello is accepted the limit is
+//! [`HELLO_MAX_FRAME`].
 //!
 //! A connection starts with each side sending [`Frame::Hello`] (cluster name,
 //! protocol version, node id); the dialer speaks first and the listener answers
@@ -13,20 +15,36 @@
 //! the dialer, and the listener answers each with a [`Frame::Response`] of the
 //! same id, in any order: one connection carries many requests at once.
 //!
+//! Every request and response is bounded in bytes by construction: batches and
+//! pages are filled up to a byte budget ([`crate::limits`]), and a receiver
+//! checks what a peer claims ([`Request::validate`]) before acting on it.
+//!
 //! The decoder tells "incomplete" (wait for more bytes) from "corrupt" (close
 //! the session): a clean end of stream between frames is not an error.
 
+use crate::limits::{record_wire_bytes, MAX_KEY_BYTES};
+use crate::merkle::MAX_DEPTH;
 use crate::record::Record;
 use crate::storage::WriteOutcome;
 use crate::version::Version;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 /// Version of this protocol; peers speaking another are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default largest frame accepted or sent.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Largest frame accepted before the peer's hello was accepted.
+pub const HELLO_MAX_FRAME: usize = 4096;
+/// Most items one batch request, page or key list may carry.
+pub const MAX_ITEMS: usize = 16_384;
+/// Most tree nodes one hash request may name.
+pub const MAX_TREE_INDICES: usize = 1 << MAX_DEPTH;
+/// Most members one gossip message may carry.
+pub const MAX_MEMBERS: usize = 1024;
+/// Longest node id, cluster name or error message accepted from a peer.
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// Request ids are chosen by the dialer and unique per connection.
 pub type RequestId = u64;
@@ -56,17 +74,30 @@ impl Hello {
         if other.protocol != self.protocol {
             return Some(format!(
                 "peer {} speaks protocol {}, we speak {}",
-                other.node_id, other.protocol, self.protocol
+                printable(&other.node_id),
+                other.protocol,
+                self.protocol
             ));
         }
         if other.cluster != self.cluster {
             return Some(format!(
                 "peer {} belongs to cluster '{}', we are '{}'",
-                other.node_id, other.cluster, self.cluster
+                printable(&other.node_id),
+                printable(&other.cluster),
+                self.cluster
             ));
         }
         None
     }
+}
+
+/// A peer-supplied name, shortened and stripped of control characters so it
+/// can be logged.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A record as it travels: `value: None` is a tombstone.
@@ -75,6 +106,16 @@ pub struct WireRecord {
     pub ts: u64,
     pub node: u64,
     pub value: Option<Bytes>,
+}
+
+impl WireRecord {
+    pub fn version(&self) -> Version {
+        Version::new(self.ts, self.node)
+    }
+
+    fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| v.len())
+    }
 }
 
 impl From<Record> for WireRecord {
@@ -96,9 +137,12 @@ impl From<WireRecord> for Record {
     }
 }
 
+/// A key and its version, as anti-entropy compares them.
+pub type KeyVersion = (Bytes, u64, u64);
+
 /// What one node asks another. Client-path requests (`Read`, `Write`,
-/// `StoreHint`) travel at foreground priority; the rest at background priority
-/// (see `peer.rs`).
+/// `StoreHint`, `Gossip`) travel at foreground priority; the rest at
+/// background priority (see `peer/client.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Send back the stored record of `key`.
@@ -111,7 +155,8 @@ pub enum Request {
         key: Bytes,
         record: WireRecord,
     },
-    /// Store many records (hint replay, anti-entropy push), each if newer.
+    /// Store many records (hint replay, anti-entropy push, tombstone GC),
+    /// each if newer, in one commit. The sender bounds the batch in bytes.
     WriteBatch { items: Vec<(Bytes, WireRecord)> },
     /// Gossip: the sender's view of every member; answered with the receiver's.
     Gossip { members: Vec<MemberState> },
@@ -126,16 +171,20 @@ pub enum Request {
         level: u8,
         indices: Vec<u32>,
     },
-    /// Anti-entropy: the receiver's records in the given tree leaves (shared
-    /// ranges only), in token order, after the data key `after`, at most `limit`.
-    LeafRecords {
+    /// Anti-entropy: keys and versions of the receiver's records in the given
+    /// tree leaves (shared ranges only), in storage order, after the data key
+    /// `after`, at most `max_bytes` of them.
+    LeafVersions {
         session: u64,
         leaves: Vec<u32>,
         after: Option<Bytes>,
-        limit: u32,
+        max_bytes: u32,
     },
-    /// Tombstone GC: delete the tombstone of `key` if it is still exactly this version.
-    Purge { key: Bytes, ts: u64, node: u64 },
+    /// The stored records of `keys`, in order, as many as fit in `max_bytes`
+    /// (at least one).
+    ReadMany { keys: Vec<Bytes>, max_bytes: u32 },
+    /// Tombstone GC: delete each tombstone if it is still exactly this version.
+    PurgeMany { items: Vec<KeyVersion> },
 }
 
 impl Request {
@@ -149,6 +198,144 @@ impl Request {
                 | Request::Gossip { .. }
         )
     }
+
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::StoreHint { .. } => "store_hint",
+            Request::WriteBatch { .. } => "write_batch",
+            Request::Gossip { .. } => "gossip",
+            Request::TreeHashes { .. } => "tree_hashes",
+            Request::LeafVersions { .. } => "leaf_versions",
+            Request::ReadMany { .. } => "read_many",
+            Request::PurgeMany { .. } => "purge_many",
+        }
+    }
+
+    /// Checks what a peer claims before anything acts on it: key and value
+    /// sizes, item counts, names. `max_value` is the configured value limit.
+    pub fn validate(&self, max_value: usize) -> Result<(), String> {
+        let key = |k: &Bytes| check_key(k);
+        let record = |k: &Bytes, r: &WireRecord| {
+            check_key(k)?;
+            if r.value_len() > max_value {
+                return Err(format!(
+                    "a value of {} bytes exceeds the {max_value}-byte limit",
+                    r.value_len()
+                ));
+            }
+            Ok(())
+        };
+        let count = |what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(format!("{n} {what} exceed the limit of {max}"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Request::Read { key: k } => key(k),
+            Request::Write { key: k, record: r } => record(k, r),
+            Request::StoreHint {
+                target,
+                key: k,
+                record: r,
+            } => {
+                check_name("hint target", target)?;
+                record(k, r)
+            }
+            Request::WriteBatch { items } => {
+                count("items", items.len(), MAX_ITEMS)?;
+                items.iter().try_for_each(|(k, r)| record(k, r))
+            }
+            Request::Gossip { members } => {
+                count("members", members.len(), MAX_MEMBERS)?;
+                members.iter().try_for_each(|m| {
+                    check_name("member id", &m.id)?;
+                    check_name("http address", &m.http_addr)?;
+                    check_name("peer address", &m.peer_addr)
+                })
+            }
+            Request::TreeHashes {
+                depth,
+                level,
+                indices,
+                ..
+            } => {
+                count("tree indices", indices.len(), MAX_TREE_INDICES)?;
+                if *depth > MAX_DEPTH || level > depth {
+                    return Err(format!("no level {level} in a tree of depth {depth}"));
+                }
+                Ok(())
+            }
+            Request::LeafVersions { leaves, after, .. } => {
+                count("leaves", leaves.len(), MAX_TREE_INDICES)?;
+                if let Some(a) = after {
+                    check_data_key(a)?;
+                }
+                Ok(())
+            }
+            Request::ReadMany { keys, .. } => {
+                count("keys", keys.len(), MAX_ITEMS)?;
+                keys.iter().try_for_each(key)
+            }
+            Request::PurgeMany { items } => {
+                count("items", items.len(), MAX_ITEMS)?;
+                items.iter().try_for_each(|(k, _, _)| key(k))
+            }
+        }
+    }
+
+    /// Upper bound of this request's size on the wire (without framing).
+    pub fn wire_bytes(&self) -> usize {
+        match self {
+            Request::Read { key } => record_wire_bytes(key.len(), 0),
+            Request::Write { key, record } | Request::StoreHint { key, record, .. } => {
+                record_wire_bytes(key.len(), record.value_len())
+            }
+            Request::WriteBatch { items } => items
+                .iter()
+                .map(|(k, r)| record_wire_bytes(k.len(), r.value_len()))
+                .sum(),
+            Request::Gossip { members } => members.len() * 256,
+            Request::TreeHashes { indices, .. } => indices.len() * 5,
+            Request::LeafVersions { leaves, after, .. } => {
+                leaves.len() * 5 + after.as_ref().map_or(0, |a| a.len())
+            }
+            Request::ReadMany { keys, .. } => keys.iter().map(|k| k.len() + 8).sum(),
+            Request::PurgeMany { items } => items
+                .iter()
+                .map(|(k, _, _)| record_wire_bytes(k.len(), 0))
+                .sum(),
+        }
+    }
+}
+
+fn check_key(k: &[u8]) -> Result<(), String> {
+    if k.is_empty() || k.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "a key of {} bytes is outside 1..={MAX_KEY_BYTES}",
+            k.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A storage cursor: an 8-byte ring token followed by a key.
+fn check_data_key(k: &[u8]) -> Result<(), String> {
+    if k.len() < 8 || k.len() > 8 + MAX_KEY_BYTES {
+        return Err(format!("a cursor of {} bytes is malformed", k.len()));
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_NAME_BYTES {
+        return Err(format!("{what} of {} bytes is too long", s.len()));
+    }
+    Ok(())
 }
 
 /// One member as gossip carries it.
@@ -157,9 +344,11 @@ pub struct MemberState {
     pub id: String,
     pub http_addr: String,
     pub peer_addr: String,
-    /// Increases on every restart of the member.
+    /// Increases on every restart of the member: the member's wall clock (ms)
+    /// when it started, or one more than its previous generation if that is
+    /// larger.
     pub generation: u64,
-    /// Increases every gossip round while the member runs.
+    /// Increases by one every gossip round while the member runs.
     pub heartbeat: u64,
     /// The member's wall clock (ms) when it sent this entry; fresh only in
     /// the sender's own entry. Lets nodes compare clocks.
@@ -167,6 +356,83 @@ pub struct MemberState {
     pub wall_ms: u64,
     /// Ring epoch the member routes by.
     pub ring_epoch: u64,
+}
+
+/// Why a replica could not do what was asked; travels as a string so a
+/// newer peer's codes read as [`ErrorCode::Other`] instead of failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ErrorCode {
+    /// Its disk is full: nothing was stored.
+    DiskFull,
+    /// Its write queue or a session budget is full: nothing was done; retry later.
+    Overloaded,
+    /// The record's version is too far ahead of its clock: refused.
+    ClockDrift,
+    /// It was down longer than the tombstone grace period and serves no reads yet.
+    NotServing,
+    /// The request broke a limit or named something that does not exist.
+    Invalid,
+    /// Storage failed; a write may or may not have been applied.
+    Storage,
+    /// A bug or an impossible state on the replica.
+    Internal,
+    /// A code this build does not know.
+    Other,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::DiskFull => "disk_full",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ClockDrift => "clock_drift",
+            ErrorCode::NotServing => "not_serving",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+
+    /// Whether the replica certainly did not apply the request.
+    pub fn is_definite(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::DiskFull
+                | ErrorCode::Overloaded
+                | ErrorCode::ClockDrift
+                | ErrorCode::NotServing
+                | ErrorCode::Invalid
+        )
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "disk_full" => ErrorCode::DiskFull,
+            "overloaded" => ErrorCode::Overloaded,
+            "clock_drift" => ErrorCode::ClockDrift,
+            "not_serving" => ErrorCode::NotServing,
+            "invalid" => ErrorCode::Invalid,
+            "storage" => ErrorCode::Storage,
+            "internal" => ErrorCode::Internal,
+            _ => ErrorCode::Other,
+        }
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(c: ErrorCode) -> Self {
+        c.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A replica's answer.
@@ -185,9 +451,14 @@ pub enum Response {
     Hinted {
         dropped: u64,
     },
-    /// A batch was stored; how many records were newer than what was there.
+    /// A batch was committed: `applied` records were newer than what was
+    /// there; the items at the positions in `refused` were not stored (their
+    /// version is too far ahead of the receiver's clock) and must be kept by
+    /// the sender.
     Batch {
         applied: u32,
+        #[serde(default)]
+        refused: Vec<u32>,
     },
     Gossip {
         members: Vec<MemberState>,
@@ -196,20 +467,35 @@ pub enum Response {
     Hashes {
         hashes: Vec<u64>,
     },
-    /// Records of leaves; `next` is the resume point when more remain.
-    Records {
-        items: Vec<(Bytes, WireRecord)>,
+    /// Keys and versions in storage order; `next` is the resume point when
+    /// more remain.
+    Versions {
+        items: Vec<KeyVersion>,
         next: Option<Bytes>,
     },
-    /// A purge or other action; `changed`: whether anything was removed.
-    Done {
-        changed: bool,
+    /// Records of the first `items.len()` keys asked for, in order (`None`:
+    /// no record).
+    Records {
+        items: Vec<(Bytes, Option<WireRecord>)>,
     },
-    /// The replica could not do it; `code` is machine-readable.
+    /// How many tombstones a purge removed.
+    Purged {
+        purged: u32,
+    },
+    /// The replica could not do it.
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
     },
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<WriteOutcome> for Response {
@@ -226,7 +512,9 @@ impl From<WriteOutcome> for Response {
                 superseded: Some((current.ts, current.node)),
             },
             WriteOutcome::Hinted { dropped } => Response::Hinted { dropped },
-            WriteOutcome::Done { changed } => Response::Done { changed },
+            WriteOutcome::Done { changed } => Response::Purged {
+                purged: u32::from(changed),
+            },
         }
     }
 }
@@ -244,10 +532,19 @@ pub enum CodecError {
     TooLarge { len: usize, max: usize },
 }
 
+/// A decoded frame and the size of its body on the wire.
+#[derive(Debug, PartialEq)]
+pub struct Received {
+    pub frame: Frame,
+    pub len: usize,
+}
+
 /// Length-prefixed MessagePack frames, bounded by a maximum size.
 ///
-/// Stateless: a frame is consumed from the buffer only once it is complete,
-/// so the length prefix is always at the front of the buffer.
+/// Stateless but for the limit: a frame is consumed from the buffer only once
+/// it is complete, so the length prefix is always at the front of the buffer.
+/// The decoder never reserves room for a claimed length: the buffer grows only
+/// with bytes that actually arrived.
 #[derive(Debug)]
 pub struct FrameCodec {
     max: usize,
@@ -256,6 +553,11 @@ pub struct FrameCodec {
 impl FrameCodec {
     pub fn new(max_frame: usize) -> Self {
         FrameCodec { max: max_frame }
+    }
+
+    /// Changes the limit (raised once the peer's hello was accepted).
+    pub fn set_max(&mut self, max_frame: usize) {
+        self.max = max_frame;
     }
 }
 
@@ -275,11 +577,25 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
     Ok(rmp_serde::from_slice(body)?)
 }
 
+/// Encodes a whole frame, length prefix included; refuses one whose body
+/// exceeds `max` (nothing is sent, the connection is unaffected).
+pub fn encode_frame(frame: &Frame, max: usize) -> Result<Bytes, CodecError> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write_named(&mut out, frame)?;
+    let len = out.len() - 4;
+    if len > max {
+        return Err(CodecError::TooLarge { len, max });
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
 impl Decoder for FrameCodec {
-    type Item = Frame;
+    type Item = Received;
     type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Received>, CodecError> {
         if src.len() < 4 {
             return Ok(None);
         }
@@ -288,164 +604,17 @@ impl Decoder for FrameCodec {
             return Err(CodecError::TooLarge { len, max: self.max });
         }
         if src.len() < 4 + len {
-            src.reserve(4 + len - src.len());
             return Ok(None);
         }
         src.advance(4);
         let body = src.split_to(len);
-        Ok(Some(decode_body(&body)?))
-    }
-}
-
-impl Encoder<Frame> for FrameCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let body = encode_body(&frame)?;
-        if body.len() > self.max {
-            return Err(CodecError::TooLarge {
-                len: body.len(),
-                max: self.max,
-            });
-        }
-        dst.reserve(4 + body.len());
-        dst.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        dst.extend_from_slice(&body);
-        Ok(())
+        Ok(Some(Received {
+            frame: decode_body(&body)?,
+            len,
+        }))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello() -> Frame {
-        Frame::Hello(Hello {
-            cluster: "c".into(),
-            protocol: 1,
-            node_id: "n1".into(),
-        })
-    }
-
-    fn encode(f: Frame) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        FrameCodec::default().encode(f, &mut b).unwrap();
-        b.to_vec()
-    }
-
-    #[test]
-    fn golden_hello_frame() {
-        // fixmap{"Hello": fixmap{"cluster": "c", "protocol": 1, "node_id": "n1"}}
-        let mut expected = vec![0, 0, 0, 39, 0x81, 0xa5];
-        expected.extend_from_slice(b"Hello");
-        expected.extend_from_slice(&[0x83, 0xa7]);
-        expected.extend_from_slice(b"cluster");
-        expected.extend_from_slice(&[0xa1, b'c', 0xa8]);
-        expected.extend_from_slice(b"protocol");
-        expected.extend_from_slice(&[0x01, 0xa7]);
-        expected.extend_from_slice(b"node_id");
-        expected.extend_from_slice(&[0xa2, b'n', b'1']);
-        assert_eq!(encode(hello()), expected);
-    }
-
-    #[test]
-    fn golden_read_request_frame() {
-        let f = Frame::Request {
-            id: 7,
-            body: Request::Read {
-                key: Bytes::from_static(b"k"),
-            },
-        };
-        let bytes = encode(f);
-        // {"Request": {"id": 7, "body": {"Read": {"key": bin8 "k"}}}}
-        let mut expected = vec![0, 0, 0, 33, 0x81, 0xa7];
-        expected.extend_from_slice(b"Request");
-        expected.extend_from_slice(&[0x82, 0xa2, b'i', b'd', 0x07, 0xa4]);
-        expected.extend_from_slice(b"body");
-        expected.extend_from_slice(&[0x81, 0xa4]);
-        expected.extend_from_slice(b"Read");
-        expected.extend_from_slice(&[0x81, 0xa3, b'k', b'e', b'y', 0xc4, 0x01, b'k']);
-        assert_eq!(bytes, expected);
-    }
-
-    #[test]
-    fn frames_round_trip_and_partial_input_waits() {
-        let f = Frame::Request {
-            id: 9,
-            body: Request::Write {
-                key: Bytes::from_static(b"key"),
-                record: WireRecord {
-                    ts: 1 << 40,
-                    node: u64::MAX,
-                    value: Some(Bytes::from(vec![0u8, 255, 7])),
-                },
-            },
-        };
-        let bytes = encode(f.clone());
-        let mut codec = FrameCodec::default();
-        let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
-        assert!(codec.decode(&mut buf).unwrap().is_none());
-        buf.extend_from_slice(&bytes[bytes.len() - 1..]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(f));
-    }
-
-    #[test]
-    fn frames_split_at_every_byte_decode_in_sequence() {
-        let frames: Vec<Frame> = (0..3)
-            .map(|id| Frame::Request {
-                id,
-                body: Request::Read {
-                    key: Bytes::from(vec![7u8; 40]),
-                },
-            })
-            .collect();
-        let stream: Vec<u8> = frames.iter().cloned().flat_map(encode).collect();
-        for chunk in 1..stream.len() {
-            let mut codec = FrameCodec::new(1024);
-            let mut buf = BytesMut::new();
-            let mut got = Vec::new();
-            for piece in stream.chunks(chunk) {
-                buf.extend_from_slice(piece);
-                while let Some(f) = codec.decode(&mut buf).unwrap() {
-                    got.push(f);
-                }
-            }
-            assert_eq!(got, frames, "chunk size {chunk}");
-        }
-    }
-
-    #[test]
-    fn oversized_length_prefix_is_refused_before_the_body() {
-        let mut codec = FrameCodec::new(1024);
-        let mut buf = BytesMut::from(&[0u8, 0, 4, 1][..]);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(CodecError::TooLarge {
-                len: 1025,
-                max: 1024
-            })
-        ));
-    }
-
-    #[test]
-    fn garbage_body_is_a_decode_error() {
-        let mut codec = FrameCodec::default();
-        let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0xc1, 0xff, 0x00][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(CodecError::Decode(_))));
-    }
-
-    #[test]
-    fn hello_mismatch_names_the_reason() {
-        let ours = Hello {
-            cluster: "a".into(),
-            protocol: 1,
-            node_id: "n1".into(),
-        };
-        let mut theirs = ours.clone();
-        assert_eq!(ours.mismatch(&theirs), None);
-        theirs.cluster = "b".into();
-        assert!(ours.mismatch(&theirs).unwrap().contains("cluster 'b'"));
-        theirs.protocol = 2;
-        assert!(ours.mismatch(&theirs).unwrap().contains("protocol 2"));
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;

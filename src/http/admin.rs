@@ -5,8 +5,10 @@
 use super::error::ApiError;
 use super::ApiState;
 use actix_web::{web, HttpResponse};
+use ringkv_actors::antientropy::RunSummary;
 use ringkv_actors::gossip::ClusterStatus;
-use ringkv_actors::repair::{RunRepair, RunSummary};
+use ringkv_actors::metrics::Job;
+use ringkv_actors::repair::RunRepair;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
@@ -29,9 +31,62 @@ fn summary_json(s: &RunSummary) -> Value {
     })
 }
 
-pub async fn repair(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let summary = state.services.repair.send(RunRepair).await?;
-    Ok(HttpResponse::Ok().json(summary_json(&summary)))
+/// How long `POST /v1/admin/repair` waits for its pass by default.
+pub const REPAIR_WAIT_MS: u64 = 60_000;
+/// The longest wait a request may ask for.
+pub const MAX_REPAIR_WAIT_MS: u64 = 600_000;
+
+/// Runs an anti-entropy pass that starts after this request (requests that
+/// arrive together share one pass). Waits up to `?wait_ms=` (default
+/// [`REPAIR_WAIT_MS`]); answers 200 with the pass's summary, or 202 when it
+/// is still running (its result then shows in `GET /v1/cluster`).
+pub async fn repair(
+    req: actix_web::HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let wait_ms = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("bad query string: {e}")))?
+        .into_inner()
+        .into_iter()
+        .find(|(k, _)| k == "wait_ms")
+        .map(|(_, v)| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("wait_ms '{v}' is not a number"))
+            })
+        })
+        .transpose()?
+        .unwrap_or(REPAIR_WAIT_MS)
+        .min(MAX_REPAIR_WAIT_MS);
+    let pass = state.services.repair.send(RunRepair);
+    match tokio::time::timeout(std::time::Duration::from_millis(wait_ms), pass).await {
+        Ok(Ok(Some(summary))) => Ok(HttpResponse::Ok().json(summary_json(&summary))),
+        Ok(Ok(None)) => Err(ApiError::overloaded(
+            "too many repair requests are waiting already",
+            ringkv_actors::error::RETRY_AFTER_MS,
+        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Ok(HttpResponse::Accepted().json(json!({
+            "running": true,
+            "waited_ms": wait_ms,
+            "status": "the pass goes on; GET /v1/cluster shows its result",
+        }))),
+    }
+}
+
+fn jobs_json(stats: &ringkv_actors::metrics::Metrics, now_ms: u64) -> Value {
+    let mut out = serde_json::Map::new();
+    for job in Job::ALL {
+        let (last, errors, last_error) = stats.jobs.status(job);
+        out.insert(
+            job.as_str().to_string(),
+            json!({
+                "last_progress_ms_ago": (last > 0).then(|| now_ms.saturating_sub(last)),
+                "errors": errors,
+                "last_error": last_error,
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -102,6 +157,10 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "tombstone_grace_ms": svc.config.repair.tombstone_grace_ms,
             "tombstones_purged": counter(&stats.tombstones_purged),
         },
+        "jobs": jobs_json(stats, std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)),
         "clock": {
             "wall_ms": core.hlc.wall_ms(),
             "max_drift_ms": svc.config.cluster.max_clock_drift_ms,

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     pub details: Map<String, Value>,
     pub etag: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -25,7 +27,16 @@ impl ApiError {
             message: message.into(),
             details: Map::new(),
             etag: None,
+            retry_after_s: None,
         }
+    }
+
+    /// 503 `overloaded` with `Retry-After`: nothing was done; retry later.
+    pub fn overloaded(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            .with("outcome", "not_applied");
+        e.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
+        e
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -57,6 +68,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if let Some(etag) = &self.etag {
             resp.insert_header((header::ETAG, format!("\"{etag}\"")));
+        }
+        if let Some(s) = self.retry_after_s {
+            resp.insert_header((header::RETRY_AFTER, s.to_string()));
         }
         resp.json(Value::Object(body))
     }
@@ -97,6 +111,10 @@ impl From<Error> for ApiError {
                 "outcome",
                 if indeterminate { "indeterminate" } else { "not_applied" },
             ),
+            Error::Overloaded {
+                message,
+                retry_after_ms,
+            } => ApiError::overloaded(message, retry_after_ms),
             Error::ClockSkew(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
             }
@@ -108,10 +126,17 @@ impl From<Error> for ApiError {
             Error::Storage(m) => {
                 log::error!("storage error: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", m)
+                    .with("outcome", "indeterminate")
             }
-            Error::Peer(m) | Error::PeerRefused(m) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "peer_error", m)
-            }
+            Error::Peer(e) => ApiError::new(StatusCode::BAD_GATEWAY, "peer_error", e.to_string())
+                .with(
+                    "outcome",
+                    if e.is_definite() {
+                        "not_applied"
+                    } else {
+                        "indeterminate"
+                    },
+                ),
             Error::Internal(m) => {
                 log::error!("internal error: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)

@@ -74,7 +74,13 @@ pub async fn put(
     let key = request::key(&req, KV_PREFIX)?;
     let consistency = request::consistency(&req)?;
     let precondition = request::precondition(&req)?;
-    let value = request::body(&req, payload, state.max_value_bytes).await?;
+    let (value, _in_flight) = request::body(
+        &req,
+        payload,
+        state.max_value_bytes,
+        &state.services.body_budget,
+    )
+    .await?;
     let result = state
         .partition
         .send(Put {

@@ -128,11 +128,15 @@ pub fn read_if_none_match(req: &HttpRequest) -> Result<Option<Vec<Option<Version
 }
 
 /// Reads the body, refusing more than `limit` bytes before buffering them.
+/// The bytes count against `budget` (the node's bytes of bodies in flight)
+/// until the returned permit is dropped; when the budget is spent the request
+/// answers 503 `overloaded` at once, before its body is read.
 pub async fn body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Bytes, ApiError> {
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let too_large = |len: usize| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,6 +156,18 @@ pub async fn body(
             return Err(too_large(len));
         }
     }
+    // Without a length (chunked), reserve the largest value allowed.
+    let reserve = declared.unwrap_or(limit).max(1).min(u32::MAX as usize) as u32;
+    let permit = budget
+        .clone()
+        .try_acquire_many_owned(reserve)
+        .map_err(|_| {
+            ApiError::overloaded(
+                "this node is reading as many request bodies as it allows \
+             (http.max_inflight_body_bytes)",
+                ringkv_actors::error::RETRY_AFTER_MS,
+            )
+        })?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -162,5 +178,5 @@ pub async fn body(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), permit))
 }

@@ -7,6 +7,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+/// The peer protocol version the node speaks (`actors/src/wire.rs`).
+const PROTOCOL: u8 = 2;
+
 /// How long the server may take to close a connection it refuses.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -97,10 +100,10 @@ fn expect_closed(s: &mut TcpStream, what: &str) -> Vec<u8> {
     }
 }
 
-/// Waits until the node logged closing the session from `from`; answers the
-/// log line.
+/// Waits until the node logged refusing the connection from `from`; answers
+/// the log line.
 fn closing_line(node: &Node, from: std::net::SocketAddr) -> String {
-    let needle = format!("closing peer session from {from}");
+    let needle = format!("refused a peer connection from {from}");
     wait_until(
         Duration::from_secs(5),
         &format!("{} logs {needle:?}", node.id),
@@ -149,18 +152,28 @@ fn malformed_peer_input_closes_only_that_connection() {
         ("truncated-frame", truncated, &[]),
         (
             "wrong-cluster-hello",
-            frame(&hello_body("other", 1, "x")),
+            frame(&hello_body("other", PROTOCOL, "n2")),
             &["cluster 'other'"],
         ),
         (
             "wrong-protocol-hello",
-            frame(&hello_body("itest", 2, "x")),
-            &["protocol 2"],
+            frame(&hello_body("itest", 1, "n2")),
+            &["protocol 1"],
+        ),
+        (
+            "stranger-hello",
+            frame(&hello_body("itest", PROTOCOL, "x")),
+            &["'x' is not a member"],
+        ),
+        (
+            "impostor-hello",
+            frame(&hello_body("itest", PROTOCOL, "n1")),
+            &["claims to be this node"],
         ),
         (
             "request-before-hello",
             frame(&read_request_body(1, b"k")),
-            &["expected hello"],
+            &["expected a hello"],
         ),
         (
             "oversized-length",
@@ -202,7 +215,7 @@ fn a_correct_hello_is_answered_and_requests_work() {
     let node = c.node(0);
     let mut s = connect(node);
     s.set_read_timeout(Some(CLOSE_WITHIN)).expect("timeout");
-    s.write_all(&frame(&hello_body("itest", 1, "probe")))
+    s.write_all(&frame(&hello_body("itest", PROTOCOL, "n2")))
         .expect("send hello");
 
     let read_frame = |s: &mut TcpStream, what: &str| -> Vec<u8> {
@@ -245,10 +258,17 @@ fn a_correct_hello_is_answered_and_requests_work() {
     s.shutdown(Shutdown::Both).expect("shutdown");
     drop(s);
     assert_cluster_serves(&c, "after-good-hello");
-    let needle = format!("closing peer session from {from}");
+    let needle = format!("({from}) closed: closed by the peer");
+    let line = wait_until(Duration::from_secs(5), "the close is logged", || match node
+        .log()
+        .lines()
+        .find(|l| l.contains(&needle))
+    {
+        Some(l) => Poll::Ready(l.to_string()),
+        None => Poll::Pending(String::new()),
+    });
     assert!(
-        !node.log().contains(&needle),
-        "a clean close was logged as an error:\n{}",
-        node.log()
+        line.contains(" INFO "),
+        "a clean close was logged as an error: {line}"
     );
 }

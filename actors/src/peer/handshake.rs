@@ -1,0 +1,154 @@
+//! Dialing and the hello exchange, for both sides of a peer connection.
+//!
+//! The dialer connects (within [`CONNECT_TIMEOUT`]), sends its hello and
+//! waits for the listener's (within [`HELLO_TIMEOUT`]); it accepts the answer
+//! only from the node it meant to reach. The listener reads the dialer's hello
+//! with a small frame limit ([`HELLO_MAX_FRAME`]) and a deadline, checks it
+//! ([`check_hello`]) and answers with its own. Only then is the frame limit
+//! raised to the configured maximum.
+//!
+//! This is the only file that knows the transport is TCP: the rest of the
+//! peer layer sees a [`PeerStream`].
+
+use super::{PeerSettings, CONNECT_TIMEOUT, HELLO_TIMEOUT, KEEPALIVE, WRITE_STALL};
+use crate::wire::{encode_frame, printable, CodecError, Frame, FrameCodec, Hello, HELLO_MAX_FRAME};
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+/// A byte stream to a peer (TCP today; TLS wraps the same shape).
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerIo for T {}
+
+pub type PeerStream = Box<dyn PeerIo>;
+/// The reading side of a connection, decoding frames.
+pub type FrameReader = FramedRead<ReadHalf<PeerStream>, FrameCodec>;
+/// The writing side of a connection.
+pub type FrameWriter = WriteHalf<PeerStream>;
+
+/// Sets TCP_NODELAY and keepalive on a fresh connection.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE)
+            .with_interval(KEEPALIVE),
+    );
+}
+
+/// Splits a stream into a frame reader (limited to `max` bytes per frame)
+/// and a writer.
+pub fn split(stream: PeerStream, max: usize) -> (FrameReader, FrameWriter) {
+    let (r, w) = tokio::io::split(stream);
+    (FramedRead::new(r, FrameCodec::new(max)), w)
+}
+
+/// Writes one frame within [`WRITE_STALL`].
+pub async fn send_frame(w: &mut FrameWriter, frame: &Frame, max: usize) -> Result<(), String> {
+    let bytes = encode_frame(frame, max).map_err(|e| e.to_string())?;
+    tokio::time::timeout(WRITE_STALL, async {
+        w.write_all(&bytes).await?;
+        w.flush().await
+    })
+    .await
+    .map_err(|_| "the peer does not read".to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// Reads the next frame within `deadline`.
+async fn next_frame(r: &mut FrameReader, deadline: std::time::Duration) -> Result<Frame, String> {
+    match tokio::time::timeout(deadline, r.next()).await {
+        Err(_) => Err("no hello in time".into()),
+        Ok(None) => Err("closed during the hello".into()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(Some(Ok(received))) => Ok(received.frame),
+    }
+}
+
+/// Dials `node` at `addr` and exchanges hellos.
+pub async fn dial(
+    addr: SocketAddr,
+    settings: &PeerSettings,
+    node: &str,
+) -> Result<(FrameReader, FrameWriter), String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    tune(&stream);
+    let (mut r, mut w) = split(Box::new(stream), HELLO_MAX_FRAME);
+    send_frame(
+        &mut w,
+        &Frame::Hello(settings.hello.clone()),
+        HELLO_MAX_FRAME,
+    )
+    .await?;
+    match next_frame(&mut r, HELLO_TIMEOUT).await? {
+        Frame::Hello(theirs) => {
+            if let Some(why) = settings.hello.mismatch(&theirs) {
+                log::error!("refusing peer {node}: {why}");
+                return Err(why);
+            }
+            if theirs.node_id != node {
+                return Err(format!(
+                    "expected node {node}, {} answered",
+                    printable(&theirs.node_id)
+                ));
+            }
+        }
+        _ => return Err("expected a hello".into()),
+    }
+    r.decoder_mut().set_max(settings.max_frame);
+    Ok((r, w))
+}
+
+/// Why a hello may not open a session: another cluster or protocol, a node
+/// id that is not a configured member, or our own id.
+pub fn check_hello(settings: &PeerSettings, theirs: &Hello) -> Result<(), String> {
+    if let Some(why) = settings.hello.mismatch(theirs) {
+        return Err(why);
+    }
+    if theirs.node_id == settings.hello.node_id {
+        return Err(format!(
+            "the peer claims to be this node ({})",
+            settings.hello.node_id
+        ));
+    }
+    if !settings.members.contains(&theirs.node_id) {
+        return Err(format!(
+            "'{}' is not a member of this cluster",
+            printable(&theirs.node_id)
+        ));
+    }
+    Ok(())
+}
+
+/// The listener's side: reads and checks the dialer's hello, answers ours.
+/// Answers the peer's node id and the connection, its frame limit raised.
+pub async fn accept(
+    stream: PeerStream,
+    settings: &PeerSettings,
+) -> Result<(String, FrameReader, FrameWriter), String> {
+    let (mut r, mut w) = split(stream, HELLO_MAX_FRAME);
+    let theirs = match next_frame(&mut r, HELLO_TIMEOUT).await? {
+        Frame::Hello(h) => h,
+        _ => return Err("expected a hello first".into()),
+    };
+    check_hello(settings, &theirs)?;
+    send_frame(
+        &mut w,
+        &Frame::Hello(settings.hello.clone()),
+        HELLO_MAX_FRAME,
+    )
+    .await?;
+    r.decoder_mut().set_max(settings.max_frame);
+    Ok((theirs.node_id, r, w))
+}
+
+/// Maps a decoding failure to the reason logged when a connection closes.
+pub fn codec_reason(e: &CodecError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,13 @@
+//! The ringkv node: command-line pieces, configuration and the HTTP API on
+//! top of the engine (`ringkv-actors`). The `ringkv` binary (`src/main.rs`)
+//! is a thin command line over this library.
+//!
+//! Layout: [`config`] loads and validates the TOML; [`server`] wires storage,
+//! actors and HTTP for one node; [`http`] holds the API; [`up`] supervises a
+//! local cluster; [`client`] is the small command-line client.
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod up;
