@@ -53,6 +53,10 @@ pub struct ClusterSection {
     pub vnodes: usize,
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Deadline of each background call to a peer (a hint batch, an
+    /// anti-entropy page, a purge).
+    #[serde(default = "defaults::background_timeout_ms")]
+    pub background_timeout_ms: u64,
     #[serde(default = "defaults::max_clock_drift_ms")]
     pub max_clock_drift_ms: u64,
     #[serde(default = "defaults::max_frame_bytes")]
@@ -126,7 +130,8 @@ impl Default for HttpSection {
 #[serde(deny_unknown_fields, default)]
 pub struct TestingSection {
     /// A file of fault switches the node re-reads while it runs (see the
-    /// engine's `faults` module); relative to the config file.
+    /// engine's `faults` module); relative to the config file; `{node}` in
+    /// it stands for the node's id.
     pub fault_file: Option<PathBuf>,
 }
 
@@ -229,6 +234,9 @@ mod defaults {
     pub fn request_timeout_ms() -> u64 {
         2_000
     }
+    pub fn background_timeout_ms() -> u64 {
+        30_000
+    }
     pub fn max_clock_drift_ms() -> u64 {
         5_000
     }
@@ -314,6 +322,10 @@ impl Config {
         Duration::from_millis(self.cluster.request_timeout_ms)
     }
 
+    pub fn background_timeout(&self) -> Duration {
+        Duration::from_millis(self.cluster.background_timeout_ms)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.cluster;
         if c.name.trim().is_empty() {
@@ -346,6 +358,12 @@ impl Config {
             return Err(self.err(
                 "cluster.vnodes",
                 format!("must be 1..=4096, got {}", c.vnodes),
+            ));
+        }
+        if !(100..=3_600_000).contains(&c.background_timeout_ms) {
+            return Err(self.err(
+                "cluster.background_timeout_ms",
+                format!("must be 100..=3600000, got {}", c.background_timeout_ms),
             ));
         }
         if !(10..=600_000).contains(&c.request_timeout_ms) {

@@ -82,11 +82,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     }
     let faults = Arc::new(Faults::default());
     if let Some(file) = &cfg.testing.fault_file {
+        let file = PathBuf::from(file.to_string_lossy().replace("{node}", &node.id));
         log::warn!(
             "testing.fault_file = {}: fault injection is on (a test-only setting)",
             file.display()
         );
-        watch_faults(file.clone(), faults.clone());
+        watch_faults(file, faults.clone());
     }
     let options = StoreOptions {
         durable,
@@ -173,6 +174,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         r: cfg.r(),
         w: cfg.w(),
         request_timeout: cfg.request_timeout(),
+        background_timeout: cfg.background_timeout(),
         hinted_handoff: cfg.hints.enabled,
         sloppy_quorum: cfg.hints.enabled && cfg.hints.sloppy_quorum,
         read_repair_blocking_all: cfg.repair.read_repair_blocking_all,
@@ -188,9 +190,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
 
     let hint_age = cfg.hints.max_age_ms.min(grace);
     let max_frame = cfg.cluster.max_frame_bytes;
+    let background = cfg.background_timeout();
     let (hint_local, hint_peers, hint_live) = (local.clone(), peers.clone(), liveness.clone());
     let hints = HintActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
-        HintActor::new(hint_local, hint_peers, hint_live, hint_age, max_frame)
+        HintActor::new(
+            hint_local, hint_peers, hint_live, hint_age, max_frame, background,
+        )
     });
     let repair_service = RepairService::new(
         core.clone(),

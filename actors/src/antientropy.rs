@@ -27,13 +27,11 @@
 //! the background deadline and travels at background priority.
 
 use crate::coordinator::NodeCore;
-use crate::limits::{
-    batch_budget, record_wire_bytes, split_by_bytes, BACKGROUND_BATCH_ITEMS, MAX_KEY_BYTES,
-};
+use crate::limits::{batch_budget, record_wire_bytes, BACKGROUND_BATCH_ITEMS, MAX_KEY_BYTES};
 use crate::merge_join::{MergeJoin, Step};
 use crate::merkle::{differing_children, MerkleTree, DEFAULT_DEPTH};
 use crate::metrics::Metrics;
-use crate::peer::{PeerError, BACKGROUND_TIMEOUT};
+use crate::peer::PeerError;
 use crate::record::Record;
 use crate::ring::Token;
 use crate::sessions::SessionTable;
@@ -125,12 +123,23 @@ pub struct RepairService {
 }
 
 /// Inclusive token spans of `leaves` of a tree of `depth`, intersected with
-/// `ranges`, sorted; `None` when a peer names a leaf that does not exist.
+/// `ranges` (sorted and disjoint, as [`RepairService::shared_ranges`] makes
+/// them), sorted; `None` when a peer names a leaf that does not exist. Costs
+/// O(leaves · log ranges + spans), so a peer naming every leaf cannot make it
+/// quadratic.
 fn leaf_spans(depth: u8, leaves: &[u32], ranges: &[(Token, Token)]) -> Option<Vec<(Token, Token)>> {
+    let mut leaves = leaves.to_vec();
+    leaves.sort_unstable();
+    leaves.dedup();
     let mut spans = Vec::new();
-    for &leaf in leaves {
+    for leaf in leaves {
         let (ls, le) = leaf_span(depth, leaf)?;
-        for &(a, b) in ranges {
+        // The first range that ends at or after the leaf's start.
+        let first = ranges.partition_point(|&(_, b)| b < ls);
+        for &(a, b) in &ranges[first..] {
+            if a > le {
+                break;
+            }
             let (s, e) = (a.max(ls), b.min(le));
             if s <= e {
                 spans.push((s, e));
@@ -140,6 +149,13 @@ fn leaf_spans(depth: u8, leaves: &[u32], ranges: &[(Token, Token)]) -> Option<Ve
     spans.sort_unstable();
     spans.dedup();
     Some(spans)
+}
+
+/// Whether `dk`'s token lies in one of the sorted `spans`.
+fn in_spans(dk: &[u8], spans: &[(Token, Token)]) -> bool {
+    let t = data_key_token(dk);
+    let at = spans.partition_point(|&(_, e)| e < t);
+    spans.get(at).is_some_and(|&(s, _)| s <= t) && dk.len() > 8
 }
 
 /// Tokens of leaf `index` of a tree of `depth`, or `None` when it does not
@@ -182,8 +198,10 @@ fn versions_in_spans(
         let page = store.scan_versions(s, e, resume, room_items, room_bytes)?;
         // The page may have stopped for its bounds rather than at the end of
         // the span: then resume after its last key (at worst one more call).
+        // An empty page means the span is done.
         let page_bytes: usize = page.iter().map(|(k, _)| k.len() + 24).sum();
-        let full = page.len() >= room_items || page_bytes + MAX_KEY_BYTES + 32 > room_bytes;
+        let full = !page.is_empty()
+            && (page.len() >= room_items || page_bytes + MAX_KEY_BYTES + 32 > room_bytes);
         for (k, v) in page {
             bytes += k.len() + 24;
             out.push((k, v));
@@ -380,16 +398,16 @@ impl RepairService {
                 format!("unknown repair session {session}"),
             )
         })?;
-        let spans = leaf_spans(DEFAULT_DEPTH, &leaves, &state.ranges)
-            .ok_or_else(|| (ErrorCode::Invalid, "a leaf does not exist".to_string()))?;
         let max_bytes = (max_bytes as usize).clamp(1, self.budget());
         let store = self.core.local.store.clone();
         let (items, next) = tokio::task::spawn_blocking(move || {
+            let spans = leaf_spans(DEFAULT_DEPTH, &leaves, &state.ranges)
+                .ok_or_else(|| (ErrorCode::Invalid, "a leaf does not exist".to_string()))?;
             versions_in_spans(&store, &spans, after.as_deref(), MAX_ITEMS, max_bytes)
+                .map_err(|e| (ErrorCode::Storage, e.to_string()))
         })
         .await
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| (ErrorCode::Storage, e.to_string()))?;
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))??;
         Ok(Response::Versions {
             items: items.into_iter().map(|(k, v)| (k, v.ts, v.node)).collect(),
             next,
@@ -432,7 +450,7 @@ impl RepairService {
             .core
             .view()
             .peers
-            .call(peer, request, BACKGROUND_TIMEOUT)
+            .call(peer, request, self.core.replication.background_timeout)
             .await?)
     }
 
@@ -512,6 +530,7 @@ impl RepairService {
         let budget = self.budget();
         let mut join = MergeJoin::new();
         let (mut ours_after, mut theirs_after): (Option<Bytes>, Option<Bytes>) = (None, None);
+        let mut theirs_last: Option<Bytes> = None;
         let (mut pulls, mut pushes) = (Vec::new(), Vec::new());
         loop {
             match join.step() {
@@ -539,8 +558,9 @@ impl RepairService {
                             "unexpected answer to LeafVersions".into(),
                         ));
                     };
-                    if next.is_some() && items.is_empty() {
-                        return Err(SyncError::Protocol("an empty page that continues".into()));
+                    check_page(&items, next.as_ref(), theirs_last.as_ref(), spans)?;
+                    if let Some((k, _, _)) = items.last() {
+                        theirs_last = Some(k.clone());
                     }
                     let page = items
                         .into_iter()
@@ -576,6 +596,42 @@ impl RepairService {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Checks a peer's page of versions: keys strictly increasing from the last
+/// key it sent, all inside the requested spans, and a resume point (if any)
+/// at or after its last key. A page that breaks these could make the walk
+/// repeat forever or pull keys nobody asked about.
+fn check_page(
+    items: &[KeyVersion],
+    next: Option<&Bytes>,
+    last: Option<&Bytes>,
+    spans: &[(Token, Token)],
+) -> Result<(), SyncError> {
+    let bad = |why: &str| {
+        Err(SyncError::Protocol(format!(
+            "a bad page of versions: {why}"
+        )))
+    };
+    if next.is_some() && items.is_empty() {
+        return bad("empty, yet it continues");
+    }
+    let mut prev = last;
+    for (k, _, _) in items {
+        if prev.is_some_and(|p| k <= p) {
+            return bad("keys out of order");
+        }
+        if !in_spans(k, spans) {
+            return bad("a key outside the requested leaves");
+        }
+        prev = Some(k);
+    }
+    if let (Some(n), Some(p)) = (next, prev) {
+        if n < p {
+            return bad("it resumes before its last key");
+        }
+    }
+    Ok(())
 }
 
 /// The key inside a data key (`token || key`).
@@ -644,37 +700,48 @@ impl Mover<'_> {
 
     /// Sends our records of `keys` to the peer, in batches bounded in bytes.
     async fn push(&mut self, keys: Vec<Bytes>, sum: &mut RunSummary) -> Result<(), SyncError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let store = self.svc.core.local.store.clone();
-        let records: Vec<(Bytes, Record)> = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                if let Some(r) = store.get(&k)? {
-                    out.push((k, r));
-                }
-            }
-            Ok::<_, StoreError>(out)
-        })
-        .await
-        .map_err(|e| SyncError::Protocol(format!("read task: {e}")))??;
-        let sizes: Vec<usize> = records
-            .iter()
-            .map(|(k, r)| record_wire_bytes(k.len(), value_len(r)))
-            .collect();
         let stats = &self.svc.core.local.stats;
-        let mut rest = records.as_slice();
-        for n in split_by_bytes(&sizes, self.svc.budget(), BACKGROUND_BATCH_ITEMS) {
-            let (page, tail) = rest.split_at(n);
-            rest = tail;
+        let budget = self.svc.budget();
+        let mut rest = keys;
+        while !rest.is_empty() {
+            // Read only as many records as one batch carries.
+            let store = self.svc.core.local.store.clone();
+            let (page, taken, rest_back) = tokio::task::spawn_blocking(move || {
+                let mut page = Vec::new();
+                let (mut bytes, mut taken) = (0, 0);
+                for k in &rest {
+                    if page.len() >= BACKGROUND_BATCH_ITEMS {
+                        break;
+                    }
+                    let Some(r) = store.get(k)? else {
+                        taken += 1;
+                        continue;
+                    };
+                    let size = record_wire_bytes(k.len(), value_len(&r));
+                    if !page.is_empty() && bytes + size > budget {
+                        break;
+                    }
+                    bytes += size;
+                    taken += 1;
+                    page.push((k.clone(), r));
+                }
+                Ok::<_, StoreError>((page, taken, rest))
+            })
+            .await
+            .map_err(|e| SyncError::Protocol(format!("read task: {e}")))??;
+            rest = rest_back;
+            rest.drain(..taken);
+            if page.is_empty() {
+                continue;
+            }
             let bytes: u64 = page
                 .iter()
                 .map(|(k, r)| (k.len() + value_len(r)) as u64)
                 .sum();
+            let n = page.len() as u64;
             let items = page
-                .iter()
-                .map(|(k, r)| (k.clone(), WireRecord::from(r.clone())))
+                .into_iter()
+                .map(|(k, r)| (k, WireRecord::from(r)))
                 .collect();
             match self
                 .svc
@@ -688,9 +755,9 @@ impl Mover<'_> {
                     ))
                 }
             }
-            sum.keys_pushed += page.len() as u64;
+            sum.keys_pushed += n;
             sum.bytes += bytes;
-            Metrics::add(&stats.ae_keys_pushed, page.len() as u64);
+            Metrics::add(&stats.ae_keys_pushed, n);
             Metrics::add(&stats.ae_bytes, bytes);
             self.moved += bytes;
             self.svc.throttle(self.moved, self.started).await;
@@ -717,6 +784,46 @@ mod tests {
         assert!(leaf_spans(0, &[0], &[(0, u64::MAX)]).is_none());
         let spans = leaf_spans(1, &[1, 0], &[(0, u64::MAX)]).unwrap();
         assert_eq!(spans, vec![(0, u64::MAX / 2), (u64::MAX / 2 + 1, u64::MAX)]);
+    }
+
+    fn dk(token: u64, key: &str) -> Bytes {
+        let mut v = token.to_be_bytes().to_vec();
+        v.extend_from_slice(key.as_bytes());
+        Bytes::from(v)
+    }
+
+    /// Review of 05: a peer that answered the same page with a resume point
+    /// forever kept the exchange (and every later pass) running forever.
+    #[test]
+    fn pages_that_repeat_or_stray_are_refused() {
+        let spans = [(100, 200), (300, 400)];
+        let page = vec![(dk(150, "a"), 1, 1), (dk(350, "b"), 1, 1)];
+        let next = dk(350, "b");
+        assert!(check_page(&page, Some(&next), None, &spans).is_ok());
+        // The same page again after it: out of order.
+        assert!(check_page(&page, Some(&next), Some(&next), &spans).is_err());
+        let stray = vec![(dk(250, "c"), 1, 1)];
+        assert!(check_page(&stray, None, None, &spans).is_err());
+        let backwards = vec![(dk(350, "b"), 1, 1), (dk(150, "a"), 1, 1)];
+        assert!(check_page(&backwards, None, None, &spans).is_err());
+        assert!(check_page(&[], Some(&next), None, &spans).is_err());
+        let behind = dk(120, "z");
+        assert!(check_page(&page, Some(&behind), None, &spans).is_err());
+    }
+
+    /// Review of 05: a peer naming every leaf made the responder do
+    /// leaves × ranges work on the peer thread.
+    #[test]
+    fn leaf_spans_stay_linear_in_leaves_and_ranges() {
+        let ranges: Vec<(Token, Token)> = (0..20_000u64)
+            .map(|i| (i << 44, (i << 44) + (1 << 40)))
+            .collect();
+        let leaves: Vec<u32> = (0..(1u32 << 16)).collect();
+        let started = std::time::Instant::now();
+        let spans = leaf_spans(16, &leaves, &ranges).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(spans.len() >= ranges.len());
+        assert!(spans.windows(2).all(|w| w[0].1 < w[1].0));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 pub fn cluster_offset(live_offsets: &[i64], max_drift_ms: i64) -> i64 {
     let agree = live_offsets
         .iter()
-        .filter(|o| o.abs() <= max_drift_ms)
+        .filter(|o| o.unsigned_abs() <= max_drift_ms.unsigned_abs())
         .count();
     let outlier = (agree + 1) * 2 < live_offsets.len() + 1;
     if !outlier {
@@ -42,6 +42,12 @@ mod tests {
             0,
             "a tie keeps our clock"
         );
+    }
+
+    #[test]
+    fn extreme_offsets_do_not_overflow() {
+        assert_eq!(cluster_offset(&[i64::MIN, i64::MIN], 5_000), i64::MIN);
+        assert_eq!(cluster_offset(&[i64::MIN, 0, 1], 5_000), 0);
     }
 
     #[test]

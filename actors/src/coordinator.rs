@@ -56,6 +56,8 @@ pub struct Replication {
     pub r: usize,
     pub w: usize,
     pub request_timeout: Duration,
+    /// Deadline of every background call (hint replay, anti-entropy, GC).
+    pub background_timeout: Duration,
     /// Unreachable replicas get hints.
     pub hinted_handoff: bool,
     /// Hint holders count toward W.
@@ -243,6 +245,23 @@ impl NodeCore {
     /// (so this node never issues it again, even after a restart).
     async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
         let v = self.hlc.next_after(floor);
+        // Without peers nobody else judges our versions: only the order of
+        // our own matters, and the clock keeps it.
+        let judged = !self.view().peers.is_empty();
+        let checked = if judged {
+            self.hlc.check_drift(v)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = checked {
+            // Our clock once ran far ahead (a step since corrected): every
+            // replica would refuse this version, and ours would keep it.
+            Metrics::add(&self.local.stats.clock_refusals, 1);
+            return Err(Error::ClockSkew(format!(
+                "this node's clock would issue a version that {e}; it refuses to coordinate \
+                 writes until real time catches up — send the request to another node"
+            )));
+        }
         if let Some(ceiling) = self.hlc.needs_reservation(v) {
             self.local.reserve_clock(ceiling).await?;
         }
@@ -450,8 +469,16 @@ impl NodeCore {
             n,
             consistency,
         };
+        // Whether an earlier attempt may have left its version somewhere: a
+        // later definite failure then cannot say "not applied".
+        let mut maybe_applied = false;
+        let (need, consistency) = (plan.need, plan.consistency);
+        let after = |e: Error, maybe: bool| indeterminate_if(e, maybe, consistency, need);
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let version = self.new_version(floor).await?;
+            let version = match self.new_version(floor).await {
+                Ok(v) => v,
+                Err(e) => return Err(after(e, maybe_applied)),
+            };
             let op = write_op(&key, &value, version);
             match self
                 .write_attempt(&plan, op, attempt == MAX_WRITE_ATTEMPTS)
@@ -461,8 +488,14 @@ impl NodeCore {
                     result.version = version;
                     return Ok(result);
                 }
-                Err(Attempt::Superseded(v)) => floor = Some(v),
-                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Superseded {
+                    newest,
+                    maybe_applied: maybe,
+                }) => {
+                    floor = Some(newest);
+                    maybe_applied |= maybe;
+                }
+                Err(Attempt::Failed(e)) => return Err(after(e, maybe_applied)),
             }
         }
         Err(Error::Internal(
@@ -495,13 +528,19 @@ impl NodeCore {
                     return Err(e.into())
                 }
                 Err(e) => {
+                    // A commit that failed for an I/O error, or whose task
+                    // died, may have reached the disk.
+                    let definite = matches!(
+                        e,
+                        StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotServing(_)
+                    );
                     return Err(Error::Unavailable {
                         consistency,
                         required: 1,
                         received: 0,
                         errors: vec![format!("{}: {e}", self.node_id)],
-                        indeterminate: false,
-                    })
+                        indeterminate: !definite,
+                    });
                 }
             };
             return Ok(WriteResult {
@@ -622,7 +661,10 @@ impl NodeCore {
             }
         }
         if let Some(v) = newest {
-            return Err(Attempt::Superseded(v));
+            return Err(Attempt::Superseded {
+                newest: v,
+                maybe_applied: !holders_acked.is_empty() || !all_definite,
+            });
         }
         if disk_full > 0 && disk_full == failed && holders_acked.is_empty() {
             return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
@@ -729,8 +771,46 @@ fn write_op(key: &Bytes, value: &Option<Bytes>, version: Version) -> WriteOp {
 }
 
 enum Attempt {
-    Superseded(Version),
+    /// A replica holds `newest`; `maybe_applied`: the attempt's version may
+    /// be stored somewhere anyway.
+    Superseded {
+        newest: Version,
+        maybe_applied: bool,
+    },
     Failed(Error),
+}
+
+/// A failure after an earlier attempt that may have been applied: whatever
+/// the last attempt says, the outcome is `indeterminate`.
+fn indeterminate_if(e: Error, maybe_applied: bool, consistency: Consistency, need: usize) -> Error {
+    if !maybe_applied {
+        return e;
+    }
+    match e {
+        Error::Unavailable {
+            consistency,
+            required,
+            received,
+            errors,
+            ..
+        } => Error::Unavailable {
+            consistency,
+            required,
+            received,
+            errors,
+            indeterminate: true,
+        },
+        other if other.is_definite() => Error::Unavailable {
+            consistency,
+            required: need,
+            received: 0,
+            errors: vec![format!(
+                "{other}; an earlier attempt of this write may have been applied"
+            )],
+            indeterminate: true,
+        },
+        other => other,
+    }
 }
 
 fn unexpected(node: &str, request: &'static str) -> Error {
@@ -738,4 +818,41 @@ fn unexpected(node: &str, request: &'static str) -> Error {
         peer: node.to_string(),
         request,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review of 05 / issue 06 finding 3: only the last attempt's error used
+    /// to be reported, so a write whose first attempt applied on some
+    /// replicas could be answered `not_applied` or 507 "not stored".
+    #[test]
+    fn a_definite_failure_after_a_maybe_applied_attempt_is_indeterminate() {
+        let full = Error::DiskFull("x".into());
+        assert!(matches!(
+            indeterminate_if(full.clone(), false, Consistency::Quorum, 2),
+            Error::DiskFull(_)
+        ));
+        let e = indeterminate_if(full, true, Consistency::Quorum, 2);
+        assert!(
+            matches!(
+                e,
+                Error::Unavailable {
+                    indeterminate: true,
+                    required: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let unavailable = Error::Unavailable {
+            consistency: Consistency::All,
+            required: 3,
+            received: 0,
+            errors: vec![],
+            indeterminate: false,
+        };
+        assert!(!indeterminate_if(unavailable, true, Consistency::All, 3).is_definite());
+    }
 }

@@ -18,7 +18,7 @@
 use crate::coordinator::NodeCore;
 use crate::limits::{batch_budget, record_wire_bytes, split_by_bytes, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::{Job, Metrics};
-use crate::peer::{PeerError, BACKGROUND_TIMEOUT};
+use crate::peer::PeerError;
 use crate::record::Record;
 use crate::storage::{Mutation, StoreError};
 use crate::version::pack;
@@ -122,8 +122,12 @@ impl TombstoneGc {
         let read = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(mine.len());
             for (k, remotes) in mine {
-                if let Some(r) = store.get(&k)? {
-                    out.push((k, r, remotes));
+                match store.get(&k) {
+                    Ok(Some(r)) => out.push((k, r, remotes)),
+                    Ok(None) => {}
+                    // One corrupt record is skipped, not the whole page.
+                    Err(e @ StoreError::Corrupt(_)) => log::error!("tombstone GC: {e}"),
+                    Err(e) => return Err(e),
                 }
             }
             Ok::<_, StoreError>(out)
@@ -172,6 +176,7 @@ impl TombstoneGc {
         tombstones: Vec<(Bytes, Record)>,
     ) -> Result<u64, GcError> {
         let view = self.core.view();
+        let deadline = self.core.replication.background_timeout;
         let sizes: Vec<usize> = tombstones
             .iter()
             .map(|(k, _)| record_wire_bytes(k.len(), 0))
@@ -186,14 +191,26 @@ impl TombstoneGc {
                 .iter()
                 .map(|(k, r)| (k.clone(), WireRecord::from(r.clone())))
                 .collect();
+            // A replica that refuses a tombstone (its clock is far behind)
+            // might keep an older value: that key is not purged anywhere.
+            let mut refused = std::collections::HashSet::new();
             for r in remotes {
                 let request = Request::WriteBatch {
                     items: items.clone(),
                 };
-                match view.peers.call(r, request, BACKGROUND_TIMEOUT).await? {
-                    Response::Batch { .. } => {}
+                match view.peers.call(r, request, deadline).await? {
+                    Response::Batch { refused: no, .. } => refused.extend(no),
                     _ => return Err(GcError::Unexpected(r.clone())),
                 }
+            }
+            let batch: Vec<&(Bytes, Record)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !refused.contains(&(*i as u32)))
+                .map(|(_, t)| t)
+                .collect();
+            if batch.is_empty() {
+                continue;
             }
             let keys: Vec<(Bytes, u64, u64)> = batch
                 .iter()
@@ -203,7 +220,7 @@ impl TombstoneGc {
                 let request = Request::PurgeMany {
                     items: keys.clone(),
                 };
-                match view.peers.call(r, request, BACKGROUND_TIMEOUT).await? {
+                match view.peers.call(r, request, deadline).await? {
                     Response::Purged { .. } => {}
                     _ => return Err(GcError::Unexpected(r.clone())),
                 }

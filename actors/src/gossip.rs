@@ -24,7 +24,7 @@
 
 use crate::clock_check::cluster_offset;
 use crate::failure::{DetectorConfig, FailureDetector, Status};
-use crate::membership::{Bounds, Membership};
+use crate::membership::{Bounds, Membership, Source};
 use crate::metrics::{Job, Metrics};
 use crate::peer::Peers;
 use crate::version::{Clock, Hlc};
@@ -184,6 +184,7 @@ impl GossipActor {
             now_ms: self.hlc.cluster_ms(),
             max_drift_ms: self.hlc.max_drift_ms(),
             interval_ms: self.interval.as_millis() as u64,
+            mono_ms: self.mono_ms(),
         }
     }
 
@@ -194,7 +195,9 @@ impl GossipActor {
         let Some(entry) = view.iter().find(|m| m.id == from && m.wall_ms > 0) else {
             return;
         };
-        let offset = (entry.wall_ms as i64).saturating_sub(self.clock.now_ms() as i64);
+        // In i128: a peer's wall clock may be any u64.
+        let offset = (i128::from(entry.wall_ms) - i128::from(self.clock.now_ms()))
+            .clamp(i128::from(-i64::MAX), i128::from(i64::MAX)) as i64;
         self.offsets.insert(from.to_string(), offset);
         let drift = self.hlc.max_drift_ms() as i64;
         let live: Vec<i64> = self
@@ -232,12 +235,12 @@ impl GossipActor {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn merge(&mut self, remote: &[MemberState], from: &str) {
+    fn merge(&mut self, remote: &[MemberState], source: Source) {
         let now = self.mono_ms();
-        let report = self.membership.merge(remote, from, self.bounds());
+        let report = self.membership.merge(remote, source, self.bounds());
         if report.refused > 0 {
             Metrics::add(&self.metrics.gossip_refused, report.refused);
-            log::debug!("refused {} gossip entries from {from}", report.refused);
+            log::debug!("refused {} gossip entries from {source:?}", report.refused);
         }
         for id in &report.restarted {
             log::info!(
@@ -300,7 +303,7 @@ impl GossipActor {
                     Metrics::add(&act.metrics.gossip_rounds, 1);
                     act.metrics.jobs.progress(Job::Gossip);
                     act.measure_clock(&pick, &members);
-                    act.merge(&members, &pick);
+                    act.merge(&members, Source::Dialed(&pick));
                 }
                 Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),
                 Err(e) => {
@@ -324,7 +327,7 @@ impl Handler<GossipIn> for GossipActor {
     type Result = MessageResult<GossipIn>;
 
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
-        self.merge(&msg.members, &msg.from);
+        self.merge(&msg.members, Source::Accepted(&msg.from));
         self.metrics.jobs.progress(Job::Gossip);
         MessageResult(self.membership.outgoing(self.clock.now_ms()))
     }

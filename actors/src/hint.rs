@@ -27,13 +27,14 @@
 use crate::gossip::{Liveness, PeerUp};
 use crate::limits::{batch_budget, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::{Job, Metrics};
-use crate::peer::{PeerError, Peers, BACKGROUND_TIMEOUT};
+use crate::peer::{PeerError, Peers};
 use crate::replica::LocalReplica;
-use crate::storage::{Hint, HintId, Mutation, StoreError};
+use crate::storage::{Hint, HintId, HintPage, Mutation, StoreError};
 use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration as Deadline;
 use std::time::Duration;
 
 /// How often pending hints are retried.
@@ -56,17 +57,20 @@ pub struct HintActor {
     liveness: Arc<Liveness>,
     max_age_ms: u64,
     budget: usize,
+    timeout: Deadline,
     replaying: HashSet<String>,
 }
 
 impl HintActor {
-    /// `max_frame`: the peer frame limit, which bounds each batch.
+    /// `max_frame`: the peer frame limit, which bounds each batch;
+    /// `timeout`: the deadline of each batch.
     pub fn new(
         local: LocalReplica,
         peers: Peers,
         liveness: Arc<Liveness>,
         max_age_ms: u64,
         max_frame: usize,
+        timeout: Deadline,
     ) -> Self {
         HintActor {
             local,
@@ -74,6 +78,7 @@ impl HintActor {
             liveness,
             max_age_ms,
             budget: batch_budget(max_frame),
+            timeout,
             replaying: HashSet::new(),
         }
     }
@@ -92,6 +97,7 @@ impl HintActor {
             target: target.clone(),
             max_age_ms: self.max_age_ms,
             budget: self.budget,
+            timeout: self.timeout,
         };
         ctx.spawn(
             async move { replay.run().await }
@@ -122,6 +128,7 @@ struct Replay {
     target: String,
     max_age_ms: u64,
     budget: usize,
+    timeout: Deadline,
 }
 
 impl Replay {
@@ -132,13 +139,24 @@ impl Replay {
         let mut after: Option<HintId> = None;
         loop {
             let page = self.read_page(after.clone()).await?;
-            let Some((last, _)) = page.last() else {
+            let Some(next) = page.next else {
                 return Ok(delivered);
             };
-            after = Some(last.clone());
+            after = Some(next);
+            if !page.corrupt.is_empty() {
+                self.local.stats.jobs.failed(
+                    Job::HintReplay,
+                    format!(
+                        "{} hints for {} cannot be decoded",
+                        page.corrupt.len(),
+                        self.target
+                    ),
+                );
+            }
             let now = self.local.hlc.wall_ms();
             let max_age = self.max_age_ms;
             let (expired, live): (Vec<_>, Vec<_>) = page
+                .hints
                 .into_iter()
                 .partition(|(_, h)| now.saturating_sub(h.stored_ms) > max_age);
             if !expired.is_empty() {
@@ -159,7 +177,7 @@ impl Replay {
         }
     }
 
-    async fn read_page(&self, after: Option<HintId>) -> Result<Vec<(HintId, Hint)>, StoreError> {
+    async fn read_page(&self, after: Option<HintId>) -> Result<HintPage, StoreError> {
         let (store, target, budget) = (self.local.store.clone(), self.target.clone(), self.budget);
         tokio::task::spawn_blocking(move || {
             store.hints_for(&target, after.as_deref(), BACKGROUND_BATCH_ITEMS, budget)
@@ -175,11 +193,7 @@ impl Replay {
             .map(|(id, h)| (id, (h.key, WireRecord::from(h.record))))
             .unzip();
         let request = Request::WriteBatch { items };
-        let refused = match self
-            .peers
-            .call(&self.target, request, BACKGROUND_TIMEOUT)
-            .await?
-        {
+        let refused = match self.peers.call(&self.target, request, self.timeout).await? {
             Response::Batch { refused, .. } => refused,
             _ => {
                 return Err(ReplayError::Unexpected {

@@ -13,27 +13,38 @@
 //!
 //! # What a peer may claim
 //! Gossip arrives from the network, so a merge accepts only what the member
-//! itself could have produced ([`Membership::merge`]):
-//! * entries of configured members only (anything else is refused and
-//!   counted: a peer cannot grow the member table or the gossip frame);
-//! * a new generation only from the member itself (the exchange's `from`),
-//!   and never further ahead than the allowed drift of our clock (a
-//!   generation is a start time);
-//! * a heartbeat no higher than the rounds the member could have run since
-//!   its generation began, plus slack;
-//! * nothing about ourselves: a claim that our own heartbeat is higher than
-//!   it is makes us jump above it (so a forged entry is overtaken within a
-//!   round), and a claim of a higher generation of ours is refused.
+//! itself could have produced ([`Membership::merge`]). How much it trusts an
+//! exchange depends on how it came ([`Source`]): an answer to an exchange
+//! this node started, on a connection it dialed to the member's configured
+//! address, speaks for that member; a connection someone else opened only
+//! claims to.
+//! * Entries of configured members only (anything else is refused and
+//!   counted: a peer cannot grow the member table or the gossip frame).
+//!   Addresses always come from the configuration.
+//! * A new generation of member X: from an exchange we started with X, any;
+//!   from a connection X opened, one no further ahead than the allowed drift
+//!   of our clock (a generation is the member's clock at its start); relayed
+//!   by anyone else, none.
+//! * A higher heartbeat of X's current generation: from an exchange we
+//!   started with X, any; otherwise at most the rounds X could have run since
+//!   we last accepted one, plus [`HEARTBEAT_SLACK`] (by our monotonic clock).
+//! * Claims about ourselves: a higher generation (no further ahead than the
+//!   drift) or a slightly higher heartbeat makes us jump above it, so a
+//!   forged entry is overtaken within a round; anything else is refused.
+//!
+//! Every bound is relative (to our clock, or to what we last accepted), so
+//! no forged value can lock a member out for longer than the drift or a few
+//! rounds, and no arithmetic on a claimed value overflows.
 //!
 //! Caveat: which nodes own the ring is still the configured node set; the
 //! entries carry the ring epoch so joins and leaves can build on this.
 
 use crate::wire::MemberState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// Heartbeats beyond the rounds a member could have run that are still
-/// accepted (timer jitter, a member's gossip interval not exactly ours).
-pub const HEARTBEAT_SLACK: u64 = 16;
+/// Rounds a member's heartbeat may run ahead of what we could have seen
+/// (timer jitter, a pause of ours).
+pub const HEARTBEAT_SLACK: u64 = 8;
 
 /// What a merge learned.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,6 +57,16 @@ pub struct MergeReport {
     pub refused: u64,
 }
 
+/// How a gossip view reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The answer to an exchange we started with this member, on a
+    /// connection we dialed to its configured address.
+    Dialed(&'a str),
+    /// An exchange started on a connection this member (says it) opened.
+    Accepted(&'a str),
+}
+
 /// What a merge checks claims against.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
@@ -55,29 +76,23 @@ pub struct Bounds {
     pub max_drift_ms: u64,
     /// The gossip round interval (ms).
     pub interval_ms: u64,
+    /// Our monotonic clock (ms).
+    pub mono_ms: u64,
 }
 
 impl Bounds {
-    /// Bounds that accept everything plausible at `now_ms` (tests).
-    pub fn at(now_ms: u64) -> Self {
+    /// Bounds at wall time `now_ms` and monotonic time `mono_ms` (tests).
+    pub fn at(now_ms: u64, mono_ms: u64) -> Self {
         Bounds {
             now_ms,
             max_drift_ms: 5_000,
             interval_ms: 200,
+            mono_ms,
         }
     }
 
     fn generation_ok(&self, generation: u64) -> bool {
         generation <= self.now_ms.saturating_add(self.max_drift_ms)
-    }
-
-    /// The highest heartbeat a member of `generation` could have reached.
-    fn max_heartbeat(&self, generation: u64) -> u64 {
-        let elapsed = self
-            .now_ms
-            .saturating_add(self.max_drift_ms)
-            .saturating_sub(generation);
-        elapsed / self.interval_ms.max(1) + HEARTBEAT_SLACK
     }
 }
 
@@ -85,6 +100,8 @@ impl Bounds {
 pub struct Membership {
     me: String,
     members: BTreeMap<String, MemberState>,
+    /// Per member: our monotonic time when we last accepted an entry of it.
+    accepted_ms: HashMap<String, u64>,
 }
 
 impl Membership {
@@ -93,7 +110,11 @@ impl Membership {
         let mut members: BTreeMap<_, _> = others.into_iter().map(|m| (m.id.clone(), m)).collect();
         let id = me.id.clone();
         members.insert(id.clone(), me);
-        Membership { me: id, members }
+        Membership {
+            me: id,
+            members,
+            accepted_ms: HashMap::new(),
+        }
     }
 
     pub fn me(&self) -> &MemberState {
@@ -107,7 +128,7 @@ impl Membership {
     /// One gossip round passed: bump our own heartbeat.
     pub fn beat(&mut self) {
         if let Some(m) = self.members.get_mut(&self.me) {
-            m.heartbeat += 1;
+            m.heartbeat = m.heartbeat.saturating_add(1);
         }
     }
 
@@ -123,13 +144,13 @@ impl Membership {
         self.snapshot()
     }
 
-    /// Folds in a view that member `from` sent, accepting only what passes
+    /// Folds in a view that came from `source`, accepting only what passes
     /// the checks described in the module header.
-    pub fn merge(&mut self, remote: &[MemberState], from: &str, bounds: Bounds) -> MergeReport {
+    pub fn merge(&mut self, remote: &[MemberState], source: Source, b: Bounds) -> MergeReport {
         let mut report = MergeReport::default();
         for r in remote {
             if r.id == self.me {
-                self.refute(r, &mut report);
+                self.refute(r, b, &mut report);
                 continue;
             }
             let Some(local) = self.members.get_mut(&r.id) else {
@@ -139,20 +160,26 @@ impl Membership {
             if (r.generation, r.heartbeat) <= (local.generation, local.heartbeat) {
                 continue;
             }
-            let new_generation = r.generation > local.generation;
-            let plausible = if new_generation {
-                r.id == from && bounds.generation_ok(r.generation)
+            let dialed = source == Source::Dialed(&r.id);
+            let plausible = if r.generation > local.generation {
+                dialed || (source == Source::Accepted(&r.id) && b.generation_ok(r.generation))
             } else {
-                r.heartbeat <= bounds.max_heartbeat(r.generation)
+                let since = self
+                    .accepted_ms
+                    .get(&r.id)
+                    .map_or(b.mono_ms, |t| b.mono_ms.saturating_sub(*t));
+                let rounds = since / b.interval_ms.max(1) + HEARTBEAT_SLACK;
+                dialed || r.heartbeat <= local.heartbeat.saturating_add(rounds)
             };
-            if !plausible || r.heartbeat > bounds.max_heartbeat(r.generation) {
+            if !plausible {
                 report.refused += 1;
                 continue;
             }
-            if new_generation && local.generation > 0 {
+            if r.generation > local.generation && local.generation > 0 {
                 report.restarted.push(r.id.clone());
             }
             report.advanced.push(r.id.clone());
+            self.accepted_ms.insert(r.id.clone(), b.mono_ms);
             let (http, peer) = (local.http_addr.clone(), local.peer_addr.clone());
             *local = r.clone();
             // Addresses come from the configuration, never from gossip.
@@ -162,14 +189,23 @@ impl Membership {
         report
     }
 
-    /// A claim about ourselves: overtake a higher heartbeat of our current
-    /// generation; refuse anything else newer than what we are.
-    fn refute(&mut self, claim: &MemberState, report: &mut MergeReport) {
+    /// A claim about ourselves: overtake a plausible higher generation or
+    /// heartbeat; refuse anything else newer than what we are.
+    fn refute(&mut self, claim: &MemberState, b: Bounds, report: &mut MergeReport) {
         let me = self.members.get_mut(&self.me).expect("own entry");
-        if claim.generation == me.generation && claim.heartbeat > me.heartbeat {
-            me.heartbeat = claim.heartbeat + 1;
-        } else if claim.generation > me.generation {
-            report.refused += 1;
+        if claim.generation > me.generation {
+            if b.generation_ok(claim.generation) {
+                me.generation = claim.generation + 1;
+                me.heartbeat = 0;
+            } else {
+                report.refused += 1;
+            }
+        } else if claim.generation == me.generation && claim.heartbeat > me.heartbeat {
+            if claim.heartbeat <= me.heartbeat.saturating_add(2 * HEARTBEAT_SLACK) {
+                me.heartbeat = claim.heartbeat + 1;
+            } else {
+                report.refused += 1;
+            }
         }
     }
 }
@@ -193,18 +229,26 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
+    /// Bounds one hour of monotonic time after our start.
     fn b() -> Bounds {
-        Bounds::at(NOW)
+        Bounds::at(NOW, 3_600_000)
+    }
+
+    fn dialed(id: &str) -> Source<'_> {
+        Source::Dialed(id)
     }
 
     #[test]
     fn newer_heartbeats_and_generations_win() {
         let mut a = Membership::new(m("a", 1, 0), [m("b", 0, 0)]);
-        let r = a.merge(&[m("b", 1, 5)], "b", b());
+        let r = a.merge(&[m("b", 1, 5)], dialed("b"), b());
         assert_eq!(r.advanced, vec!["b"]);
         assert!(r.restarted.is_empty(), "first sighting is not a restart");
-        assert!(a.merge(&[m("b", 1, 4)], "b", b()).advanced.is_empty());
-        let r = a.merge(&[m("b", 2, 0)], "b", b());
+        assert!(a
+            .merge(&[m("b", 1, 4)], dialed("b"), b())
+            .advanced
+            .is_empty());
+        let r = a.merge(&[m("b", 2, 0)], dialed("b"), b());
         assert_eq!(r.restarted, vec!["b"]);
         assert_eq!(a.get("b").unwrap().generation, 2);
     }
@@ -212,7 +256,7 @@ mod tests {
     #[test]
     fn our_own_entry_is_never_overwritten() {
         let mut a = Membership::new(m("a", 3, 7), []);
-        let r = a.merge(&[m("a", 9, 9)], "b", b());
+        let r = a.merge(&[m("a", u64::MAX, 9)], dialed("b"), b());
         assert_eq!((a.me().generation, a.me().heartbeat), (3, 7));
         assert_eq!(r.refused, 1);
         a.beat();
@@ -222,28 +266,59 @@ mod tests {
     /// Regression (05 finding 8): gossip for `n2` with `generation =
     /// u64::MAX` made every node ignore n2 forever.
     #[test]
-    fn impossible_generations_and_heartbeats_are_refused() {
-        let mut a = Membership::new(m("a", NOW - 10_000, 0), [m("n2", NOW - 5_000, 3)]);
-        let r = a.merge(&[m("n2", u64::MAX, 0)], "n2", b());
-        assert_eq!(
-            (r.refused, a.get("n2").unwrap().generation),
-            (1, NOW - 5_000)
-        );
-        let r = a.merge(&[m("n2", NOW - 5_000, u64::MAX)], "n3", b());
-        assert_eq!(r.refused, 1);
-        // Within what 5 s of 200 ms rounds (plus drift and slack) allows.
-        let r = a.merge(&[m("n2", NOW - 5_000, 40)], "n3", b());
-        assert_eq!(r.advanced, vec!["n2"]);
-        let r = a.merge(&[m("n2", NOW - 5_000, 1_000)], "n3", b());
-        assert_eq!(r.refused, 1);
+    fn impossible_generations_are_refused_unless_the_member_says_so() {
+        let mut a = Membership::new(m("a", NOW, 0), [m("n2", NOW - 5_000, 3)]);
+        for source in [Source::Accepted("n2"), Source::Accepted("n3"), dialed("n3")] {
+            let r = a.merge(&[m("n2", u64::MAX, 0)], source, b());
+            assert_eq!(r.refused, 1, "{source:?}");
+        }
+        assert_eq!(a.get("n2").unwrap().generation, NOW - 5_000);
+        // Within the drift, from the member's own connection: a restart.
+        let r = a.merge(&[m("n2", NOW + 1_000, 0)], Source::Accepted("n2"), b());
+        assert_eq!(r.restarted, vec!["n2"]);
+        // A member whose generation is far ahead (it once booted with a clock
+        // in the future) is still heard on the connection we dialed.
+        let r = a.merge(&[m("n2", NOW + 86_400_000, 0)], dialed("n2"), b());
+        assert_eq!(r.restarted, vec!["n2"]);
     }
 
     #[test]
-    fn a_new_generation_is_accepted_only_from_the_member_itself() {
+    fn relayed_heartbeats_advance_no_faster_than_rounds() {
+        let mut a = Membership::new(m("a", NOW, 0), [m("n2", 0, 0)]);
+        a.merge(&[m("n2", NOW, 10)], dialed("n2"), Bounds::at(NOW, 0));
+        // 1 s later (5 rounds): up to 10 + 5 + slack from a relay.
+        let later = Bounds::at(NOW, 1_000);
+        assert_eq!(
+            a.merge(
+                &[m("n2", NOW, 10 + 5 + HEARTBEAT_SLACK + 1)],
+                dialed("n3"),
+                later
+            )
+            .refused,
+            1
+        );
+        assert_eq!(
+            a.merge(&[m("n2", NOW, u64::MAX)], Source::Accepted("n2"), later)
+                .refused,
+            1
+        );
+        let r = a.merge(
+            &[m("n2", NOW, 10 + 5 + HEARTBEAT_SLACK)],
+            dialed("n3"),
+            later,
+        );
+        assert_eq!(r.advanced, vec!["n2"]);
+        // The member itself, on the connection we dialed, is believed.
+        let r = a.merge(&[m("n2", NOW, 1_000_000)], dialed("n2"), later);
+        assert_eq!(r.advanced, vec!["n2"]);
+    }
+
+    #[test]
+    fn a_new_generation_is_never_accepted_from_a_relay() {
         let mut a = Membership::new(m("a", NOW, 0), [m("n2", NOW - 5_000, 3)]);
-        let r = a.merge(&[m("n2", NOW, 1)], "n3", b());
+        let r = a.merge(&[m("n2", NOW, 1)], dialed("n3"), b());
         assert_eq!(r.refused, 1, "a relay cannot restart n2");
-        let r = a.merge(&[m("n2", NOW, 1)], "n2", b());
+        let r = a.merge(&[m("n2", NOW, 1)], dialed("n2"), b());
         assert_eq!(r.restarted, vec!["n2"]);
     }
 
@@ -251,16 +326,30 @@ mod tests {
     fn unknown_members_are_refused_and_never_stored() {
         let mut a = Membership::new(m("a", NOW, 0), [m("n2", NOW, 0)]);
         let fakes: Vec<_> = (0..100).map(|i| m(&format!("fake{i}"), NOW, 1)).collect();
-        let r = a.merge(&fakes, "n2", b());
+        let r = a.merge(&fakes, dialed("n2"), b());
         assert_eq!(r.refused, 100);
         assert_eq!(a.snapshot().len(), 2);
     }
 
+    /// Review of 05: a forged heartbeat of `u64::MAX` for ourselves used to
+    /// overflow (a panic in debug builds) or push us out of every peer's
+    /// bounds.
     #[test]
-    fn a_forged_heartbeat_of_ours_is_overtaken() {
+    fn forged_claims_about_ourselves_are_overtaken_or_refused() {
         let mut a = Membership::new(m("a", NOW - 5_000, 10), [m("n2", NOW, 0)]);
-        a.merge(&[m("a", NOW - 5_000, 30)], "n2", b());
-        assert_eq!(a.me().heartbeat, 31);
+        a.merge(&[m("a", NOW - 5_000, 20)], Source::Accepted("n2"), b());
+        assert_eq!(a.me().heartbeat, 21);
+        let r = a.merge(
+            &[m("a", NOW - 5_000, u64::MAX)],
+            Source::Accepted("n2"),
+            b(),
+        );
+        assert_eq!((r.refused, a.me().heartbeat), (1, 21));
+        let r = a.merge(&[m("a", u64::MAX, 0)], Source::Accepted("n2"), b());
+        assert_eq!((r.refused, a.me().generation), (1, NOW - 5_000));
+        // A plausible higher generation: we jump above it.
+        a.merge(&[m("a", NOW + 100, 0)], Source::Accepted("n2"), b());
+        assert_eq!((a.me().generation, a.me().heartbeat), (NOW + 101, 0));
     }
 
     #[test]
@@ -270,7 +359,7 @@ mod tests {
         let mut a = Membership::new(m("a", NOW, 0), [conf]);
         let mut claim = m("n2", NOW - 1_000, 2);
         claim.peer_addr = "6.6.6.6:1".into();
-        a.merge(&[claim], "n2", b());
+        a.merge(&[claim], dialed("n2"), b());
         assert_eq!(a.get("n2").unwrap().peer_addr, "10.0.0.2:7000");
         assert_eq!(a.get("n2").unwrap().heartbeat, 2);
     }
@@ -285,18 +374,16 @@ mod tests {
                 v.into_iter().map(|(id, g, h)| m(&format!("n{id}"), g, h)).collect()
             }).collect();
             let members: Vec<MemberState> = (0..4).map(|i| m(&format!("n{i}"), 0, 0)).collect();
+            // Every entry comes from its own member (as the exchanges we
+            // start do), so everything plausible is accepted.
             let mut forward = Membership::new(m("me", 1, 0), members.clone());
-            // Each view is sent by its first member (so generations are direct).
-            let from = |v: &[MemberState]| v.first().map(|x| x.id.clone()).unwrap_or_default();
             for v in &views {
-                for e in v { forward.merge(std::slice::from_ref(e), &e.id, b()); }
-                forward.merge(v, &from(v), b());
+                for e in v { forward.merge(std::slice::from_ref(e), dialed(&e.id), b()); }
             }
             let mut backward = Membership::new(m("me", 1, 0), members);
             for v in views.iter().rev() {
-                for e in v { backward.merge(std::slice::from_ref(e), &e.id, b()); }
-                backward.merge(v, &from(v), b());
-                backward.merge(v, &from(v), b());
+                for e in v { backward.merge(std::slice::from_ref(e), dialed(&e.id), b()); }
+                for e in v { backward.merge(std::slice::from_ref(e), dialed(&e.id), b()); }
             }
             prop_assert_eq!(forward.snapshot(), backward.snapshot());
         }

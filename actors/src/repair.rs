@@ -109,7 +109,15 @@ impl RepairActor {
         ctx.spawn(
             async move { run_pass(&svc, only).await }
                 .into_actor(self)
-                .map(move |sum, act, ctx| act.finish_pass(sum, complete_pass, ctx)),
+                .map(move |sum, act, ctx| {
+                    if !complete_pass {
+                        // A peer wanted for dropped hints stays wanted until
+                        // an exchange with it succeeds.
+                        let mut wanted = act.svc.core.local.repair_wanted.lock().expect("wanted");
+                        wanted.extend(sum.peers_failed.iter().map(|(p, _)| p.clone()));
+                    }
+                    act.finish_pass(sum, complete_pass, ctx)
+                }),
         );
     }
 

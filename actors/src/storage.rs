@@ -143,8 +143,15 @@ from_redb!(
     redb::SetDurabilityError
 );
 
+/// ENOSPC, EDQUOT (a quota) and EFBIG (a file size limit): the write did
+/// not happen for want of space. (An fsync that fails for any reason,
+/// ENOSPC included, is an I/O failure instead: see `storage_backend.rs`.)
 fn is_disk_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+    const ENOSPC: i32 = 28;
+    const EFBIG: i32 = 27;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(ENOSPC | EFBIG | EDQUOT))
 }
 
 /// What a conditional write requires of the current record.
@@ -270,6 +277,15 @@ pub struct HintTally {
     pub bytes: u64,
 }
 
+/// A page of hints: the readable ones, the ids of those that cannot be
+/// decoded (kept, skipped, logged), and where the next page starts.
+#[derive(Debug, Default)]
+pub struct HintPage {
+    pub hints: Vec<(HintId, Hint)>,
+    pub corrupt: Vec<HintId>,
+    pub next: Option<HintId>,
+}
+
 #[derive(Default, Clone)]
 struct HintState {
     next_seq: u64,
@@ -307,10 +323,15 @@ pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
     hints: Arc<Mutex<HintState>>,
+    /// When the last reopen was tried (reopens are retried at most once per
+    /// [`REOPEN_RETRY`]).
+    last_reopen: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 /// How long a reopen waits for in-flight readers of the old handle.
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Least time between two attempts to reopen the database.
+const REOPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bytes available to unprivileged writers on the file system holding `dir`.
 fn free_bytes(dir: &Path) -> Option<u64> {
@@ -426,6 +447,7 @@ impl Store {
             dir: dir.to_path_buf(),
             options,
             hints: Arc::default(),
+            last_reopen: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
         store.load_hint_tallies()?;
@@ -442,21 +464,31 @@ impl Store {
     }
 
     /// Replaces the handle after a full disk (redb refuses every later write
-    /// on a handle that saw an I/O error): waits for readers of the old
-    /// handle, then opens the file again.
+    /// on a handle that saw an I/O error): takes the old handle out (readers
+    /// meanwhile get an error at once instead of waiting), waits for its
+    /// readers to finish, then opens the file again. The lock is never held
+    /// while waiting or opening. Tried at most once per [`REOPEN_RETRY`].
     fn reopen(&self) {
-        let mut slot = self.db.write().expect("db lock");
-        let Some(old) = slot.take() else { return };
-        let weak = Arc::downgrade(&old);
-        drop(old);
-        let started = std::time::Instant::now();
-        while weak.strong_count() > 0 && started.elapsed() < REOPEN_WAIT {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        {
+            let mut last = self.last_reopen.lock().expect("reopen lock");
+            if last.is_some_and(|t| t.elapsed() < REOPEN_RETRY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let old = self.db.write().expect("db lock").take();
+        if let Some(old) = old {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            let started = std::time::Instant::now();
+            while weak.strong_count() > 0 && started.elapsed() < REOPEN_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         match open_db(&self.dir, &self.options.faults) {
             Ok(db) => {
                 log::info!("reopened the database after a full disk");
-                *slot = Some(Arc::new(db));
+                *self.db.write().expect("db lock") = Some(Arc::new(db));
             }
             Err(e) => log::error!("reopening the database failed: {e}; retrying at the next write"),
         }
@@ -690,15 +722,15 @@ impl Store {
     }
 
     /// The oldest hints for `target` after the id `after`, with their ids: at
-    /// most `max_items`, and no more than about `max_bytes` of encoded hints
-    /// (at least one).
+    /// most `max_items`, and no more than `max_bytes` once sent as records
+    /// (each counted as [`crate::limits::record_wire_bytes`]; at least one).
     pub fn hints_for(
         &self,
         target: &str,
         after: Option<&[u8]>,
         max_items: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(HintId, Hint)>, StoreError> {
+    ) -> Result<HintPage, StoreError> {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(HINTS)?;
         let prefix = hint_prefix(target);
@@ -708,21 +740,31 @@ impl Store {
             }
             _ => table.range::<&[u8]>(prefix.as_slice()..)?,
         };
-        let mut out = Vec::new();
+        let mut page = HintPage::default();
         let mut bytes = 0;
-        for entry in iter {
+        for (seen, entry) in iter.enumerate() {
             let (k, v) = entry?;
-            if !k.value().starts_with(&prefix) || out.len() >= max_items {
+            if !k.value().starts_with(&prefix) || seen >= max_items {
                 break;
             }
-            let len = v.value().len();
-            if !out.is_empty() && bytes + len > max_bytes {
+            // The stored hint holds key and value plus 30 bytes of header:
+            // what it adds to a frame is at most this.
+            let len = v.value().len() + crate::limits::RECORD_OVERHEAD;
+            if seen > 0 && bytes + len > max_bytes {
                 break;
             }
             bytes += len;
-            out.push((k.value().to_vec(), decode_hint(target, v.value())?));
+            let id = k.value().to_vec();
+            page.next = Some(id.clone());
+            match decode_hint(target, v.value()) {
+                Ok(h) => page.hints.push((id, h)),
+                Err(e) => {
+                    log::error!("a stored hint for {target} cannot be decoded: {e}");
+                    page.corrupt.push(id);
+                }
+            }
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// Hints held per target node.

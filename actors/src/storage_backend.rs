@@ -3,6 +3,12 @@
 //! `sync_data` first honours `fsync_delay_ms` and fails with `EIO` while
 //! `fail_fsync` is set. With no fault file both are off and the wrapper costs
 //! one atomic load per fsync.
+//!
+//! An fsync that fails is an I/O failure whatever its errno: after it the
+//! page cache may hold a commit that never reached the disk, so it must not
+//! be mistaken for "disk full, nothing stored". An `ENOSPC` from fsync (NFS,
+//! thin provisioning, delayed allocation) is reported without its errno so
+//! the store treats it as fatal.
 
 use crate::faults::Faults;
 use redb::backends::FileBackend;
@@ -46,7 +52,9 @@ impl StorageBackend for FaultyFileBackend {
         if self.faults.fsync_fails() {
             return Err(std::io::Error::from_raw_os_error(EIO));
         }
-        self.inner.sync_data()
+        self.inner
+            .sync_data()
+            .map_err(|e| std::io::Error::other(format!("fsync failed: {e}")))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {

@@ -184,14 +184,17 @@ fn hints_survive_reopen_in_order_and_delete_by_id() {
     }
     let s = Store::open(dir.path(), "n1", true).unwrap();
     assert_eq!(s.hint_tallies()["n2"].count, 2);
-    let h = s.hints_for("n2", None, 10, usize::MAX).unwrap();
+    let h = s.hints_for("n2", None, 10, usize::MAX).unwrap().hints;
     assert_eq!(h.len(), 2);
     assert_eq!(h[0].1.key, key_bytes(1));
     assert_eq!(h[1].1.record.version, Version::new(2, 1));
     assert_eq!(h[0].1.stored_ms, 1001);
     // Ids assigned after a reopen never collide with the old ones.
     apply(&s, &[hint("n2", 4, 4)]);
-    assert_eq!(s.hints_for("n2", None, 10, usize::MAX).unwrap().len(), 3);
+    assert_eq!(
+        s.hints_for("n2", None, 10, usize::MAX).unwrap().hints.len(),
+        3
+    );
     let ids = vec![h[0].0.clone(), h[1].0.clone()];
     assert_eq!(
         apply(&s, &[Mutation::DeleteHints(ids.clone())]),
@@ -201,11 +204,14 @@ fn hints_survive_reopen_in_order_and_delete_by_id() {
         apply(&s, &[Mutation::DeleteHints(ids)]),
         vec![WriteOutcome::Done { changed: false }]
     );
-    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap();
+    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap().hints;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.key, key_bytes(4));
     assert_eq!(s.hint_tallies()["n2"].count, 1);
-    assert_eq!(s.hints_for("n3", None, 10, usize::MAX).unwrap().len(), 1);
+    assert_eq!(
+        s.hints_for("n3", None, 10, usize::MAX).unwrap().hints.len(),
+        1
+    );
 }
 
 #[test]
@@ -229,6 +235,7 @@ fn hints_beyond_the_bound_drop_the_oldest_not_the_new() {
     let keys: Vec<_> = s
         .hints_for("n2", None, 10, usize::MAX)
         .unwrap()
+        .hints
         .into_iter()
         .map(|(_, h)| h.key)
         .collect();
@@ -336,7 +343,7 @@ fn a_hint_larger_than_the_bound_is_kept() {
         stored_ms: 1,
     });
     assert_eq!(apply(&s, &[big])[0], WriteOutcome::Hinted { dropped: 1 });
-    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap();
+    let left = s.hints_for("n2", None, 10, usize::MAX).unwrap().hints;
     assert_eq!(left.len(), 1, "the big hint stays, the older one made room");
     assert_eq!(left[0].1.key, key_bytes(2));
 }
@@ -493,12 +500,18 @@ fn hint_pages_are_bounded_in_bytes() {
     let s = Store::open(dir.path(), "n1", false).unwrap();
     let batch: Vec<_> = (0..10).map(|i| hint("n2", i, i as u64 + 1)).collect();
     apply(&s, &batch);
-    let one = s.hints_for("n2", None, 100, 1).unwrap();
+    let one = s.hints_for("n2", None, 100, 1).unwrap().hints;
     assert_eq!(one.len(), 1, "at least one, even over the budget");
-    let some = s.hints_for("n2", None, 100, 100).unwrap();
+    let some = s.hints_for("n2", None, 100, 600).unwrap().hints;
     assert!(some.len() > 1 && some.len() < 10, "{}", some.len());
-    assert_eq!(s.hints_for("n2", None, 3, usize::MAX).unwrap().len(), 3);
-    let rest = s.hints_for("n2", Some(&one[0].0), 100, usize::MAX).unwrap();
+    assert_eq!(
+        s.hints_for("n2", None, 3, usize::MAX).unwrap().hints.len(),
+        3
+    );
+    let rest = s
+        .hints_for("n2", Some(&one[0].0), 100, usize::MAX)
+        .unwrap()
+        .hints;
     assert_eq!(rest.len(), 9, "the cursor skips what was already read");
 }
 
@@ -527,4 +540,89 @@ fn a_failed_fsync_is_a_fatal_io_error() {
         s.get(&key_bytes(1)).unwrap().unwrap().value.unwrap(),
         &b"a"[..]
     );
+}
+
+/// Regression (review of 05): pages were filled by stored size, and the
+/// batch they became was larger on the wire than the smallest frame allowed.
+#[test]
+fn a_page_of_hints_always_fits_in_a_frame() {
+    use crate::limits::{batch_budget, BACKGROUND_BATCH_ITEMS, MAX_KEY_BYTES};
+    use crate::wire::{encode_frame, Frame, Request, WireRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    let max_value = 1 << 20;
+    // The smallest frame the configuration accepts for this value limit.
+    let max_frame = max_value + MAX_KEY_BYTES + crate::limits::FRAME_OVERHEAD;
+    for (count, value_len) in [(5000usize, 222usize), (50, 40_000), (3, max_value)] {
+        let batch: Vec<_> = (0..count)
+            .map(|i| {
+                Mutation::Hint(Hint {
+                    target: "n2".into(),
+                    key: Bytes::from(format!("key-{i}")),
+                    record: Record::value(Version::new(1, 1), Bytes::from(vec![1u8; value_len])),
+                    stored_ms: 1,
+                })
+            })
+            .collect();
+        apply(&s, &batch);
+        let mut after: Option<HintId> = None;
+        loop {
+            let page = s
+                .hints_for(
+                    "n2",
+                    after.as_deref(),
+                    BACKGROUND_BATCH_ITEMS,
+                    batch_budget(max_frame),
+                )
+                .unwrap();
+            let Some(next) = page.next else { break };
+            after = Some(next);
+            let items = page
+                .hints
+                .into_iter()
+                .map(|(_, h)| (h.key, WireRecord::from(h.record)))
+                .collect();
+            let frame = Frame::Request {
+                id: u64::MAX,
+                body: Request::WriteBatch { items },
+            };
+            encode_frame(&frame, max_frame).expect("the page fits in a frame");
+        }
+        let ids: Vec<HintId> = s
+            .hints_for("n2", None, usize::MAX, usize::MAX)
+            .unwrap()
+            .hints
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        apply(&s, &[Mutation::DeleteHints(ids)]);
+    }
+}
+
+/// Regression (review of 05): one undecodable hint failed the whole page,
+/// so nothing else was ever replayed to its target.
+#[test]
+fn a_corrupt_hint_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    apply(&s, &[hint("n2", 1, 1), hint("n2", 2, 2), hint("n2", 3, 3)]);
+    let ids: Vec<HintId> = s
+        .hints_for("n2", None, 10, usize::MAX)
+        .unwrap()
+        .hints
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    {
+        let tx = s.db().unwrap().begin_write().unwrap();
+        tx.open_table(HINTS)
+            .unwrap()
+            .insert(ids[1].as_slice(), [1u8, 2].as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let page = s.hints_for("n2", None, 10, usize::MAX).unwrap();
+    assert_eq!(page.hints.len(), 2);
+    assert_eq!(page.corrupt, vec![ids[1].clone()]);
+    assert_eq!(page.next.as_ref(), Some(&ids[2]));
 }

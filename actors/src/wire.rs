@@ -43,8 +43,10 @@ pub const MAX_ITEMS: usize = 16_384;
 pub const MAX_TREE_INDICES: usize = 1 << MAX_DEPTH;
 /// Most members one gossip message may carry.
 pub const MAX_MEMBERS: usize = 1024;
-/// Longest node id, cluster name or error message accepted from a peer.
+/// Longest node id or cluster name accepted from a peer.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest error message sent to a peer.
+pub const MAX_ERROR_BYTES: usize = 512;
 
 /// Request ids are chosen by the dialer and unique per connection.
 pub type RequestId = u64;
@@ -288,6 +290,30 @@ impl Request {
         }
     }
 
+    /// Upper bound of the answer's size on the wire, known before the
+    /// request is served: `max_value` is the value limit, `page` the byte
+    /// budget of pages (answers that page clamp to it, but always carry at
+    /// least one record). The server reserves this much before it serves a
+    /// request, so the answers a session holds are bounded in bytes.
+    pub fn max_response_bytes(&self, max_value: usize, page: usize) -> usize {
+        const SMALL: usize = MAX_ERROR_BYTES + 256;
+        let one_record = record_wire_bytes(MAX_KEY_BYTES, max_value);
+        SMALL
+            + match self {
+                Request::Read { .. } => one_record,
+                Request::Write { .. } | Request::StoreHint { .. } | Request::PurgeMany { .. } => 0,
+                Request::WriteBatch { items } => items.len() * 5,
+                Request::Gossip { .. } => gossip_answer_bytes(MAX_MEMBERS),
+                Request::TreeHashes { indices, .. } => indices.len() * 9,
+                Request::LeafVersions { max_bytes, .. } => {
+                    (*max_bytes as usize).clamp(1, page) + MAX_KEY_BYTES + 64
+                }
+                Request::ReadMany { max_bytes, .. } => {
+                    (*max_bytes as usize).clamp(1, page).max(one_record)
+                }
+            }
+    }
+
     /// Upper bound of this request's size on the wire (without framing).
     pub fn wire_bytes(&self) -> usize {
         match self {
@@ -311,6 +337,11 @@ impl Request {
                 .sum(),
         }
     }
+}
+
+/// Upper bound of a gossip answer carrying `members` entries.
+pub fn gossip_answer_bytes(members: usize) -> usize {
+    members * (3 * MAX_NAME_BYTES + 128)
 }
 
 fn check_key(k: &[u8]) -> Result<(), String> {
@@ -490,11 +521,17 @@ pub enum Response {
 }
 
 impl Response {
+    /// An error answer; the message is cut to [`MAX_ERROR_BYTES`].
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Response::Error {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_BYTES {
+            let mut at = MAX_ERROR_BYTES;
+            while !message.is_char_boundary(at) {
+                at -= 1;
+            }
+            message.truncate(at);
         }
+        Response::Error { code, message }
     }
 }
 

@@ -272,3 +272,77 @@ fn wire_bytes_bounds_the_encoded_size() {
         "encoded {actual} > estimate {estimate} + overhead"
     );
 }
+
+/// The answer a server reserves room for is never smaller than the largest
+/// answer it could build.
+#[test]
+fn worst_case_answers_fit_their_reservation() {
+    let max_value = 1000;
+    let page = 4000;
+    let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
+    let biggest = WireRecord {
+        ts: u64::MAX,
+        node: u64::MAX,
+        value: Some(Bytes::from(vec![0u8; max_value])),
+    };
+    let encoded = |body: Response| {
+        encode_body(&Frame::Response { id: u64::MAX, body })
+            .unwrap()
+            .len()
+    };
+    let read = Request::Read { key: key.clone() };
+    let answer = Response::Read {
+        record: Some(biggest.clone()),
+    };
+    assert!(encoded(answer) <= read.max_response_bytes(max_value, page));
+    let many = Request::ReadMany {
+        keys: vec![key.clone(); 3],
+        max_bytes: 1,
+    };
+    let answer = Response::Records {
+        items: vec![(key.clone(), Some(biggest.clone()))],
+    };
+    assert!(encoded(answer) <= many.max_response_bytes(max_value, page));
+    let name = "x".repeat(MAX_NAME_BYTES);
+    let members: Vec<MemberState> = (0..MAX_MEMBERS)
+        .map(|_| MemberState {
+            id: name.clone(),
+            http_addr: name.clone(),
+            peer_addr: name.clone(),
+            generation: u64::MAX,
+            heartbeat: u64::MAX,
+            wall_ms: u64::MAX,
+            ring_epoch: u64::MAX,
+        })
+        .collect();
+    let gossip = Request::Gossip { members: vec![] };
+    assert!(encoded(Response::Gossip { members }) <= gossip.max_response_bytes(max_value, page));
+    let hashes = Request::TreeHashes {
+        session: 1,
+        epoch: 1,
+        depth: 10,
+        level: 10,
+        indices: vec![0; 1024],
+    };
+    let answer = Response::Hashes {
+        hashes: vec![u64::MAX; 1024],
+    };
+    assert!(encoded(answer) <= hashes.max_response_bytes(max_value, page));
+    let batch = Request::WriteBatch {
+        items: vec![(key.clone(), biggest.clone()); 100],
+    };
+    let answer = Response::Batch {
+        applied: u32::MAX,
+        refused: (0..100).map(|i| u32::MAX - i).collect(),
+    };
+    assert!(encoded(answer) <= batch.max_response_bytes(max_value, page));
+    let err = Response::error(ErrorCode::Internal, "é".repeat(2000));
+    assert!(
+        encoded(err)
+            <= Request::Write {
+                key,
+                record: biggest
+            }
+            .max_response_bytes(max_value, page)
+    );
+}

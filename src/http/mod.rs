@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod error;
+pub mod fuzzing;
 pub mod kv;
 pub mod request;
 

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Generous deadline for anything that depends on gossip, failure detection,
 /// hint replay or repair (the test machine is small and noisy).
-const SLOW: Duration = Duration::from_secs(30);
+pub const SLOW: Duration = Duration::from_secs(30);
 
 fn unquoted(etag: &str) -> &str {
     etag.trim_matches('"')
 }
 
 /// `status` of member `target` in `observer`'s `/v1/cluster`.
-fn status_of(c: &Cluster, observer: usize, target: &str) -> Value {
+pub fn status_of(c: &Cluster, observer: usize, target: &str) -> Value {
     member(&c.cluster_status(observer), target).clone()
 }
 
 /// Waits until `observer` reports `target` as `status`; answers its entry.
-fn wait_member(c: &Cluster, observer: usize, target: &str, status: &str) -> Value {
+pub fn wait_member(c: &Cluster, observer: usize, target: &str, status: &str) -> Value {
     let what = format!("n{} reports {target} {status}", observer + 1);
     c.wait_until(SLOW, &what, || {
         let m = status_of(c, observer, target);
@@ -37,7 +37,7 @@ fn wait_member(c: &Cluster, observer: usize, target: &str, status: &str) -> Valu
 
 /// Waits until `observer` sees node `target` up at the generation `target`
 /// itself reports (gossip from it arrived); answers that generation.
-fn wait_converged(c: &Cluster, observer: usize, target: usize) -> u64 {
+pub fn wait_converged(c: &Cluster, observer: usize, target: usize) -> u64 {
     let id = c.node(target).id.clone();
     let what = format!("n{} sees {id} up at its current generation", observer + 1);
     c.wait_until(SLOW, &what, || {
@@ -55,7 +55,7 @@ fn wait_converged(c: &Cluster, observer: usize, target: usize) -> u64 {
 }
 
 /// Hints for `target` pending on each of `holders`.
-fn pending_hints(c: &Cluster, holders: &[usize], target: &str) -> Vec<u64> {
+pub fn pending_hints(c: &Cluster, holders: &[usize], target: &str) -> Vec<u64> {
     holders
         .iter()
         .map(|&i| {
@@ -67,7 +67,7 @@ fn pending_hints(c: &Cluster, holders: &[usize], target: &str) -> Vec<u64> {
 }
 
 /// Waits until no node of `holders` keeps hints for `target`.
-fn wait_hints_drained(c: &Cluster, holders: &[usize], target: &str) {
+pub fn wait_hints_drained(c: &Cluster, holders: &[usize], target: &str) {
     c.wait_until(SLOW, &format!("hints for {target} drain"), || {
         let p = pending_hints(c, holders, target);
         if p.iter().all(|&n| n == 0) {
@@ -80,7 +80,7 @@ fn wait_hints_drained(c: &Cluster, holders: &[usize], target: &str) {
 
 /// PUTs every `(key, value)` at `level`, spread over `bases` (round robin) and
 /// `threads` threads; panics listing the writes that were not acknowledged.
-fn write_all(bases: &[String], items: &[(String, String)], level: &str, threads: usize) {
+pub fn write_all(bases: &[String], items: &[(String, String)], level: &str, threads: usize) {
     let items = Arc::new(items.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -114,21 +114,21 @@ fn write_all(bases: &[String], items: &[(String, String)], level: &str, threads:
 }
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64
 }
 
-fn counter(status: &Value, section: &str, name: &str) -> u64 {
+pub fn counter(status: &Value, section: &str, name: &str) -> u64 {
     status[section][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no {section}.{name} in {status}"))
 }
 
 /// The value of `ringkv_<name>_total` in `/metrics`.
-fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
+pub fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
     let text = c.node(i).client().get("/metrics").text();
     let prefix = format!("ringkv_{name}_total ");
     text.lines()

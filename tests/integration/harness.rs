@@ -153,6 +153,12 @@ impl ClusterSpec {
         self
     }
 
+    /// Gives every node a fault file (`faults-<id>.txt` beside the config;
+    /// see [`Node::set_faults`]).
+    pub fn with_fault_files(self) -> Self {
+        self.section_toml("testing", "fault_file = \"faults-{node}.txt\"")
+    }
+
     /// Shifts node `index`'s wall clock by `ms` (test-only `clock_offset_ms`).
     pub fn clock_offset(mut self, index: usize, ms: i64) -> Self {
         self.clock_offsets[index] = ms;
@@ -586,6 +592,30 @@ impl Node {
     /// An HTTP client for this node.
     pub fn client(&self) -> Client {
         Client::new(self.base_url())
+    }
+
+    /// Writes the node's fault file (the node re-reads it within 100 ms; see
+    /// the engine's `faults` module). Needs [`ClusterSpec::with_fault_files`].
+    pub fn set_faults(&self, text: &str) {
+        let dir = self.config_path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(format!("faults-{}.txt", self.id));
+        let tmp = dir.join(format!(".faults-{}.tmp", self.id));
+        fs::write(&tmp, text).expect("write fault file");
+        fs::rename(&tmp, &path).expect("install fault file");
+        // Let the node's 100 ms poll see it.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Resident memory of the running process in bytes (from /proc).
+    pub fn rss_bytes(&mut self) -> u64 {
+        let pid = self.pid().expect("rss: node is not running");
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc status")
     }
 
     /// Everything the node printed so far (all runs).

@@ -10,11 +10,17 @@
 //! * [`peer_protocol`]: raw TCP on the peer port
 //! * [`faults`]: hinted handoff, pauses, anti-entropy, read repair, tombstone
 //!   GC, clock skew, liveness
+//! * [`bounded`]: values at the size limit through every background path,
+//!   peers killed mid-transfer or never reading, a full write queue, a failed
+//!   fsync, clock steps across restarts, SIGTERM while peers misbehave
+//! * [`hostile`]: forged hellos, gossip and clock samples on the peer port
 
+mod bounded;
 mod cluster;
 mod crash;
 mod faults;
 mod harness;
+mod hostile;
 mod kv;
 mod peer_protocol;
 mod startup;

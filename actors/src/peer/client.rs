@@ -74,6 +74,9 @@ struct LinkState {
     background: VecDeque<Outgoing>,
     background_in_flight: usize,
     last_rx: Instant,
+    /// When the first foreground frame written since anything last arrived
+    /// went out (the watchdog's measure of silence).
+    unanswered_since: Option<Instant>,
 }
 
 /// The shared state of one remote node's connection.
@@ -121,6 +124,7 @@ impl PeerClient {
                 background: VecDeque::new(),
                 background_in_flight: 0,
                 last_rx: Instant::now(),
+                unanswered_since: None,
             }),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -179,7 +183,11 @@ impl PeerClient {
             Ok(Ok(Ok(Response::Error { code, message }))) => Err(PeerError::Remote {
                 peer: link.node.clone(),
                 code,
-                message,
+                // Cut to the limit this side sends, whatever the peer sent.
+                message: match Response::error(code, message) {
+                    Response::Error { message, .. } => message,
+                    _ => String::new(),
+                },
             }),
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PeerError::ConnectionLost {
@@ -296,6 +304,11 @@ impl Link {
     fn complete(&self, id: RequestId, body: Response) {
         let mut st = self.lock();
         st.last_rx = Instant::now();
+        st.unanswered_since = None;
+        // An answer to a request we have not written yet is a lie: ignore it.
+        if st.pending.get(&id).is_none_or(|p| p.written.is_none()) {
+            return;
+        }
         let Some(p) = st.pending.remove(&id) else {
             return;
         };
@@ -321,6 +334,7 @@ impl Link {
             st.foreground_bytes -= o.bytes.len();
             if let Some(p) = st.pending.get_mut(&o.id) {
                 p.written = Some(now);
+                st.unanswered_since.get_or_insert(now);
                 return Ok(Some(o.bytes));
             }
         }
@@ -342,6 +356,7 @@ impl Link {
         st.opened += 1;
         st.conn = st.opened;
         st.last_rx = Instant::now();
+        st.unanswered_since = None;
         self.connected.store(true, Ordering::Relaxed);
         st.conn
     }
@@ -369,18 +384,16 @@ impl Link {
         }
     }
 
-    /// Whether foreground calls have waited past the silence limit while
-    /// nothing arrived.
+    /// Whether a foreground request went out more than the silence limit
+    /// ago and nothing at all arrived since (its caller may have given up
+    /// already: its deadline is shorter than the limit).
     fn is_silent(&self, conn: u64) -> bool {
         let st = self.lock();
-        if st.conn != conn || st.last_rx.elapsed() < SILENCE_LIMIT {
-            return false;
-        }
-        st.pending
-            .values()
-            .filter(|p| !p.background)
-            .filter_map(|p| p.written)
-            .any(|t| t.elapsed() >= SILENCE_LIMIT)
+        st.conn == conn
+            && st.last_rx.elapsed() >= SILENCE_LIMIT
+            && st
+                .unanswered_since
+                .is_some_and(|t| t.elapsed() >= SILENCE_LIMIT)
     }
 }
 

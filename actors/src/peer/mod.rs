@@ -51,8 +51,6 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
 /// TCP keepalive idle time and probe interval.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
-/// Deadline of background calls (hint replay, anti-entropy, GC).
-pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Calls waiting for an answer on one connection.
 pub const MAX_PENDING_CALLS: usize = 8192;
@@ -64,8 +62,11 @@ pub const MAX_QUEUED_BACKGROUND: usize = 64;
 /// behind more than this many background frames.
 pub const MAX_BACKGROUND_IN_FLIGHT: usize = 1;
 
-/// Sessions a listener serves at once.
+/// Connections a listener serves at once, hellos included.
 pub const MAX_SESSIONS: usize = 64;
+/// Connections that have not finished their hello, at once (each is closed
+/// after [`HELLO_TIMEOUT`]); beyond, a new connection is closed at once.
+pub const MAX_HANDSHAKES: usize = 16;
 /// Sessions one member may hold at once; a newer one closes the oldest.
 pub const MAX_SESSIONS_PER_MEMBER: usize = 4;
 /// Requests one session serves concurrently; more wait unread in the socket.
@@ -74,8 +75,11 @@ pub const MAX_SESSION_IN_FLIGHT: usize = 256;
 pub const SESSION_REQUEST_BYTES: usize = 64 << 20;
 /// Bytes of requests all sessions together may have in flight.
 pub const NODE_REQUEST_BYTES: usize = 256 << 20;
-/// Bytes of responses one session may have queued, not yet written.
-pub const SESSION_RESPONSE_BYTES: usize = 64 << 20;
+/// Bytes of answers one session may hold (being built or waiting to be
+/// written), counted by each request's worst case before it is served.
+pub const SESSION_RESPONSE_BYTES: usize = 128 << 20;
+/// Bytes of answers all sessions together may hold.
+pub const NODE_RESPONSE_BYTES: usize = 512 << 20;
 
 /// What both sides of a peer connection need to know.
 #[derive(Clone, Debug)]
@@ -101,6 +105,10 @@ impl PeerSettings {
 
     pub(crate) fn session_response_bytes(&self) -> usize {
         SESSION_RESPONSE_BYTES.max(2 * self.max_frame)
+    }
+
+    pub(crate) fn node_response_bytes(&self) -> usize {
+        NODE_RESPONSE_BYTES.max(4 * self.max_frame)
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {

@@ -9,15 +9,22 @@
 //! the request's id, in any order.
 //!
 //! Bounds, so no peer — slow, broken or hostile — can exhaust the node:
-//! * at most [`MAX_SESSIONS`] sessions; a connection beyond is closed at once;
-//!   at most [`MAX_SESSIONS_PER_MEMBER`] per member id (a newer one closes
-//!   the oldest, so a member that reconnects is never locked out);
+//! * at most [`MAX_HANDSHAKES`] connections still in their hello, and at
+//!   most [`MAX_SESSIONS`] in all; a connection beyond either is closed at
+//!   once; at most [`MAX_SESSIONS_PER_MEMBER`] per member id (a newer one
+//!   closes the oldest, so a member that reconnects is never locked out);
+//! * a request frame's bytes are reserved from the budgets below as soon as
+//!   its 4-byte length is read, before its body is read or any memory is set
+//!   aside for it;
 //! * per session, at most [`MAX_SESSION_IN_FLIGHT`] requests and
 //!   `session_request_bytes` of request frames in flight, and node-wide
 //!   `node_request_bytes`: past them the session stops reading its socket
 //!   (back pressure), it does not buffer;
-//! * per session, at most `session_response_bytes` of answers waiting to be
-//!   written; a peer that stops reading is closed after [`WRITE_STALL`];
+//! * answers are bounded before they exist: each request reserves its
+//!   answer's worst case ([`Request::max_response_bytes`]) from the session's
+//!   and the node's answer budgets before it is served, and keeps it until
+//!   the answer is written, so a peer that stops reading stops being served
+//!   once its budget is held; it is closed after [`super::WRITE_STALL`];
 //! * an answer that would not fit in a frame is replaced by an error answer,
 //!   never sent oversized and never the cause of a closed connection.
 //!
@@ -25,17 +32,22 @@
 
 use super::client::write_stalling;
 use super::handshake::{accept, tune, FrameReader, FrameWriter};
-use super::{PeerSettings, MAX_SESSIONS, MAX_SESSIONS_PER_MEMBER, MAX_SESSION_IN_FLIGHT};
-use crate::wire::{encode_frame, CodecError, ErrorCode, Frame, Received, Request, Response};
+use super::{
+    PeerSettings, MAX_HANDSHAKES, MAX_SESSIONS, MAX_SESSIONS_PER_MEMBER, MAX_SESSION_IN_FLIGHT,
+};
+use crate::wire::{
+    decode_body, encode_frame, gossip_answer_bytes, CodecError, ErrorCode, Frame, Request, Response,
+};
 use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 use futures_util::future::LocalBoxFuture;
-use futures_util::StreamExt;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, ReadHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -45,6 +57,8 @@ pub trait Dispatch: 'static {
     fn dispatch(&self, from: Rc<str>, request: Request) -> LocalBoxFuture<'static, Response>;
 }
 
+/// Bytes read from a socket at a time, at most.
+const READ_CHUNK: usize = 64 << 10;
 /// Refused connections logged at warning level per second at most (the
 /// rest at debug level, counted in the next warning).
 const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
@@ -58,7 +72,9 @@ struct Shared {
     settings: Arc<PeerSettings>,
     dispatch: Rc<dyn Dispatch>,
     sessions: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
     node_bytes: Arc<Semaphore>,
+    node_answers: Arc<Semaphore>,
     by_member: RefCell<SessionsByMember>,
     next_session: Cell<u64>,
     /// Start of the current one-second window, refusals logged in it, and
@@ -74,12 +90,15 @@ pub struct PeerServer {
 impl PeerServer {
     pub fn new(settings: Arc<PeerSettings>, dispatch: Rc<dyn Dispatch>) -> Self {
         let node_bytes = Arc::new(Semaphore::new(settings.node_request_bytes()));
+        let node_answers = Arc::new(Semaphore::new(settings.node_response_bytes()));
         PeerServer {
             shared: Rc::new(Shared {
                 settings,
                 dispatch,
                 sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
                 node_bytes,
+                node_answers,
                 by_member: RefCell::default(),
                 next_session: Cell::new(1),
                 refusals: Cell::new((None, 0, 0)),
@@ -97,10 +116,14 @@ impl PeerServer {
                         self.shared.refused(from, "too many peer sessions");
                         continue;
                     };
+                    let Ok(hello) = self.shared.handshakes.clone().try_acquire_owned() else {
+                        self.shared.refused(from, "too many hellos in progress");
+                        continue;
+                    };
                     tune(&stream);
                     let shared = self.shared.clone();
                     tokio::task::spawn_local(async move {
-                        session(shared, Box::new(stream), from).await;
+                        session(shared, Box::new(stream), from, hello).await;
                         drop(permit);
                     });
                 }
@@ -176,11 +199,19 @@ struct Budgets {
     response_total: usize,
 }
 
-async fn session(shared: Rc<Shared>, stream: super::handshake::PeerStream, addr: SocketAddr) {
-    let (from, reader, writer) = match accept(stream, &shared.settings).await {
+async fn session(
+    shared: Rc<Shared>,
+    stream: super::handshake::PeerStream,
+    addr: SocketAddr,
+    hello: OwnedSemaphorePermit,
+) {
+    let accepted = accept(stream, &shared.settings).await;
+    drop(hello);
+    let (from, reader, writer) = match accepted {
         Ok(x) => x,
         Err(why) => return shared.refused(addr, &why),
     };
+    let reader = RequestReader::new(reader, shared.settings.max_frame);
     let (kill_tx, kill_rx) = oneshot::channel();
     let id = shared.register(&from, kill_tx);
     log::debug!("peer session from {from} at {addr} opened");
@@ -190,7 +221,7 @@ async fn session(shared: Rc<Shared>, stream: super::handshake::PeerStream, addr:
         response_bytes: Arc::new(Semaphore::new(shared.settings.session_response_bytes())),
         response_total: shared.settings.session_response_bytes(),
     });
-    let (out_tx, out_rx) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
+    let (out_tx, out_rx) = mpsc::channel::<Answer>(MAX_SESSION_IN_FLIGHT);
     let from: Rc<str> = Rc::from(from.as_str());
     let why = tokio::select! {
         why = read_requests(&shared, &budgets, from.clone(), reader, out_tx) => why,
@@ -211,25 +242,84 @@ fn permits(len: usize, budget: usize) -> u32 {
     len.clamp(1, budget).min(u32::MAX as usize) as u32
 }
 
+/// An encoded answer and the budget it holds until it is written.
+type Answer = (Bytes, [OwnedSemaphorePermit; 2]);
+
+/// Reads request frames one at a time: the length first, then — once the
+/// caller reserved room for it — exactly that many bytes.
+struct RequestReader {
+    io: ReadHalf<super::handshake::PeerStream>,
+    buf: BytesMut,
+    max: usize,
+}
+
+impl RequestReader {
+    /// Takes over the hello reader, with anything it had already buffered.
+    fn new(reader: FrameReader, max: usize) -> Self {
+        let parts = reader.into_parts();
+        RequestReader {
+            io: parts.io,
+            buf: parts.read_buf,
+            max,
+        }
+    }
+
+    /// Reads until `n` bytes are buffered; `false` at the end of the stream.
+    async fn fill(&mut self, n: usize) -> std::io::Result<bool> {
+        while self.buf.len() < n {
+            self.buf.reserve((n - self.buf.len()).min(READ_CHUNK));
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next frame's length; `None` on a clean end between frames.
+    async fn length(&mut self) -> Result<Option<usize>, String> {
+        if !self.fill(4).await.map_err(|e| e.to_string())? {
+            return if self.buf.is_empty() {
+                Ok(None)
+            } else {
+                Err("closed in the middle of a frame".into())
+            };
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max {
+            return Err(format!(
+                "frame of {len} bytes exceeds the {}-byte limit",
+                self.max
+            ));
+        }
+        Ok(Some(len))
+    }
+
+    /// The frame whose length [`RequestReader::length`] answered.
+    async fn frame(&mut self, len: usize) -> Result<Frame, String> {
+        if !self.fill(4 + len).await.map_err(|e| e.to_string())? {
+            return Err("closed in the middle of a frame".into());
+        }
+        self.buf.advance(4);
+        let body = self.buf.split_to(len);
+        decode_body(&body).map_err(|e| e.to_string())
+    }
+}
+
 async fn read_requests(
     shared: &Rc<Shared>,
     budgets: &Rc<Budgets>,
     from: Rc<str>,
-    mut reader: FrameReader,
-    out: mpsc::Sender<(Bytes, OwnedSemaphorePermit)>,
+    mut reader: RequestReader,
+    out: mpsc::Sender<Answer>,
 ) -> String {
     let settings = &shared.settings;
     loop {
-        let (id, body, len) = match reader.next().await {
-            None => return CLEAN_CLOSE.into(),
-            Some(Err(e)) => return e.to_string(),
-            Some(Ok(Received {
-                frame: Frame::Request { id, body },
-                len,
-            })) => (id, body, len),
-            Some(Ok(_)) => return "the peer sent a frame other than a request".into(),
+        let len = match reader.length().await {
+            Ok(Some(len)) => len,
+            Ok(None) => return CLEAN_CLOSE.into(),
+            Err(why) => return why,
         };
-        // Back pressure: wait for room before reading the next frame.
+        // Back pressure: wait for room before reading the frame's body.
         let Ok(slot) = budgets.in_flight.clone().acquire_owned().await else {
             return "session closed".into();
         };
@@ -245,6 +335,34 @@ async fn read_requests(
             .node_bytes
             .clone()
             .acquire_many_owned(permits(len, settings.node_request_bytes()))
+            .await
+        else {
+            return "node closing".into();
+        };
+        let (id, body) = match reader.frame(len).await {
+            Ok(Frame::Request { id, body }) => (id, body),
+            Ok(_) => return "the peer sent a frame other than a request".into(),
+            Err(why) => return why,
+        };
+        // The answer's worst case, reserved before the request is served.
+        let page = crate::limits::batch_budget(settings.max_frame);
+        let worst = match body {
+            // Our answer carries the configured members only.
+            Request::Gossip { .. } => gossip_answer_bytes(settings.members.len()) + 1024,
+            _ => body.max_response_bytes(settings.max_value, page),
+        };
+        let Ok(answer_bytes) = budgets
+            .response_bytes
+            .clone()
+            .acquire_many_owned(permits(worst, budgets.response_total))
+            .await
+        else {
+            return "session closed".into();
+        };
+        let Ok(node_answer_bytes) = shared
+            .node_answers
+            .clone()
+            .acquire_many_owned(permits(worst, settings.node_response_bytes()))
             .await
         else {
             return "node closing".into();
@@ -268,16 +386,16 @@ async fn read_requests(
             };
             drop((session_bytes, node_bytes));
             let bytes = encode_response(id, response, max, &from, kind);
-            let budget = permits(bytes.len(), budgets.response_total);
-            let Ok(permit) = budgets
-                .response_bytes
-                .clone()
-                .acquire_many_owned(budget)
-                .await
-            else {
+            if bytes.len() > worst {
+                log::error!(
+                    "a {kind} answer of {} bytes exceeds its reserved {worst} bytes",
+                    bytes.len()
+                );
+            }
+            if budgets.response_bytes.is_closed() {
                 return;
-            };
-            let _ = out.send((bytes, permit)).await;
+            }
+            let _ = out.send((bytes, [answer_bytes, node_answer_bytes])).await;
             drop(slot);
         });
     }
@@ -308,10 +426,7 @@ fn encode_response(id: u64, body: Response, max: usize, from: &str, kind: &str) 
     }
 }
 
-async fn write_responses(
-    mut writer: FrameWriter,
-    mut rx: mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>,
-) -> String {
+async fn write_responses(mut writer: FrameWriter, mut rx: mpsc::Receiver<Answer>) -> String {
     while let Some((bytes, _permit)) = rx.recv().await {
         if let Err(why) = write_stalling(&mut writer, &bytes).await {
             return why;

@@ -393,3 +393,25 @@ async fn a_member_reconnecting_closes_its_oldest_session_beyond_the_cap() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Review of 05: with calls' deadlines shorter than the silence limit, the
+/// watchdog never saw a call old enough and a dead connection stayed.
+#[actix::test]
+async fn a_silent_connection_is_replaced() {
+    let (addr, conn) = silent_peer().await;
+    let c = client_of(addr, 1 << 20).await;
+    let _conn = conn.await.unwrap();
+    let err = c
+        .call(read("x"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Timeout { .. }), "{err}");
+    let started = Instant::now();
+    while c.is_connected() {
+        assert!(
+            started.elapsed() < SILENCE_LIMIT + Duration::from_secs(3),
+            "the silent connection was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,218 @@
+//! Hostile peers on the peer port (step 05, before peers authenticate): a
+//! process that knows the cluster name cannot make a node ignore a member,
+//! grow its member table, feed it clock samples, or exhaust its sessions.
+
+use crate::faults::{status_of, wait_converged, SLOW};
+use crate::harness::{kv_at, Cluster, ClusterSpec, Poll};
+use ringkv_actors::wire::{
+    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response,
+    PROTOCOL_VERSION,
+};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::codec::Decoder;
+
+/// A raw peer connection that said hello as `id`.
+struct Raw {
+    s: TcpStream,
+    buf: bytes::BytesMut,
+    codec: FrameCodec,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr, id: &str) -> Raw {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let hello = Frame::Hello(Hello {
+            cluster: "itest".into(),
+            protocol: PROTOCOL_VERSION,
+            node_id: id.into(),
+        });
+        s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();
+        let mut raw = Raw {
+            s,
+            buf: bytes::BytesMut::new(),
+            codec: FrameCodec::new(16 << 20),
+        };
+        match raw.next() {
+            Some(Frame::Hello(_)) => raw,
+            other => panic!("no hello back: {other:?}"),
+        }
+    }
+
+    fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(Received { frame, .. }) = self.codec.decode(&mut self.buf).unwrap() {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn call(&mut self, id: u64, body: Request) -> Response {
+        let f = Frame::Request { id, body };
+        self.s
+            .write_all(&encode_frame(&f, 16 << 20).unwrap())
+            .unwrap();
+        match self.next() {
+            Some(Frame::Response { id: got, body }) if got == id => body,
+            other => panic!("no response to {id}: {other:?}"),
+        }
+    }
+}
+
+fn entry(id: &str, generation: u64, heartbeat: u64, wall_ms: u64) -> MemberState {
+    MemberState {
+        id: id.into(),
+        http_addr: "6.6.6.6:1".into(),
+        peer_addr: "6.6.6.6:2".into(),
+        generation,
+        heartbeat,
+        wall_ms,
+        ring_epoch: 0,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
+    let text = c.node(i).client().get("/metrics").text();
+    let prefix = format!("ringkv_{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}"))
+}
+
+/// Regression (05 finding 8): gossip for n2 with `generation = u64::MAX`
+/// made every node ignore n2 forever; fake members could be injected until
+/// a gossip frame overflowed; fake clock samples made a healthy node refuse
+/// writes as "ahead". All of it over one connection that says it is n2.
+#[test]
+fn forged_gossip_changes_nothing_that_matters() {
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
+    c.wait_replicas_reachable();
+    let generation = wait_converged(&c, 0, 1);
+    let mut raw = Raw::connect(c.node(0).peer_addr, "n2");
+    let mut members = vec![
+        entry("n2", u64::MAX, 1, now_ms() + 3_600_000),
+        entry("n3", 1, u64::MAX, now_ms() + 3_600_000),
+        entry("n1", u64::MAX, u64::MAX, 0),
+    ];
+    members.extend((0..500).map(|i| entry(&format!("fake-{i}"), 1, 1, 0)));
+    for id in 1..=20 {
+        match raw.call(
+            id,
+            Request::Gossip {
+                members: members.clone(),
+            },
+        ) {
+            Response::Gossip { members } => {
+                assert!(
+                    members.len() == 3,
+                    "the answer carries {} members",
+                    members.len()
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(metric(&c, 0, "gossip_refused") >= 20 * 500);
+    let status = c.cluster_status(0);
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+    assert_eq!(status["clock"]["ahead_of_cluster"], false, "{status}");
+    assert_eq!(status["clock"]["cluster_offset_ms"], 0, "{status}");
+    // n2 keeps being seen at its real generation, and up.
+    std::thread::sleep(Duration::from_secs(3));
+    let n2 = status_of(&c, 0, "n2");
+    assert_eq!(n2["generation"], generation, "{n2}");
+    assert_eq!(n2["status"], "up", "{n2}");
+    let r = c
+        .node(0)
+        .client()
+        .put(&kv_at("after-forgery", Some("all")), b"x");
+    assert_eq!(r.status, 201, "{r}");
+}
+
+/// A hint for a target that is not another member is refused (it would sit
+/// unreplayable forever), and nothing is stored.
+#[test]
+fn hints_for_strangers_are_refused() {
+    let mut c = Cluster::start(ClusterSpec::fast(2, 2));
+    c.wait_replicas_reachable();
+    let mut raw = Raw::connect(c.node(0).peer_addr, "n2");
+    for (id, target) in [(1, "stranger"), (2, "n1"), (3, "n2\0x")] {
+        let r = raw.call(
+            id,
+            Request::StoreHint {
+                target: target.into(),
+                key: bytes::Bytes::from_static(b"k"),
+                record: ringkv_actors::wire::WireRecord {
+                    ts: 1 << 20,
+                    node: 1,
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                },
+            },
+        );
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ringkv_actors::wire::ErrorCode::Invalid,
+                    ..
+                }
+            ),
+            "{target:?}: {r:?}"
+        );
+    }
+    assert_eq!(c.cluster_status(0)["hints"]["pending"], 0);
+}
+
+/// More connections than the session cap are closed at once; the real peers
+/// keep working.
+#[test]
+fn a_connection_flood_is_capped() {
+    let mut c = Cluster::start(ClusterSpec::fast(2, 2));
+    c.wait_replicas_reachable();
+    let addr = c.node(0).peer_addr;
+    // Idle connections that never say hello, far beyond the cap.
+    let conns: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(conns.len() > 64);
+    let r = c
+        .node(0)
+        .client()
+        .put(&kv_at("during-flood", Some("all")), b"x");
+    assert_eq!(r.status, 201, "{r}");
+    let log = c.wait_until(SLOW, "the flood is refused", || {
+        let log = c.node(0).log();
+        if log.contains("too many hellos in progress") {
+            Poll::Ready(log)
+        } else {
+            Poll::Pending(String::new())
+        }
+    });
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("refused a peer connection"))
+        .count();
+    assert!(warnings < 150, "{warnings} warnings for one flood");
+    // The hello timeout frees the slots the flood held: a member can say
+    // hello again while the flood's sockets are still open.
+    std::thread::sleep(Duration::from_secs(3));
+    let _member = Raw::connect(addr, "n2");
+    drop(conns);
+    let r = c.node(1).client().put(&kv_at("after-flood", Some("all")), b"y");
+    assert_eq!(r.status, 201, "{r}");
+}
