@@ -190,7 +190,7 @@ impl Default for HintsSection {
     fn default() -> Self {
         HintsSection {
             enabled: true,
-            sloppy_quorum: true,
+            sloppy_quorum: false,
             max_per_node: 100_000,
             max_bytes_per_node: 256 << 20,
             max_age_ms: 3 * 3600 * 1000,

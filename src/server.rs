@@ -94,6 +94,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         hint_limits: HintLimits {
             max_count: cfg.hints.max_per_node,
             max_bytes: cfg.hints.max_bytes_per_node,
+            // With sloppy quorum a hint can be an acknowledged write's only
+            // second copy: a full hint store refuses instead of dropping.
+            evict: !(cfg.hints.enabled && cfg.hints.sloppy_quorum),
         },
         min_free_bytes: cfg.storage.min_free_bytes,
         faults: faults.clone(),
@@ -123,6 +126,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     ));
     if let Some(ceiling) = store.clock_ceiling_ms()? {
         hlc.restore(ceiling);
+    }
+    if cfg.nodes.len() > 1 {
+        hlc.require_vouching();
     }
     let grace = cfg.repair.tombstone_grace_ms;
     let repairing = match store.last_alive_ms()? {
@@ -188,14 +194,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         view,
     ));
 
-    let hint_age = cfg.hints.max_age_ms.min(grace);
+    let hint_age = cfg.hints.max_age_ms;
     let max_frame = cfg.cluster.max_frame_bytes;
     let background = cfg.background_timeout();
-    let (hint_local, hint_peers, hint_live) = (local.clone(), peers.clone(), liveness.clone());
+    let hint_core = core.clone();
     let hints = HintActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
-        HintActor::new(
-            hint_local, hint_peers, hint_live, hint_age, max_frame, background,
-        )
+        HintActor::new(hint_core, hint_age, max_frame, background)
     });
     let repair_service = RepairService::new(
         core.clone(),
@@ -289,10 +293,15 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Re-reads the test-only fault file every [`POLL_INTERVAL`].
+/// Applies the test-only fault file now, then re-reads it every
+/// [`POLL_INTERVAL`].
 fn watch_faults(file: PathBuf, faults: Arc<Faults>) {
+    let first = std::fs::read_to_string(&file).unwrap_or_default();
+    for bad in faults.apply(&first) {
+        log::warn!("fault file {}: ignoring '{bad}'", file.display());
+    }
     actix_rt::spawn(async move {
-        let mut last = String::new();
+        let mut last = first;
         loop {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if text != last {
@@ -401,6 +410,7 @@ fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState 
         heartbeat: 0,
         wall_ms: 0,
         ring_epoch: 0,
+        hints_floor: 0,
     }
 }
 
@@ -436,6 +446,8 @@ fn start_gossip(
     let interval = Duration::from_millis(cfg.gossip.interval_ms);
     let metrics = local.stats.clone();
     let hlc = local.hlc.clone();
+    let store = local.store.clone();
+    let hints_floor: ringkv_actors::gossip::HintFloor = Arc::new(move || store.hints_floor());
     GossipActor::start_in_arbiter(&arbiter.handle(), move |_| {
         GossipActor::new(GossipSetup {
             me,
@@ -448,6 +460,7 @@ fn start_gossip(
             clock,
             hlc,
             interval,
+            hints_floor,
         })
     })
 }

@@ -308,6 +308,18 @@ impl RepairService {
         .map_err(|e| StoreError::Engine(format!("tree build task: {e}")))?
     }
 
+    /// Per peer, the root of our tree over the ranges we share with it: two
+    /// replicas agree on those ranges exactly when their roots are equal
+    /// (`GET /v1/admin/merkle`; the chaos suite's convergence check).
+    pub async fn shared_roots(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for peer in self.core.view().peers.ids() {
+            let tree = self.build_tree(self.shared_ranges(&peer)).await?;
+            out.push((peer, tree.root()));
+        }
+        Ok(out)
+    }
+
     // ------------------------------------------------------------------
     // Responder
     // ------------------------------------------------------------------

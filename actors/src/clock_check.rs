@@ -2,31 +2,156 @@
 //! gossip measured. Pure.
 //!
 //! Every gossip answer carries the answering peer's wall clock in its own
-//! entry, so each exchange this node started measures one peer's offset (its
-//! clock minus ours; network delay on a LAN is far below the allowed drift).
-//! Offsets are measured only on exchanges this node started, to the address
-//! the configuration names: a process that merely connects to us cannot feed
-//! us clock samples.
+//! entry, so each exchange this node started measures one peer's offset —
+//! its clock minus ours at the moment it answered, estimated as our clock at
+//! the middle of the round trip (Cristian's method). A sample whose round
+//! trip took longer than [`MAX_SAMPLE_RTT_MS`] is discarded: an answer held
+//! up by a paused peer or a congested link would make its clock look behind
+//! by the delay. Offsets are measured only on exchanges this node started,
+//! to the address the configuration names: a process that merely connects to
+//! us cannot feed us clock samples.
 //!
-//! When fewer than half of the members (counting this node) agree with our
-//! clock within the allowed drift, our clock is the outlier, and the median
-//! offset of the others is the cluster's time as far as we can tell.
+//! The decision ([`decide`]) uses the samples younger than
+//! [`MAX_SAMPLE_AGE_MS`], whatever the peers' liveness now: when fewer than
+//! half of the members (counting this node) agree with our clock within the
+//! allowed drift, our clock is the outlier and the median offset of the
+//! others is the cluster's time. When too few fresh samples exist to decide
+//! (a partition cut us off from the majority), the previous correction is
+//! kept: a lagging node in a minority does not forget how far it lags.
+//!
+//! A step of the wall clock at runtime (someone set the time, a VM resumed)
+//! is seen locally, without waiting for gossip, by comparing the wall clock
+//! with the monotonic clock ([`StepDetector`]); until the next decision with
+//! a fresh majority, the node cannot vouch for its clock and refuses to
+//! coordinate writes.
+
+/// Samples whose round trip took longer than this are discarded (ms).
+pub const MAX_SAMPLE_RTT_MS: u64 = 500;
+/// Samples older than this no longer count (ms).
+pub const MAX_SAMPLE_AGE_MS: u64 = 60_000;
+/// A change of (wall − monotonic) beyond this is a step of the wall clock (ms).
+pub const STEP_TOLERANCE_MS: i64 = 1_000;
+
+/// One peer's clock offset (its clock minus ours, ms) and when we measured it
+/// (our monotonic ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub offset_ms: i64,
+    pub at_mono_ms: u64,
+}
+
+/// The offset of a peer whose wall clock read `peer_wall_ms` when it
+/// answered an exchange we sent at `sent_wall_ms` and got back `rtt_ms`
+/// later; `None` when the round trip was too slow to trust.
+pub fn sample_offset(peer_wall_ms: u64, sent_wall_ms: u64, rtt_ms: u64) -> Option<i64> {
+    if rtt_ms > MAX_SAMPLE_RTT_MS {
+        return None;
+    }
+    let ours = i128::from(sent_wall_ms) + i128::from(rtt_ms / 2);
+    let offset = i128::from(peer_wall_ms) - ours;
+    Some(offset.clamp(i128::from(-i64::MAX), i128::from(i64::MAX)) as i64)
+}
+
+/// What the samples say about our clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The offset to add to our clock to get the cluster's time.
+    pub offset_ms: i64,
+    /// Whether a majority of the members (counting us) had fresh samples:
+    /// only then does the decision vouch for our clock.
+    pub fresh_majority: bool,
+}
+
+/// Decides the cluster offset from the peers' samples at monotonic time
+/// `now_mono_ms`, in a cluster of `members` (us included); `current` is the
+/// correction in force, kept when the fresh samples are too few.
+pub fn decide(
+    samples: &[Sample],
+    members: usize,
+    max_drift_ms: i64,
+    now_mono_ms: u64,
+    current: i64,
+) -> Decision {
+    let fresh: Vec<i64> = samples
+        .iter()
+        .filter(|s| now_mono_ms.saturating_sub(s.at_mono_ms) <= MAX_SAMPLE_AGE_MS)
+        .map(|s| s.offset_ms)
+        .collect();
+    if (fresh.len() + 1) * 2 <= members {
+        return Decision {
+            offset_ms: current,
+            fresh_majority: false,
+        };
+    }
+    Decision {
+        offset_ms: cluster_offset(&fresh, max_drift_ms),
+        fresh_majority: true,
+    }
+}
 
 /// The offset (ms) to add to our clock to get the cluster's time: 0 when our
 /// clock agrees with at least half of the members (counting us), else the
-/// median of the live peers' offsets.
-pub fn cluster_offset(live_offsets: &[i64], max_drift_ms: i64) -> i64 {
-    let agree = live_offsets
+/// median of the peers' offsets.
+pub fn cluster_offset(offsets: &[i64], max_drift_ms: i64) -> i64 {
+    let agree = offsets
         .iter()
         .filter(|o| o.unsigned_abs() <= max_drift_ms.unsigned_abs())
         .count();
-    let outlier = (agree + 1) * 2 < live_offsets.len() + 1;
+    let outlier = (agree + 1) * 2 < offsets.len() + 1;
     if !outlier {
         return 0;
     }
-    let mut sorted = live_offsets.to_vec();
+    let mut sorted = offsets.to_vec();
     sorted.sort_unstable();
     sorted[sorted.len() / 2]
+}
+
+/// Notices steps of the wall clock by watching `wall − monotonic`, which
+/// only slow rate corrections (NTP slewing) move otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct StepDetector {
+    baseline_ms: i64,
+    stepped: bool,
+}
+
+impl StepDetector {
+    pub fn new(wall_ms: u64, mono_ms: u64) -> Self {
+        StepDetector {
+            baseline_ms: diff(wall_ms, mono_ms),
+            stepped: false,
+        }
+    }
+
+    /// Not vouched for yet: stays "stepped" until the first
+    /// [`StepDetector::rebase`] (a node with peers, before gossip measured
+    /// its clock).
+    pub fn unvouched(wall_ms: u64, mono_ms: u64) -> Self {
+        StepDetector {
+            stepped: true,
+            ..Self::new(wall_ms, mono_ms)
+        }
+    }
+
+    /// Looks at the clocks now; answers whether the wall clock has stepped
+    /// since the baseline (it stays stepped until [`StepDetector::rebase`]).
+    pub fn check(&mut self, wall_ms: u64, mono_ms: u64) -> bool {
+        let moved = diff(wall_ms, mono_ms).saturating_sub(self.baseline_ms);
+        if moved.unsigned_abs() > STEP_TOLERANCE_MS.unsigned_abs() {
+            self.stepped = true;
+        }
+        self.stepped
+    }
+
+    /// A fresh majority vouched for the clock: this is the new baseline.
+    pub fn rebase(&mut self, wall_ms: u64, mono_ms: u64) {
+        self.baseline_ms = diff(wall_ms, mono_ms);
+        self.stepped = false;
+    }
+}
+
+fn diff(wall_ms: u64, mono_ms: u64) -> i64 {
+    (i128::from(wall_ms) - i128::from(mono_ms)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+        as i64
 }
 
 #[cfg(test)]
@@ -48,6 +173,7 @@ mod tests {
     fn extreme_offsets_do_not_overflow() {
         assert_eq!(cluster_offset(&[i64::MIN, i64::MIN], 5_000), i64::MIN);
         assert_eq!(cluster_offset(&[i64::MIN, 0, 1], 5_000), 0);
+        assert_eq!(sample_offset(u64::MAX, 0, 0), Some(i64::MAX));
     }
 
     #[test]
@@ -57,5 +183,62 @@ mod tests {
             60_005
         );
         assert_eq!(cluster_offset(&[-120_000, -119_000], 5_000), -119_000);
+    }
+
+    /// Issue 06 finding 6: an answer delayed by a pause made a healthy node
+    /// believe it was seconds ahead.
+    #[test]
+    fn slow_round_trips_are_not_samples() {
+        assert_eq!(sample_offset(10_000, 10_000, 100), Some(-50));
+        assert_eq!(sample_offset(10_000, 3_000, 7_000), None);
+    }
+
+    fn s(offset_ms: i64, at_mono_ms: u64) -> Sample {
+        Sample {
+            offset_ms,
+            at_mono_ms,
+        }
+    }
+
+    /// Issue 06 finding 6: a node at −60 s split into the minority logged
+    /// "agrees with the cluster again" and coordinated writes 60 s in the
+    /// past.
+    #[test]
+    fn a_minority_keeps_its_correction() {
+        // Five members; we lag by 60 s and all four peers told us so.
+        let all = [s(60_000, 0), s(60_010, 0), s(59_990, 0), s(60_005, 0)];
+        let d = decide(&all, 5, 5_000, 1_000, 0);
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: 60_005,
+                fresh_majority: true
+            }
+        );
+        // Split: only one peer (of our minority) still answers; the majority's
+        // samples age out.
+        let later = [s(60_000, 0), s(60_010, 0), s(59_990, 0), s(60_003, 100_000)];
+        let d = decide(&later, 5, 5_000, 100_000, 60_005);
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: 60_005,
+                fresh_majority: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_step_of_the_wall_clock_is_noticed_until_rebased() {
+        let mut d = StepDetector::new(1_000_000, 50);
+        assert!(!d.check(1_000_950, 1_000), "time passing is no step");
+        assert!(d.check(1_060_000, 1_100), "a minute forward");
+        assert!(
+            d.check(1_000_100, 1_150),
+            "stays stepped even when set back"
+        );
+        d.rebase(1_000_200, 1_200);
+        assert!(!d.check(1_000_300, 1_300));
+        assert!(d.check(940_000, 1_400), "a minute back");
     }
 }

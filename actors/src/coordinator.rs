@@ -110,8 +110,12 @@ enum Ack {
     Direct { node: String, replaced_live: bool },
     /// `holder` stored it as a hint for the replica, which failed for `why`.
     Hinted { holder: String, why: String },
-    /// The replica holds a newer (or equal) version.
-    Superseded { node: String, current: Version },
+    /// The replica holds a newer (or equal) version (`tombstone`: a delete).
+    Superseded {
+        node: String,
+        current: Version,
+        tombstone: bool,
+    },
     /// Neither the replica nor a hint holder took it; `definite`: certainly
     /// not applied anywhere; `disk_full`: the replica refused for a full disk.
     Failed {
@@ -193,9 +197,11 @@ impl NodeCore {
             } => Ok(WriteOutcome::Applied { replaced_live }),
             Response::Write {
                 superseded: Some((ts, tag)),
+                superseded_tombstone,
                 ..
             } => Ok(WriteOutcome::Superseded {
                 current: Version::new(ts, tag),
+                tombstone: superseded_tombstone,
             }),
             _ => Err(unexpected(node, "write")),
         }
@@ -422,6 +428,15 @@ impl NodeCore {
         precondition: Precondition,
         consistency: Consistency,
     ) -> Result<WriteResult> {
+        if self.hlc.stepped() {
+            Metrics::add(&self.local.stats.clock_refusals, 1);
+            return Err(Error::ClockSkew(
+                "this node cannot vouch for its clock yet (it just started, or its wall clock \
+                 stepped): it coordinates writes once gossip has measured it against the \
+                 cluster (within a few rounds) — send the request to another node"
+                    .into(),
+            ));
+        }
         if self.hlc.is_ahead_of_cluster() {
             Metrics::add(&self.local.stats.clock_refusals, 1);
             return Err(Error::ClockSkew(format!(
@@ -433,7 +448,9 @@ impl NodeCore {
             )));
         }
         if precondition == Precondition::None {
-            return self.write_versioned(key, value, None, consistency).await;
+            return self
+                .write_versioned(key, value, None, None, consistency)
+                .await;
         }
         let _guard = self.key_lock(&key).lock().await;
         let current = self.read(&key, consistency).await?;
@@ -442,26 +459,31 @@ impl NodeCore {
                 current: current.filter(|r| !r.is_tombstone()).map(|r| r.version),
             });
         }
+        let floor = current.as_ref().map(|r| r.version);
         let mut result = self
-            .write_versioned(key, value, current.as_ref().map(|r| r.version), consistency)
+            .write_versioned(key, value, floor, Some(precondition), consistency)
             .await?;
         result.created = current.is_none_or(|r| r.is_tombstone());
         Ok(result)
     }
 
+    /// Writes above `floor`. A replica holding a newer version makes the
+    /// write retry above it once — unless the write is conditional and the
+    /// newer version breaks its condition: then it answers 412 when no
+    /// attempt can have been applied anywhere, and 503 `indeterminate`
+    /// otherwise (the condition lost a race; it must not win anyway).
     async fn write_versioned(
         self: &Arc<Self>,
         key: Bytes,
         value: Option<Bytes>,
         mut floor: Option<Version>,
+        precondition: Option<Precondition>,
         consistency: Consistency,
     ) -> Result<WriteResult> {
         let view = self.view();
-        if self.replication.n == 1 && view.ring.primary(&key) == Some(self.node_id.as_str()) {
-            return self.write_single(key, value, floor, consistency).await;
-        }
         let walk: Vec<String> = view.ring.walk(&key).map(String::from).collect();
         let n = self.replication.n.min(walk.len());
+        let single = n == 1 && walk.first().map(String::as_str) == Some(self.node_id.as_str());
         let plan = WritePlan {
             need: consistency.required(n, self.replication.w),
             view,
@@ -480,85 +502,118 @@ impl NodeCore {
                 Err(e) => return Err(after(e, maybe_applied)),
             };
             let op = write_op(&key, &value, version);
-            match self
-                .write_attempt(&plan, op, attempt == MAX_WRITE_ATTEMPTS)
-                .await
-            {
+            // On the last attempt of an unconditional write, a replica
+            // holding a newer version took a concurrent later write: ours is
+            // ordered before it (last write wins) and that replica durably
+            // holds what supersedes it, so it counts as an acknowledgement.
+            let superseded_acks = attempt == MAX_WRITE_ATTEMPTS && precondition.is_none();
+            let outcome = if single {
+                self.write_single(op, superseded_acks, consistency).await
+            } else {
+                self.write_attempt(&plan, op, superseded_acks).await
+            };
+            match outcome {
                 Ok(mut result) => {
                     result.version = version;
                     return Ok(result);
                 }
                 Err(Attempt::Superseded {
                     newest,
+                    tombstone,
                     maybe_applied: maybe,
                 }) => {
-                    floor = Some(newest);
                     maybe_applied |= maybe;
+                    if let Some(p) = precondition {
+                        if !p.holds_for(newest, tombstone) {
+                            if maybe_applied {
+                                return Err(Error::Unavailable {
+                                    consistency,
+                                    required: need,
+                                    received: 0,
+                                    errors: vec![format!(
+                                        "a concurrent write ({newest}) broke the condition after \
+                                         this write may have been applied on some replicas"
+                                    )],
+                                    indeterminate: true,
+                                });
+                            }
+                            return Err(Error::PreconditionFailed {
+                                current: (!tombstone).then_some(newest),
+                            });
+                        }
+                    }
+                    floor = Some(newest);
                 }
                 Err(Attempt::Failed(e)) => return Err(after(e, maybe_applied)),
             }
         }
-        Err(Error::Internal(
-            "the last write attempt answered Superseded".into(),
+        Err(after(
+            Error::Unavailable {
+                consistency,
+                required: need,
+                received: 0,
+                errors: vec!["every attempt met a newer version".into()],
+                indeterminate: true,
+            },
+            maybe_applied,
         ))
     }
 
-    /// A write whose only replica is this node (N = 1): no tasks, no hints.
+    /// One attempt of a write whose only replica is this node (N = 1): no
+    /// tasks, no hints.
     async fn write_single(
         &self,
-        key: Bytes,
-        value: Option<Bytes>,
-        mut floor: Option<Version>,
+        op: WriteOp,
+        superseded_acks: bool,
         consistency: Consistency,
-    ) -> Result<WriteResult> {
-        for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let version = self.new_version(floor).await?;
-            let op = write_op(&key, &value, version);
-            let replaced_live = match self.local.write(op).await {
-                Ok(WriteOutcome::Applied { replaced_live }) => replaced_live,
-                // See `write_attempt`: on the last attempt a newer version is
-                // a concurrent later write.
-                Ok(WriteOutcome::Superseded { .. }) if attempt == MAX_WRITE_ATTEMPTS => true,
-                Ok(WriteOutcome::Superseded { current }) => {
-                    floor = Some(current);
-                    continue;
-                }
-                Ok(other) => return Err(Error::Internal(format!("unexpected outcome {other:?}"))),
-                Err(e @ (StoreError::DiskFull(_) | StoreError::Overloaded(_))) => {
-                    return Err(e.into())
-                }
-                Err(e) => {
-                    // A commit that failed for an I/O error, or whose task
-                    // died, may have reached the disk.
-                    let definite = matches!(
-                        e,
-                        StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotServing(_)
-                    );
-                    return Err(Error::Unavailable {
-                        consistency,
-                        required: 1,
-                        received: 0,
-                        errors: vec![format!("{}: {e}", self.node_id)],
-                        indeterminate: !definite,
-                    });
-                }
-            };
-            return Ok(WriteResult {
-                version,
-                created: !replaced_live,
-                hinted: 0,
-            });
-        }
-        Err(Error::Internal(
-            "the last write attempt answered Superseded".into(),
-        ))
+    ) -> std::result::Result<WriteResult, Attempt> {
+        let version = op.record.version;
+        let replaced_live = match self.local.write(op).await {
+            Ok(WriteOutcome::Applied { replaced_live }) => replaced_live,
+            Ok(WriteOutcome::Superseded { .. }) if superseded_acks => true,
+            Ok(WriteOutcome::Superseded { current, tombstone }) => {
+                return Err(Attempt::Superseded {
+                    newest: current,
+                    tombstone,
+                    maybe_applied: false,
+                })
+            }
+            Ok(other) => {
+                return Err(Attempt::Failed(Error::Internal(format!(
+                    "unexpected outcome {other:?}"
+                ))))
+            }
+            Err(e @ (StoreError::DiskFull(_) | StoreError::Overloaded(_))) => {
+                return Err(Attempt::Failed(e.into()))
+            }
+            Err(e) => {
+                // A commit that failed for an I/O error, or whose task died,
+                // may have reached the disk.
+                let definite = matches!(
+                    e,
+                    StoreError::Invalid(_) | StoreError::Corrupt(_) | StoreError::NotServing(_)
+                );
+                return Err(Attempt::Failed(Error::Unavailable {
+                    consistency,
+                    required: 1,
+                    received: 0,
+                    errors: vec![format!("{}: {e}", self.node_id)],
+                    indeterminate: !definite,
+                }));
+            }
+        };
+        Ok(WriteResult {
+            version,
+            created: !replaced_live,
+            hinted: 0,
+        })
     }
 
     async fn write_attempt(
         self: &Arc<Self>,
         plan: &WritePlan,
         op: WriteOp,
-        last_attempt: bool,
+        superseded_acks: bool,
     ) -> std::result::Result<WriteResult, Attempt> {
         let WritePlan {
             view,
@@ -614,33 +669,41 @@ impl NodeCore {
         }
         drop(tx);
         let (mut holders_acked, mut hinted_holders) = (HashSet::new(), HashSet::new());
-        let (mut replaced_live, mut newest) = (false, None::<Version>);
+        let (mut replaced_live, mut newest) = (false, None::<(Version, bool)>);
         let mut errors = Vec::new();
         let (mut disk_full, mut failed) = (0, 0);
-        let mut all_definite = true;
+        // Whether this attempt may be stored somewhere: an acknowledgement,
+        // a hint (replayed later even when it does not count), or a failure
+        // whose effect is unknown.
+        let mut maybe_applied = false;
         while let Some(ack) = rx.recv().await {
             match ack {
                 Ack::Direct {
                     node,
                     replaced_live: r,
                 } => {
+                    maybe_applied = true;
                     replaced_live |= r;
                     hinted_holders.remove(&node);
                     holders_acked.insert(node);
                 }
                 Ack::Hinted { holder, why } => {
+                    maybe_applied = true;
                     errors.push(format!("{why} (hint stored at {holder})"));
                     if self.replication.sloppy_quorum && holders_acked.insert(holder.clone()) {
                         hinted_holders.insert(holder);
                     }
                 }
-                // On the last attempt, a replica holding a newer version took
-                // a concurrent later write: ours is ordered before it (last
-                // write wins), and the replica durably holds what supersedes it.
-                Ack::Superseded { node, .. } if last_attempt => {
+                Ack::Superseded { node, .. } if superseded_acks => {
                     holders_acked.insert(node);
                 }
-                Ack::Superseded { current, .. } => newest = newest.max(Some(current)),
+                Ack::Superseded {
+                    current, tombstone, ..
+                } => {
+                    if newest.is_none_or(|(v, _)| current > v) {
+                        newest = Some((current, tombstone));
+                    }
+                }
                 Ack::Failed {
                     why,
                     definite,
@@ -648,7 +711,7 @@ impl NodeCore {
                 } => {
                     failed += 1;
                     disk_full += usize::from(full);
-                    all_definite &= definite;
+                    maybe_applied |= !definite;
                     errors.push(why);
                 }
             }
@@ -660,13 +723,14 @@ impl NodeCore {
                 });
             }
         }
-        if let Some(v) = newest {
+        if let Some((v, tombstone)) = newest {
             return Err(Attempt::Superseded {
                 newest: v,
-                maybe_applied: !holders_acked.is_empty() || !all_definite,
+                tombstone,
+                maybe_applied,
             });
         }
-        if disk_full > 0 && disk_full == failed && holders_acked.is_empty() {
+        if disk_full > 0 && disk_full == failed && !maybe_applied {
             return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
         }
         Err(Attempt::Failed(Error::Unavailable {
@@ -674,7 +738,7 @@ impl NodeCore {
             required: need,
             received: holders_acked.len(),
             errors,
-            indeterminate: !holders_acked.is_empty() || !all_definite,
+            indeterminate: maybe_applied,
         }))
     }
 
@@ -697,7 +761,7 @@ impl NodeCore {
                         replaced_live,
                     }
                 }
-                Ok(WriteOutcome::Superseded { current }) => {
+                Ok(WriteOutcome::Superseded { current, tombstone }) => {
                     if let Err(e) = self.hlc.check_drift(current) {
                         // Do not chase a runaway clock's version.
                         Metrics::add(&self.local.stats.clock_refusals, 1);
@@ -710,6 +774,7 @@ impl NodeCore {
                     return Ack::Superseded {
                         node: target.to_string(),
                         current,
+                        tombstone,
                     };
                 }
                 Ok(other) => {
@@ -771,10 +836,11 @@ fn write_op(key: &Bytes, value: &Option<Bytes>, version: Version) -> WriteOp {
 }
 
 enum Attempt {
-    /// A replica holds `newest`; `maybe_applied`: the attempt's version may
-    /// be stored somewhere anyway.
+    /// A replica holds `newest` (`tombstone`: a delete); `maybe_applied`:
+    /// the attempt's version may be stored somewhere anyway.
     Superseded {
         newest: Version,
+        tombstone: bool,
         maybe_applied: bool,
     },
     Failed(Error),

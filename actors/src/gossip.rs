@@ -22,7 +22,7 @@
 //! Messages: [`GossipIn`] (a peer's exchange), [`ClusterStatus`] (for
 //! `GET /v1/cluster`). Timer: the gossip round.
 
-use crate::clock_check::cluster_offset;
+use crate::clock_check::{decide, sample_offset, Sample};
 use crate::failure::{DetectorConfig, FailureDetector, Status};
 use crate::membership::{Bounds, Membership, Source};
 use crate::metrics::{Job, Metrics};
@@ -39,17 +39,22 @@ pub const MIN_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Deadline of one gossip exchange, in gossip intervals.
 const EXCHANGE_TIMEOUT_ROUNDS: u32 = 5;
 
-/// Liveness of every peer as this node's failure detector sees it. Shared with
-/// coordinators, which read it on every request.
+/// Liveness of every peer as this node's failure detector sees it, and the
+/// hint floor each peer last gossiped. Shared with coordinators (which read
+/// liveness on every request) and tombstone GC (which reads the floors).
 #[derive(Debug, Default)]
-pub struct Liveness(RwLock<HashMap<String, Status>>);
+pub struct Liveness(
+    RwLock<HashMap<String, Status>>,
+    RwLock<HashMap<String, u64>>,
+);
 
 impl Liveness {
     /// Peers start `Up` so a fresh node routes to them until proven otherwise.
     pub fn new(peers: impl IntoIterator<Item = String>) -> Self {
-        Liveness(RwLock::new(
-            peers.into_iter().map(|p| (p, Status::Up)).collect(),
-        ))
+        Liveness(
+            RwLock::new(peers.into_iter().map(|p| (p, Status::Up)).collect()),
+            RwLock::default(),
+        )
     }
 
     pub fn status(&self, node: &str) -> Status {
@@ -59,6 +64,24 @@ impl Liveness {
             .get(node)
             .copied()
             .unwrap_or(Status::Up)
+    }
+
+    /// The lowest hint floor among `peers` (0 for a peer never heard from):
+    /// no peer holds a hint with an older version.
+    pub fn min_hint_floor<'a>(&self, peers: impl IntoIterator<Item = &'a str>) -> u64 {
+        let floors = self.1.read().expect("floors lock");
+        peers
+            .into_iter()
+            .map(|p| floors.get(p).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn set_floor(&self, node: &str, floor: u64) {
+        self.1
+            .write()
+            .expect("floors lock")
+            .insert(node.to_string(), floor);
     }
 
     pub fn is_down(&self, node: &str) -> bool {
@@ -116,7 +139,11 @@ pub struct GossipActor {
     interval: Duration,
     rng: u64,
     /// Per peer: its wall clock minus ours (ms), measured at its last exchange.
-    offsets: HashMap<String, i64>,
+    offsets: HashMap<String, Sample>,
+    hints_floor: HintFloor,
+    /// When we noticed our wall clock stepped (monotonic ms), until the
+    /// cluster vouches for it again.
+    step_noticed_mono: Option<u64>,
     /// The detector's time base: monotonic, immune to wall-clock steps.
     epoch: Instant,
 }
@@ -136,7 +163,12 @@ pub struct GossipSetup {
     pub clock: Arc<dyn Clock>,
     pub hlc: Arc<Hlc>,
     pub interval: Duration,
+    /// This node's hint floor now (`Store::hints_floor`).
+    pub hints_floor: HintFloor,
 }
+
+/// Reads a node's current hint floor.
+pub type HintFloor = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl GossipActor {
     pub fn new(setup: GossipSetup) -> Self {
@@ -151,6 +183,7 @@ impl GossipActor {
             clock,
             hlc,
             interval,
+            hints_floor,
         } = setup;
         let wall = clock.now_ms();
         let mut detector = FailureDetector::new(detector);
@@ -170,6 +203,8 @@ impl GossipActor {
             hlc,
             interval,
             offsets: HashMap::new(),
+            hints_floor,
+            step_noticed_mono: None,
             epoch: Instant::now(),
         }
     }
@@ -188,27 +223,62 @@ impl GossipActor {
         }
     }
 
-    /// Records `from`'s clock offset from its own entry in `view` (the
-    /// answer to an exchange we started), then decides whether our clock is
-    /// the outlier ([`cluster_offset`]).
-    fn measure_clock(&mut self, from: &str, view: &[MemberState]) {
+    /// Records `from`'s clock offset from its own entry in `view`, the
+    /// answer to an exchange we sent at wall time `sent_wall_ms` and monotonic
+    /// time `sent_mono_ms` ([`sample_offset`]).
+    fn measure_clock(
+        &mut self,
+        from: &str,
+        view: &[MemberState],
+        sent_wall_ms: u64,
+        sent_mono_ms: u64,
+    ) {
         let Some(entry) = view.iter().find(|m| m.id == from && m.wall_ms > 0) else {
             return;
         };
-        // In i128: a peer's wall clock may be any u64.
-        let offset = (i128::from(entry.wall_ms) - i128::from(self.clock.now_ms()))
-            .clamp(i128::from(-i64::MAX), i128::from(i64::MAX)) as i64;
-        self.offsets.insert(from.to_string(), offset);
+        if self.step_noticed_mono.is_some_and(|t| sent_mono_ms < t) {
+            return; // sent before our clock stepped: meaningless now
+        }
+        let now_mono = self.hlc.mono_ms();
+        let rtt = now_mono.saturating_sub(sent_mono_ms);
+        match sample_offset(entry.wall_ms, sent_wall_ms, rtt) {
+            Some(offset_ms) => {
+                self.offsets.insert(
+                    from.to_string(),
+                    Sample {
+                        offset_ms,
+                        at_mono_ms: now_mono,
+                    },
+                );
+            }
+            None => log::debug!("clock sample from {from} discarded: round trip of {rtt} ms"),
+        }
+    }
+
+    /// Decides, every round, whether our clock is the outlier
+    /// ([`crate::clock_check::decide`]), and whether the cluster vouches for it.
+    fn check_clock(&mut self) {
+        if self.hlc.stepped() && self.step_noticed_mono.is_none() {
+            log::warn!(
+                "the wall clock stepped: this node refuses to coordinate writes until gossip has \
+                 measured it against the cluster again"
+            );
+            self.offsets.clear();
+            self.step_noticed_mono = Some(self.hlc.mono_ms());
+        }
         let drift = self.hlc.max_drift_ms() as i64;
-        let live: Vec<i64> = self
-            .offsets
-            .iter()
-            .filter(|(id, _)| !self.liveness.is_down(id))
-            .map(|(_, o)| *o)
-            .collect();
-        let cluster_offset = cluster_offset(&live, drift);
+        let samples: Vec<Sample> = self.offsets.values().copied().collect();
+        let members = self.peers.ids().len() + 1;
         let before = self.hlc.cluster_offset_ms();
-        self.hlc.set_cluster_offset_ms(cluster_offset);
+        let d = decide(&samples, members, drift, self.hlc.mono_ms(), before);
+        self.hlc.set_cluster_offset_ms(d.offset_ms);
+        if d.fresh_majority {
+            if self.step_noticed_mono.take().is_some() {
+                log::info!("the cluster measured the local clock again: coordinating writes");
+            }
+            self.hlc.vouch();
+        }
+        let cluster_offset = d.offset_ms;
         if (before == 0) != (cluster_offset == 0) {
             if cluster_offset == 0 {
                 log::info!("local clock agrees with the cluster again");
@@ -253,6 +323,9 @@ impl GossipActor {
             if self.peers.contains(id) {
                 self.detector.heartbeat(id, now);
             }
+            if let Some(m) = self.membership.get(id) {
+                self.liveness.set_floor(id, m.hints_floor);
+            }
         }
         self.publish(now, &report.restarted);
     }
@@ -280,6 +353,7 @@ impl GossipActor {
         self.detector.tick(now);
         self.membership.beat();
         self.publish(now, &[]);
+        self.check_clock();
         let ids = self.peers.ids();
         if ids.is_empty() {
             self.metrics.jobs.progress(Job::Gossip);
@@ -288,9 +362,12 @@ impl GossipActor {
         let r = self.next_random();
         let pick = ids[(r % ids.len() as u64) as usize].clone();
         let peers = self.peers.clone();
-        let ours = self.membership.outgoing(self.clock.now_ms());
+        let ours = self
+            .membership
+            .outgoing(self.clock.now_ms(), (self.hints_floor)());
         let timeout = (self.interval * EXCHANGE_TIMEOUT_ROUNDS).max(MIN_EXCHANGE_TIMEOUT);
         let target = pick.clone();
+        let (sent_wall, sent_mono) = (self.clock.now_ms(), self.hlc.mono_ms());
         ctx.spawn(
             async move {
                 peers
@@ -302,7 +379,7 @@ impl GossipActor {
                 Ok(Response::Gossip { members }) => {
                     Metrics::add(&act.metrics.gossip_rounds, 1);
                     act.metrics.jobs.progress(Job::Gossip);
-                    act.measure_clock(&pick, &members);
+                    act.measure_clock(&pick, &members, sent_wall, sent_mono);
                     act.merge(&members, Source::Dialed(&pick));
                 }
                 Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),
@@ -329,7 +406,10 @@ impl Handler<GossipIn> for GossipActor {
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
         self.merge(&msg.members, Source::Accepted(&msg.from));
         self.metrics.jobs.progress(Job::Gossip);
-        MessageResult(self.membership.outgoing(self.clock.now_ms()))
+        MessageResult(
+            self.membership
+                .outgoing(self.clock.now_ms(), (self.hints_floor)()),
+        )
     }
 }
 
@@ -364,7 +444,7 @@ impl Handler<ClusterStatus> for GossipActor {
                             .map(|t| now.saturating_sub(t))
                     },
                     is_self,
-                    clock_offset_ms: self.offsets.get(&state.id).copied(),
+                    clock_offset_ms: self.offsets.get(&state.id).map(|s| s.offset_ms),
                     state,
                 }
             })

@@ -1,46 +1,53 @@
-//! Hint actor: hinted handoff — replays writes kept for a replica that was down.
+//! Hint actor: hinted handoff — delivers writes kept for a replica that was
+//! down.
 //!
 //! When a coordinator cannot reach a replica, another node stores the write in
 //! its `hints` table tagged with the intended owner (see `coordinator.rs` and
-//! [`crate::storage::Hint`]). This actor delivers them: every
-//! [`REPLAY_INTERVAL`], and at once when gossip reports a target up
-//! ([`PeerUp`]), it walks the target's hints oldest first in batches bounded
-//! in bytes ([`crate::limits::batch_budget`]: a hint near the value limit goes
-//! in a batch of its own) and count, sends each batch as one background
-//! `WriteBatch` with a deadline, and after the target acknowledged it
-//! (durably applied, last write wins) deletes exactly the hints it took.
-//! Hints the target refused (a version too far ahead of its clock) stay and
-//! are retried at the next pass; the walk goes on past them. Hint ids are
-//! never reused or rewritten, so a hint stored while a batch was in flight is
-//! never deleted unreplayed.
+//! [`crate::storage::Hint`]). This actor delivers them, every
+//! [`REPLAY_INTERVAL`] and at once when gossip reports a target up
+//! ([`PeerUp`]):
 //!
-//! A hint older than `max_age` is deleted unreplayed and counted: `max_age` is
-//! never more than the tombstone grace period, since replaying a write older
-//! than a purged tombstone could bring a deleted value back. Anti-entropy
-//! covers what such hints carried.
+//! * **Replay**, while the target is up: the target's hints, oldest first, in
+//!   batches bounded in bytes ([`crate::limits::batch_budget`]: a hint near
+//!   the value limit goes in a batch of its own) and count, each sent as one
+//!   background `WriteBatch` with a deadline; after the target acknowledged a
+//!   batch (durably applied, last write wins) exactly the hints it took are
+//!   deleted. Hints it refused (a version too far ahead of its clock) stay and
+//!   are retried at the next pass; the walk goes on past them.
+//! * **Rescue**, while the target is down: hints older than `max_age` are
+//!   delivered to another live replica of their key (this node first, if it
+//!   is one), and deleted once one took them; anti-entropy later brings them
+//!   to the target. A hint is never dropped before its write reached a live
+//!   replica: if none is reachable it is kept.
 //!
-//! One replay per target runs at a time; a replay that fails (the target went
+//! Hint ids are never reused or rewritten, so a hint stored while a batch was
+//! in flight is never deleted undelivered. Tombstone GC waits for every
+//! node's hint floor (the oldest version it holds as a hint), so a hint
+//! delivered late can never bring back a purged delete.
+//!
+//! One pass per target runs at a time; a pass that fails (the target went
 //! away, a deadline passed) ends, is counted in the `hint_replay` job's
-//! errors, and the next pass starts over. Storage reads run on the blocking
+//! errors, and the next one starts over. Storage reads run on the blocking
 //! pool, never on the peer thread. Messages: [`PeerUp`]. Timer: replay.
 
-use crate::gossip::{Liveness, PeerUp};
-use crate::limits::{batch_budget, BACKGROUND_BATCH_ITEMS};
+use crate::coordinator::NodeCore;
+use crate::gossip::PeerUp;
+use crate::limits::{batch_budget, record_wire_bytes, split_by_bytes, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::{Job, Metrics};
-use crate::peer::{PeerError, Peers};
-use crate::replica::LocalReplica;
+use crate::peer::PeerError;
+use crate::record::Record;
 use crate::storage::{Hint, HintId, HintPage, Mutation, StoreError};
 use crate::wire::{Request, Response, WireRecord};
 use actix::prelude::*;
-use std::collections::HashSet;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration as Deadline;
 use std::time::Duration;
 
 /// How often pending hints are retried.
 pub const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why a replay stopped early.
+/// Why a pass stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("storage: {0}")]
@@ -52,133 +59,178 @@ pub enum ReplayError {
 }
 
 pub struct HintActor {
-    local: LocalReplica,
-    peers: Peers,
-    liveness: Arc<Liveness>,
+    core: Arc<NodeCore>,
     max_age_ms: u64,
     budget: usize,
-    timeout: Deadline,
-    replaying: HashSet<String>,
+    timeout: Duration,
+    running: HashSet<String>,
 }
 
 impl HintActor {
     /// `max_frame`: the peer frame limit, which bounds each batch;
     /// `timeout`: the deadline of each batch.
-    pub fn new(
-        local: LocalReplica,
-        peers: Peers,
-        liveness: Arc<Liveness>,
-        max_age_ms: u64,
-        max_frame: usize,
-        timeout: Deadline,
-    ) -> Self {
+    pub fn new(core: Arc<NodeCore>, max_age_ms: u64, max_frame: usize, timeout: Duration) -> Self {
         HintActor {
-            local,
-            peers,
-            liveness,
+            core,
             max_age_ms,
             budget: batch_budget(max_frame),
             timeout,
-            replaying: HashSet::new(),
+            running: HashSet::new(),
         }
     }
 
-    fn replay(&mut self, target: String, ctx: &mut Context<Self>) {
-        if self.replaying.contains(&target)
-            || self.liveness.is_down(&target)
-            || !self.peers.contains(&target)
-        {
+    fn start(&mut self, target: String, ctx: &mut Context<Self>) {
+        if self.running.contains(&target) || !self.core.view().peers.contains(&target) {
             return;
         }
-        self.replaying.insert(target.clone());
-        let replay = Replay {
-            local: self.local.clone(),
-            peers: self.peers.clone(),
+        self.running.insert(target.clone());
+        let pass = Pass {
+            core: self.core.clone(),
             target: target.clone(),
             max_age_ms: self.max_age_ms,
             budget: self.budget,
             timeout: self.timeout,
         };
+        let up = !self.core.liveness.is_down(&target);
         ctx.spawn(
-            async move { replay.run().await }
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    act.replaying.remove(&target);
-                    let jobs = &act.local.stats.jobs;
-                    match result {
-                        Ok(0) => jobs.progress(Job::HintReplay),
-                        Ok(n) => {
-                            jobs.progress(Job::HintReplay);
-                            log::info!("replayed {n} hints to {target}");
-                        }
-                        Err(e) => {
-                            jobs.failed(Job::HintReplay, format!("{target}: {e}"));
-                            log::info!("hint replay to {target} paused: {e}");
-                        }
+            async move {
+                if up {
+                    pass.replay().await
+                } else {
+                    pass.rescue().await
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, _| {
+                act.running.remove(&target);
+                let jobs = &act.core.local.stats.jobs;
+                match result {
+                    Ok(0) => jobs.progress(Job::HintReplay),
+                    Ok(n) => {
+                        jobs.progress(Job::HintReplay);
+                        let how = if up {
+                            "replayed"
+                        } else {
+                            "handed to live replicas"
+                        };
+                        log::info!("{how} {n} hints for {target}");
                     }
-                }),
+                    Err(e) => {
+                        jobs.failed(Job::HintReplay, format!("{target}: {e}"));
+                        log::info!("hint delivery for {target} paused: {e}");
+                    }
+                }
+            }),
         );
     }
 }
 
 /// One pass over one target's hints.
-struct Replay {
-    local: LocalReplica,
-    peers: Peers,
+struct Pass {
+    core: Arc<NodeCore>,
     target: String,
     max_age_ms: u64,
     budget: usize,
-    timeout: Deadline,
+    timeout: Duration,
 }
 
-impl Replay {
-    /// Sends every hint for the target in batches; answers how many were
-    /// delivered.
-    async fn run(&self) -> Result<u64, ReplayError> {
+impl Pass {
+    /// Sends every hint to the target in batches; answers how many it took.
+    async fn replay(&self) -> Result<u64, ReplayError> {
         let mut delivered = 0;
         let mut after: Option<HintId> = None;
         loop {
             let page = self.read_page(after.clone()).await?;
-            let Some(next) = page.next else {
+            let Some(next) = page.next.clone() else {
                 return Ok(delivered);
             };
             after = Some(next);
-            if !page.corrupt.is_empty() {
-                self.local.stats.jobs.failed(
-                    Job::HintReplay,
-                    format!(
-                        "{} hints for {} cannot be decoded",
-                        page.corrupt.len(),
-                        self.target
-                    ),
-                );
-            }
-            let now = self.local.hlc.wall_ms();
-            let max_age = self.max_age_ms;
-            let (expired, live): (Vec<_>, Vec<_>) = page
-                .hints
-                .into_iter()
-                .partition(|(_, h)| now.saturating_sub(h.stored_ms) > max_age);
-            if !expired.is_empty() {
-                let n = expired.len() as u64;
-                self.delete(expired.into_iter().map(|(id, _)| id).collect())
-                    .await?;
-                Metrics::add(&self.local.stats.hints_expired, n);
-                log::warn!(
-                    "dropped {n} hints for {} older than {max_age} ms",
-                    self.target
-                );
-            }
-            if live.is_empty() {
+            self.report_corrupt(&page);
+            if page.hints.is_empty() {
                 continue;
             }
-            delivered += self.send(live).await?;
-            self.local.stats.jobs.progress(Job::HintReplay);
+            delivered += self.send_to(&self.target, page.hints).await?;
+            self.core.local.stats.jobs.progress(Job::HintReplay);
+        }
+    }
+
+    /// Hands hints older than `max_age` to another live replica of their
+    /// key; answers how many one took.
+    async fn rescue(&self) -> Result<u64, ReplayError> {
+        let mut rescued = 0;
+        let mut after: Option<HintId> = None;
+        let now = self.core.hlc.wall_ms();
+        loop {
+            let page = self.read_page(after.clone()).await?;
+            let Some(next) = page.next.clone() else {
+                return Ok(rescued);
+            };
+            after = Some(next);
+            self.report_corrupt(&page);
+            // Hints are stored in order, so the old ones come first.
+            let old: Vec<(HintId, Hint)> = page
+                .hints
+                .into_iter()
+                .take_while(|(_, h)| now.saturating_sub(h.stored_ms) > self.max_age_ms)
+                .collect();
+            if old.is_empty() {
+                return Ok(rescued);
+            }
+            let mut by_holder: BTreeMap<String, Vec<(HintId, Hint)>> = BTreeMap::new();
+            for (id, h) in old {
+                if let Some(holder) = self.live_replica(&h.key) {
+                    by_holder.entry(holder).or_default().push((id, h));
+                }
+            }
+            for (holder, hints) in by_holder {
+                let n = if holder == self.core.node_id {
+                    self.apply_here(hints).await?
+                } else {
+                    self.send_to(&holder, hints).await?
+                };
+                Metrics::add(&self.core.local.stats.hints_rescued, n);
+                rescued += n;
+            }
+            self.core.local.stats.jobs.progress(Job::HintReplay);
+        }
+    }
+
+    /// A live replica of `key` other than the target, this node first.
+    fn live_replica(&self, key: &Bytes) -> Option<String> {
+        let view = self.core.view();
+        let me = self.core.node_id.as_str();
+        let live: Vec<&str> = view
+            .ring
+            .preference_list(key, self.core.replication.n)
+            .into_iter()
+            .filter(|r| *r != self.target && (*r == me || !self.core.liveness.is_down(r)))
+            .collect();
+        if live.contains(&me) {
+            Some(me.to_string())
+        } else {
+            live.first().map(|r| r.to_string())
+        }
+    }
+
+    fn report_corrupt(&self, page: &HintPage) {
+        if !page.corrupt.is_empty() {
+            self.core.local.stats.jobs.failed(
+                Job::HintReplay,
+                format!(
+                    "{} hints for {} cannot be decoded",
+                    page.corrupt.len(),
+                    self.target
+                ),
+            );
         }
     }
 
     async fn read_page(&self, after: Option<HintId>) -> Result<HintPage, StoreError> {
-        let (store, target, budget) = (self.local.store.clone(), self.target.clone(), self.budget);
+        let (store, target, budget) = (
+            self.core.local.store.clone(),
+            self.target.clone(),
+            self.budget,
+        );
         tokio::task::spawn_blocking(move || {
             store.hints_for(&target, after.as_deref(), BACKGROUND_BATCH_ITEMS, budget)
         })
@@ -186,27 +238,62 @@ impl Replay {
         .unwrap_or_else(|e| Err(StoreError::Engine(format!("hint read task: {e}"))))
     }
 
-    /// Sends one batch; deletes the hints the target took. Answers how many.
-    async fn send(&self, live: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
-        let (ids, items): (Vec<HintId>, Vec<_>) = live
+    /// Sends hints to `node` in batches; deletes the ones it took. Answers
+    /// how many.
+    async fn send_to(&self, node: &str, hints: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
+        let sizes: Vec<usize> = hints
+            .iter()
+            .map(|(_, h)| {
+                record_wire_bytes(h.key.len(), h.record.value.as_ref().map_or(0, |v| v.len()))
+            })
+            .collect();
+        let mut taken_total = 0;
+        let mut rest = hints;
+        for n in split_by_bytes(&sizes, self.budget, BACKGROUND_BATCH_ITEMS) {
+            let tail = rest.split_off(n);
+            let batch = std::mem::replace(&mut rest, tail);
+            let (ids, items): (Vec<HintId>, Vec<_>) = batch
+                .into_iter()
+                .map(|(id, h)| (id, (h.key, WireRecord::from(h.record))))
+                .unzip();
+            let request = Request::WriteBatch { items };
+            let view = self.core.view();
+            let refused = match view.peers.call(node, request, self.timeout).await? {
+                Response::Batch { refused, .. } => refused,
+                _ => {
+                    return Err(ReplayError::Unexpected {
+                        target: node.to_string(),
+                    })
+                }
+            };
+            taken_total += self.delete_taken(node, ids, refused).await?;
+        }
+        Ok(taken_total)
+    }
+
+    /// Applies hints to this node's own replica (it is one of the key's).
+    async fn apply_here(&self, hints: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
+        let (ids, items): (Vec<HintId>, Vec<(Bytes, Record)>) = hints
             .into_iter()
-            .map(|(id, h)| (id, (h.key, WireRecord::from(h.record))))
+            .map(|(id, h)| (id, (h.key, h.record)))
             .unzip();
-        let request = Request::WriteBatch { items };
-        let refused = match self.peers.call(&self.target, request, self.timeout).await? {
-            Response::Batch { refused, .. } => refused,
-            _ => {
-                return Err(ReplayError::Unexpected {
-                    target: self.target.clone(),
-                })
-            }
-        };
+        let outcome = self.core.local.write_batch(items).await?;
+        self.delete_taken(&self.core.node_id, ids, outcome.refused)
+            .await
+    }
+
+    async fn delete_taken(
+        &self,
+        node: &str,
+        ids: Vec<HintId>,
+        refused: Vec<u32>,
+    ) -> Result<u64, ReplayError> {
         let refused: HashSet<u32> = refused.into_iter().collect();
         if !refused.is_empty() {
             log::warn!(
-                "{} refused {} hints (versions ahead of its clock); they are kept",
-                self.target,
-                refused.len()
+                "{node} refused {} hints for {} (versions ahead of its clock); they are kept",
+                refused.len(),
+                self.target
             );
         }
         let taken: Vec<HintId> = ids
@@ -217,17 +304,12 @@ impl Replay {
             .collect();
         let n = taken.len() as u64;
         if n > 0 {
-            self.delete(taken).await?;
-            Metrics::add(&self.local.stats.hints_replayed, n);
+            self.core.local.apply(Mutation::DeleteHints(taken)).await?;
+            if node == self.target {
+                Metrics::add(&self.core.local.stats.hints_replayed, n);
+            }
         }
         Ok(n)
-    }
-
-    async fn delete(&self, ids: Vec<HintId>) -> Result<(), StoreError> {
-        self.local
-            .apply(Mutation::DeleteHints(ids))
-            .await
-            .map(|_| ())
     }
 }
 
@@ -236,12 +318,12 @@ impl Actor for HintActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(REPLAY_INTERVAL, |act, ctx| {
-            let targets: Vec<String> = act.local.store.hint_tallies().into_keys().collect();
+            let targets: Vec<String> = act.core.local.store.hint_tallies().into_keys().collect();
             if targets.is_empty() {
-                act.local.stats.jobs.progress(Job::HintReplay);
+                act.core.local.stats.jobs.progress(Job::HintReplay);
             }
             for t in targets {
-                act.replay(t, ctx);
+                act.start(t, ctx);
             }
         });
     }
@@ -251,6 +333,6 @@ impl Handler<PeerUp> for HintActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerUp, ctx: &mut Context<Self>) {
-        self.replay(msg.0, ctx);
+        self.start(msg.0, ctx);
     }
 }

@@ -136,10 +136,12 @@ impl Membership {
         self.members.values().cloned().collect()
     }
 
-    /// The view to send: ours, with our wall clock stamped in our own entry.
-    pub fn outgoing(&mut self, now_ms: u64) -> Vec<MemberState> {
+    /// The view to send: ours, with our wall clock and hint floor stamped in
+    /// our own entry.
+    pub fn outgoing(&mut self, now_ms: u64, hints_floor: u64) -> Vec<MemberState> {
         if let Some(m) = self.members.get_mut(&self.me) {
             m.wall_ms = now_ms;
+            m.hints_floor = hints_floor;
         }
         self.snapshot()
     }
@@ -224,6 +226,7 @@ mod tests {
             heartbeat,
             wall_ms: 0,
             ring_epoch: 0,
+            hints_floor: 0,
         }
     }
 

@@ -42,7 +42,7 @@ counters! {
     hints_stored: "hints stored here for other nodes",
     hints_dropped: "hints dropped because their target's bound was reached",
     hints_replayed: "hints delivered to their target and deleted",
-    hints_expired: "hints deleted unreplayed because they were too old",
+    hints_rescued: "hints older than hints.max_age_ms handed to another live replica of their key",
     read_repairs: "stale replicas sent the newest version after a read",
     ae_rounds: "anti-entropy exchanges completed",
     ae_hashes_compared: "Merkle tree nodes compared",

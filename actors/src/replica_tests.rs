@@ -56,7 +56,8 @@ async fn an_older_write_is_superseded() {
     assert_eq!(
         r,
         vec![Ok(WriteOutcome::Superseded {
-            current: Version::new(10, 1)
+            current: Version::new(10, 1),
+            tombstone: false,
         })]
     );
 }

@@ -168,6 +168,16 @@ pub enum Precondition {
 }
 
 impl Precondition {
+    /// Whether the condition holds for a record at `version` (`tombstone`:
+    /// a delete) — used when a newer version turns up during the write.
+    pub fn holds_for(&self, version: Version, tombstone: bool) -> bool {
+        let r = Record {
+            version,
+            value: (!tombstone).then(Bytes::new),
+        };
+        self.holds(Some(&r))
+    }
+
     pub fn holds(&self, current: Option<&Record>) -> bool {
         let live = current.filter(|r| !r.is_tombstone());
         match self {
@@ -242,8 +252,9 @@ fn value_len(r: &Record) -> usize {
 pub enum WriteOutcome {
     /// Stored; `replaced_live` tells whether a live value was there before.
     Applied { replaced_live: bool },
-    /// The stored version is newer than (or equal to) the write's; nothing changed.
-    Superseded { current: Version },
+    /// The stored version is newer than (or equal to) the write's; nothing
+    /// changed. `tombstone`: the stored record is a delete.
+    Superseded { current: Version, tombstone: bool },
     /// A hint was stored; `dropped` older hints of its target made room.
     Hinted { dropped: u64 },
     /// Hints deleted, a tombstone purged or state recorded (`changed`:
@@ -259,6 +270,10 @@ pub type ItemResult = Result<WriteOutcome, StoreError>;
 pub struct HintLimits {
     pub max_count: u64,
     pub max_bytes: u64,
+    /// Beyond the bound, drop the target's oldest hints (strict quorum: no
+    /// hint holds an acknowledged write alone; anti-entropy repairs what
+    /// they carried) — or, when false (sloppy quorum), refuse the new hint.
+    pub evict: bool,
 }
 
 impl Default for HintLimits {
@@ -266,6 +281,7 @@ impl Default for HintLimits {
         HintLimits {
             max_count: 100_000,
             max_bytes: 256 << 20,
+            evict: true,
         }
     }
 }
@@ -290,6 +306,34 @@ pub struct HintPage {
 struct HintState {
     next_seq: u64,
     tallies: HashMap<String, HintTally>,
+    /// Version timestamps of every stored hint (a multiset: ts → count), so
+    /// the oldest is known at once (see [`Store::hints_floor`]).
+    versions: std::collections::BTreeMap<u64, u64>,
+}
+
+impl HintState {
+    fn add_version(&mut self, ts: Option<u64>) {
+        if let Some(ts) = ts {
+            *self.versions.entry(ts).or_default() += 1;
+        }
+    }
+
+    fn remove_version(&mut self, ts: Option<u64>) {
+        let Some(ts) = ts else { return };
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.versions.entry(ts) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The version timestamp of the record inside an encoded hint.
+fn hint_version_ts(bytes: &[u8]) -> Option<u64> {
+    let klen = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let (version, _) = decode_header(bytes.get(12usize.checked_add(klen)?..)?).ok()?;
+    Some(version.ts)
 }
 
 /// How a store is opened.
@@ -560,8 +604,23 @@ impl Store {
                 t.count += 1;
                 t.bytes += v.value().len() as u64;
             }
+            state.add_version(hint_version_ts(v.value()));
         }
         Ok(())
+    }
+
+    /// The oldest version timestamp among the stored hints (`u64::MAX` when
+    /// there are none): tombstone GC may purge only tombstones older than
+    /// every node's floor, so no hint can bring a purged value back.
+    pub fn hints_floor(&self) -> u64 {
+        self.hints
+            .lock()
+            .expect("hint state")
+            .versions
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
     }
 
     /// Raises the restart generation durably and answers it: the larger of
@@ -861,12 +920,28 @@ impl Store {
         id.extend_from_slice(&state.next_seq.to_be_bytes());
         state.next_seq += 1;
         let bytes = encode_hint(h);
+        let limits = self.options.hint_limits;
+        if !limits.evict {
+            // Hints count toward W (sloppy quorum): none may be dropped, so a
+            // full store refuses the new one instead.
+            let tally = state.tallies.get(&h.target).copied().unwrap_or_default();
+            if tally.count > 0
+                && (tally.count + 1 > limits.max_count
+                    || tally.bytes + bytes.len() as u64 > limits.max_bytes)
+            {
+                return Err(StoreError::Overloaded(format!(
+                    "the hints kept for {} are at their bound ({} hints, {} bytes)",
+                    h.target, tally.count, tally.bytes
+                )));
+            }
+        }
         table.insert(id.as_slice(), bytes.as_slice())?;
+        state.add_version(Some(h.record.version.ts));
         let tally = state.tallies.entry(h.target.clone()).or_default();
         tally.count += 1;
         tally.bytes += bytes.len() as u64;
-        let limits = self.options.hint_limits;
         let mut dropped = 0;
+        let mut gone = Vec::new();
         while tally.count > limits.max_count || tally.bytes > limits.max_bytes {
             let oldest = table
                 .range::<&[u8]>(prefix.as_slice()..)?
@@ -878,10 +953,15 @@ impl Store {
             let Some((old_id, len)) = oldest.filter(|(old, _)| *old != id) else {
                 break;
             };
-            table.remove(old_id.as_slice())?;
+            if let Some(v) = table.remove(old_id.as_slice())? {
+                gone.push(hint_version_ts(v.value()));
+            }
             tally.count -= 1;
             tally.bytes = tally.bytes.saturating_sub(len);
             dropped += 1;
+        }
+        for ts in gone {
+            state.remove_version(ts);
         }
         Ok(WriteOutcome::Hinted { dropped })
     }
@@ -913,7 +993,7 @@ impl Store {
 /// transaction (the batch fails).
 fn item(r: Result<WriteOutcome, StoreError>) -> Result<ItemResult, StoreError> {
     match r {
-        Err(e @ (StoreError::Corrupt(_) | StoreError::Invalid(_))) => {
+        Err(e @ (StoreError::Corrupt(_) | StoreError::Invalid(_) | StoreError::Overloaded(_))) => {
             log::error!("a mutation failed on its own: {e}");
             Ok(Err(e))
         }
@@ -971,9 +1051,12 @@ fn put(
         Some(bytes) => Some(decode_header(bytes.value())?),
         None => None,
     };
-    if let Some((cur, _)) = current {
+    if let Some((cur, tombstone)) = current {
         if cur >= op.record.version {
-            return Ok(WriteOutcome::Superseded { current: cur });
+            return Ok(WriteOutcome::Superseded {
+                current: cur,
+                tombstone,
+            });
         }
     }
     data.insert(dk.as_slice(), op.record.encode().as_slice())?;
@@ -1020,10 +1103,12 @@ fn delete_hints(
         if let Some(v) = table.remove(id.as_slice())? {
             changed = true;
             let len = v.value().len() as u64;
+            let ts = hint_version_ts(v.value());
             if let Some(t) = hint_target(id).and_then(|t| state.tallies.get_mut(t)) {
                 t.count = t.count.saturating_sub(1);
                 t.bytes = t.bytes.saturating_sub(len);
             }
+            state.remove_version(ts);
         }
     }
     Ok(WriteOutcome::Done { changed })

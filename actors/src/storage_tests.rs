@@ -47,6 +47,7 @@ fn model_apply(model: &mut BTreeMap<Bytes, Record>, op: &WriteOp) -> WriteOutcom
     match model.get(&op.key) {
         Some(cur) if cur.version >= op.record.version => WriteOutcome::Superseded {
             current: cur.version,
+            tombstone: cur.is_tombstone(),
         },
         cur => {
             let replaced_live = cur.is_some_and(|r| !r.is_tombstone());
@@ -220,6 +221,7 @@ fn hints_beyond_the_bound_drop_the_oldest_not_the_new() {
     let limits = HintLimits {
         max_count: 3,
         max_bytes: u64::MAX,
+        evict: true,
     };
     let s = Store::open_with(dir.path(), "n1", with_limits(limits)).unwrap();
     for i in 0..3 {
@@ -333,6 +335,7 @@ fn a_hint_larger_than_the_bound_is_kept() {
     let limits = HintLimits {
         max_count: 100,
         max_bytes: 1000,
+        evict: true,
     };
     let s = Store::open_with(dir.path(), "n1", with_limits(limits)).unwrap();
     apply(&s, &[hint("n2", 1, 1)]);
@@ -625,4 +628,52 @@ fn a_corrupt_hint_is_skipped_not_fatal() {
     assert_eq!(page.hints.len(), 2);
     assert_eq!(page.corrupt, vec![ids[1].clone()]);
     assert_eq!(page.next.as_ref(), Some(&ids[2]));
+}
+
+/// With sloppy quorum a hint may be an acknowledged write's only extra copy:
+/// a full hint store refuses the new hint instead of dropping an old one.
+#[test]
+fn without_eviction_a_full_hint_store_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = HintLimits {
+        max_count: 2,
+        max_bytes: u64::MAX,
+        evict: false,
+    };
+    let s = Store::open_with(dir.path(), "n1", with_limits(limits)).unwrap();
+    apply(&s, &[hint("n2", 1, 1), hint("n2", 2, 2)]);
+    let out = s.apply(&[hint("n2", 3, 3), hint("n3", 4, 4)]).unwrap();
+    assert!(matches!(out[0], Err(StoreError::Overloaded(_))), "{out:?}");
+    assert!(out[1].is_ok());
+    assert_eq!(
+        s.hints_for("n2", None, 10, usize::MAX).unwrap().hints.len(),
+        2
+    );
+}
+
+/// The hint floor is the oldest version any stored hint carries, across
+/// stores, deletes, evictions and reopens.
+#[test]
+fn the_hint_floor_follows_the_oldest_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), "n1", false).unwrap();
+        assert_eq!(s.hints_floor(), u64::MAX);
+        apply(
+            &s,
+            &[hint("n2", 1, 30), hint("n3", 2, 10), hint("n2", 3, 20)],
+        );
+        assert_eq!(s.hints_floor(), 10);
+    }
+    let s = Store::open(dir.path(), "n1", false).unwrap();
+    assert_eq!(s.hints_floor(), 10, "rebuilt at open");
+    let ids: Vec<HintId> = s
+        .hints_for("n3", None, 10, usize::MAX)
+        .unwrap()
+        .hints
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    apply(&s, &[Mutation::DeleteHints(ids)]);
+    assert_eq!(s.hints_floor(), 20);
 }

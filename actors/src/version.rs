@@ -156,6 +156,9 @@ pub struct Hlc {
     /// Timestamps with a physical part up to this are covered by a durable
     /// reservation (0: none yet).
     reserved_ms: AtomicU64,
+    /// Notices steps of the wall clock against the monotonic one.
+    steps: std::sync::Mutex<crate::clock_check::StepDetector>,
+    epoch: std::time::Instant,
 }
 
 impl fmt::Debug for Hlc {
@@ -171,12 +174,48 @@ impl Hlc {
     pub fn new(node: NodeTag, clock: Arc<dyn Clock>, max_drift_ms: u64) -> Self {
         Hlc {
             node,
-            clock,
             last: AtomicU64::new(0),
             max_drift_ms,
             cluster_offset_ms: AtomicI64::new(0),
             reserved_ms: AtomicU64::new(0),
+            steps: std::sync::Mutex::new(crate::clock_check::StepDetector::new(clock.now_ms(), 0)),
+            epoch: std::time::Instant::now(),
+            clock,
         }
+    }
+
+    /// Milliseconds on the monotonic clock since this clock was made.
+    pub fn mono_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether the wall clock stepped since the cluster last vouched for it
+    /// (see [`crate::clock_check::StepDetector`]); sticky until
+    /// [`Hlc::vouch`].
+    pub fn stepped(&self) -> bool {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(wall, mono)
+    }
+
+    /// Until the cluster first vouches for this clock ([`Hlc::vouch`]), treat
+    /// it as stepped: a node with peers coordinates no write before gossip
+    /// measured its clock against theirs.
+    pub fn require_vouching(&self) {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        *self.steps.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::clock_check::StepDetector::unvouched(wall, mono);
+    }
+
+    /// A fresh majority of the cluster agreed on our clock's offset now.
+    pub fn vouch(&self) {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rebase(wall, mono);
     }
 
     /// Starts a restarted node's clock above everything it may have issued

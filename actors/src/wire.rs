@@ -341,7 +341,7 @@ impl Request {
 
 /// Upper bound of a gossip answer carrying `members` entries.
 pub fn gossip_answer_bytes(members: usize) -> usize {
-    members * (3 * MAX_NAME_BYTES + 128)
+    members * (3 * MAX_NAME_BYTES + 160)
 }
 
 fn check_key(k: &[u8]) -> Result<(), String> {
@@ -387,6 +387,11 @@ pub struct MemberState {
     pub wall_ms: u64,
     /// Ring epoch the member routes by.
     pub ring_epoch: u64,
+    /// The oldest version timestamp among the hints the member holds
+    /// (`u64::MAX`: none; 0: unknown). Tombstone GC waits for every member's
+    /// floor to pass a tombstone before purging it.
+    #[serde(default)]
+    pub hints_floor: u64,
 }
 
 /// Why a replica could not do what was asked; travels as a string so a
@@ -472,11 +477,14 @@ pub enum Response {
     Read {
         record: Option<WireRecord>,
     },
-    /// `superseded`: the stored version that was newer (nothing changed).
+    /// `superseded`: the stored version that was newer (nothing changed);
+    /// `superseded_tombstone`: that record is a delete.
     Write {
         applied: bool,
         replaced_live: bool,
         superseded: Option<(u64, u64)>,
+        #[serde(default)]
+        superseded_tombstone: bool,
     },
     /// The hint is stored durably; `dropped` older hints made room for it.
     Hinted {
@@ -542,11 +550,13 @@ impl From<WriteOutcome> for Response {
                 applied: true,
                 replaced_live,
                 superseded: None,
+                superseded_tombstone: false,
             },
-            WriteOutcome::Superseded { current } => Response::Write {
+            WriteOutcome::Superseded { current, tombstone } => Response::Write {
                 applied: false,
                 replaced_live: false,
                 superseded: Some((current.ts, current.node)),
+                superseded_tombstone: tombstone,
             },
             WriteOutcome::Hinted { dropped } => Response::Hinted { dropped },
             WriteOutcome::Done { changed } => Response::Purged {

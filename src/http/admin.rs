@@ -31,6 +31,26 @@ fn summary_json(s: &RunSummary) -> Value {
     })
 }
 
+/// `GET /v1/admin/merkle`: per peer, the root of this node's Merkle tree
+/// over the ranges it shares with that peer (hex). Two replicas hold the
+/// same records in those ranges exactly when their roots for each other match.
+pub async fn merkle(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let roots = state
+        .services
+        .repair_service
+        .shared_roots()
+        .await
+        .map_err(|e| ApiError::from(ringkv_actors::Error::from(e)))?;
+    let roots: serde_json::Map<String, Value> = roots
+        .into_iter()
+        .map(|(peer, root)| (peer, json!(format!("{root:016x}"))))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "node": state.node_id,
+        "roots": roots,
+    })))
+}
+
 /// How long `POST /v1/admin/repair` waits for its pass by default.
 pub const REPAIR_WAIT_MS: u64 = 60_000;
 /// The longest wait a request may ask for.
@@ -141,7 +161,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "stored": counter(&stats.hints_stored),
             "replayed": counter(&stats.hints_replayed),
             "dropped": counter(&stats.hints_dropped),
-            "expired": counter(&stats.hints_expired),
+            "rescued": counter(&stats.hints_rescued),
         },
         "repair": {
             "running": repair.running,
@@ -167,6 +187,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "refused_versions": counter(&stats.clock_refusals),
             "cluster_offset_ms": core.hlc.cluster_offset_ms(),
             "ahead_of_cluster": core.hlc.is_ahead_of_cluster(),
+            "vouched": !core.hlc.stepped(),
         },
     })))
 }

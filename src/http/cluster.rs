@@ -53,13 +53,26 @@ pub async fn local(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpR
         )
         .with("node", state.node_id.clone()));
     };
-    let value = record.value.as_ref();
+    // `?value_prefix=N` shows only the first N bytes of the value.
+    let prefix = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| {
+            q.into_inner()
+                .into_iter()
+                .find(|(k, _)| k == "value_prefix")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        });
+    let value = record
+        .value
+        .as_ref()
+        .map(|v| v.slice(..prefix.unwrap_or(v.len()).min(v.len())));
+    let value = value.as_ref();
     Ok(HttpResponse::Ok().json(json!({
         "node": state.node_id,
         "tombstone": record.is_tombstone(),
         "etag": record.version.etag(),
         "timestamp_ms": record.version.physical_ms(),
-        "value_len": value.map(|v| v.len()),
+        "value_len": record.value.as_ref().map(|v| v.len()),
         "value_utf8": value.and_then(|v| std::str::from_utf8(v).ok()),
         "value_hex": value.map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>()),
     })))

@@ -43,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/ring", web::get().to(cluster::ring))
         .route("/v1/cluster", web::get().to(admin::cluster))
         .route("/v1/admin/repair", web::post().to(admin::repair))
+        .route("/v1/admin/merkle", web::get().to(admin::merkle))
         .service(web::scope("/v1/admin/local").default_service(web::to(local_routes)))
         .default_service(web::to(not_found));
 }
@@ -94,16 +95,20 @@ async fn ready(state: web::Data<ApiState>) -> HttpResponse {
         .local
         .repairing
         .load(std::sync::atomic::Ordering::Relaxed);
-    if connected < links.len() && state.services.started.elapsed() < READY_GRACE {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("connected to {connected} of {} peers", links.len()),
-        )
-        .with("node", state.node_id.clone())
-        .with("peers_connected", connected)
-        .with("peers", links.len())
-        .error_response();
+    let clock_vouched = !state.services.core.hlc.stepped();
+    let waiting = connected < links.len() || !clock_vouched;
+    if waiting && state.services.started.elapsed() < READY_GRACE {
+        let why = if connected < links.len() {
+            format!("connected to {connected} of {} peers", links.len())
+        } else {
+            "the clock has not been measured against the cluster yet".to_string()
+        };
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+            .with("node", state.node_id.clone())
+            .with("peers_connected", connected)
+            .with("peers", links.len())
+            .with("clock_vouched", clock_vouched)
+            .error_response();
     }
     HttpResponse::Ok().json(json!({
         "status": "ready",
@@ -111,6 +116,7 @@ async fn ready(state: web::Data<ApiState>) -> HttpResponse {
         "peers_connected": connected,
         "peers": links.len(),
         "serving_reads": serving_reads,
+        "clock_vouched": clock_vouched,
     }))
 }
 

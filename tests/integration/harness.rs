@@ -347,6 +347,25 @@ impl Cluster {
                 }
             }
         }
+        // And every running node coordinates writes: gossip has measured its
+        // clock against the cluster's.
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_running() {
+                continue;
+            }
+            let c = Client::with_timeout(self.nodes[i].base_url(), Duration::from_secs(2));
+            loop {
+                match c.send("GET", "/v1/cluster", &[], None) {
+                    Ok(r) if r.status == 200 && r.json()["clock"]["vouched"] == true => break,
+                    _ if Instant::now() >= deadline => panic!(
+                        "node {} never had its clock measured\n{}",
+                        self.nodes[i].id,
+                        self.nodes[i].log()
+                    ),
+                    _ => std::thread::sleep(Duration::from_millis(25)),
+                }
+            }
+        }
     }
 
     pub fn node(&self, i: usize) -> &Node {

@@ -75,6 +75,7 @@ fn entry(id: &str, generation: u64, heartbeat: u64, wall_ms: u64) -> MemberState
         heartbeat,
         wall_ms,
         ring_epoch: 0,
+        hints_floor: 0,
     }
 }
 
@@ -213,6 +214,9 @@ fn a_connection_flood_is_capped() {
     std::thread::sleep(Duration::from_secs(3));
     let _member = Raw::connect(addr, "n2");
     drop(conns);
-    let r = c.node(1).client().put(&kv_at("after-flood", Some("all")), b"y");
+    let r = c
+        .node(1)
+        .client()
+        .put(&kv_at("after-flood", Some("all")), b"y");
     assert_eq!(r.status, 201, "{r}");
 }
