@@ -110,7 +110,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_ms: node.clock_offset_ms,
-        faults: Some(faults),
+        faults: Some(faults.clone()),
     });
     let generation = store.bump_generation(clock.now_ms())?;
     log::info!(
@@ -172,7 +172,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     keep_alive_record(local.clone(), clock.clone());
 
     let peer_arbiter = Arbiter::new();
-    let settings = peer_settings(&node);
+    let settings = peer_settings(&node, faults.clone());
     let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
     let liveness = Arc::new(Liveness::new(peers.ids()));
     let replication = Replication {
@@ -335,7 +335,7 @@ fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
     });
 }
 
-fn peer_settings(node: &NodeConfig) -> Arc<PeerSettings> {
+fn peer_settings(node: &NodeConfig, faults: Arc<Faults>) -> Arc<PeerSettings> {
     let cfg = &node.cluster;
     Arc::new(PeerSettings {
         hello: Hello {
@@ -351,6 +351,7 @@ fn peer_settings(node: &NodeConfig) -> Arc<PeerSettings> {
                 .collect::<BTreeSet<_>>(),
         ),
         max_value: cfg.storage.max_value_bytes,
+        faults,
     })
 }
 
@@ -411,6 +412,7 @@ fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState 
         wall_ms: 0,
         ring_epoch: 0,
         hints_floor: 0,
+        hlc_ts: 0,
     }
 }
 

@@ -809,6 +809,7 @@ pub fn member_state(id: &str, generation: u64, heartbeat: u64) -> MemberState {
         wall_ms: 0,
         ring_epoch: 0,
         hints_floor: 0,
+        hlc_ts: 0,
     }
 }
 
@@ -826,8 +827,8 @@ pub struct InputReport {
     pub accepted: u32,
     /// Accepted requests after which stored data differed.
     pub changed: u32,
-    /// Valid requests of a known, reported finding, not dispatched (see
-    /// [`known_finding`]).
+    /// Requests of a known, reported finding: not dispatched (see
+    /// [`known_finding`]), or their known finding not reported again.
     pub quarantined: u32,
     /// Nothing in the input was accepted: it was garbage as a whole.
     pub garbage: bool,
@@ -860,6 +861,19 @@ impl InputReport {
 pub fn known_finding(request: &Request, facts: &Facts) -> Option<&'static str> {
     let _ = (request, facts);
     None
+}
+
+/// Finding F3, tolerated (counted as quarantined) while quarantine is on: a
+/// `LeafVersions` answer holds its first item even when that alone exceeds
+/// `max_bytes`, *and* a `next` cursor repeating that item's data key, while
+/// `Request::max_response_bytes` reserves room for only one of the two
+/// (`max_bytes + MAX_KEY_BYTES + 64`). The overshoot is at most one cursor;
+/// anything larger is still a finding. Regression test:
+/// `fuzz_regression_f3_leaf_versions_answer_fits_its_reservation`.
+fn known_overshoot(request: &Request, response: &Response, len: usize, worst: usize) -> bool {
+    matches!(request, Request::LeafVersions { .. })
+        && matches!(response, Response::Versions { next: Some(_), .. })
+        && len <= worst + MAX_KEY_BYTES + 8 + 64
 }
 
 /// Runs peer inputs against one world after another.
@@ -1020,12 +1034,18 @@ fn handle_request(
         },
         MAX_FRAME,
     ) {
-        Ok(bytes) if bytes.len() > worst => report.findings.push(format!(
-            "the answer to {} ({}) is {} bytes, over the {worst} bytes reserved for it",
-            summarize(&sent),
-            summarize_response(&response),
-            bytes.len()
-        )),
+        Ok(bytes) if bytes.len() > worst => {
+            if quarantine && known_overshoot(&sent, &response, bytes.len(), worst) {
+                report.quarantined += 1;
+            } else {
+                report.findings.push(format!(
+                    "the answer to {} ({}) is {} bytes, over the {worst} bytes reserved for it",
+                    summarize(&sent),
+                    summarize_response(&response),
+                    bytes.len()
+                ))
+            }
+        }
         Ok(_) => {}
         Err(e) => report.findings.push(format!(
             "the answer to {} cannot be sent: {e}",
@@ -1274,7 +1294,21 @@ pub fn summarize(r: &Request) -> String {
 fn summarize_response(r: &Response) -> String {
     match r {
         Response::Error { code, message } => format!("{code}: {message}"),
-        other => format!("{:?}", std::mem::discriminant(other)),
+        Response::Read { record } => format!("Read(found {})", record.is_some()),
+        Response::Write { applied, .. } => format!("Write(applied {applied})"),
+        Response::Hinted { dropped } => format!("Hinted(dropped {dropped})"),
+        Response::Batch { applied, refused } => {
+            format!("Batch(applied {applied}, refused {})", refused.len())
+        }
+        Response::Gossip { members } => format!("Gossip({} members)", members.len()),
+        Response::Hashes { hashes } => format!("Hashes({})", hashes.len()),
+        Response::Versions { items, next } => format!(
+            "Versions({} items, next {:?} B)",
+            items.len(),
+            next.as_ref().map(|n| n.len())
+        ),
+        Response::Records { items } => format!("Records({})", items.len()),
+        Response::Purged { purged } => format!("Purged({purged})"),
     }
 }
 
@@ -1565,6 +1599,7 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
                 3 => pack(now + MAX_DRIFT_MS * 10, 0),
                 _ => self.e.next_u64(),
             },
+            hlc_ts: self.e.next_u64(),
         }
     }
 
@@ -2295,6 +2330,63 @@ mod tests {
         let r = h.run_bytes(&bytes);
         assert_eq!((r.accepted, r.changed), (1, 1), "{r:?}");
         assert!(r.findings.is_empty(), "{:?}", r.findings);
+    }
+
+    /// Finding F3 (see `known_overshoot`): a node holding a key of 1024
+    /// bytes answers `LeafVersions { max_bytes: 0 }` for that key's leaf
+    /// with one item (its 1032-byte data key) and a `next` cursor (the same
+    /// 1032 bytes): 2,136 bytes in a frame, while the peer server reserved
+    /// `max_response_bytes` = 1,857 bytes for it (it logs "a leaf_versions
+    /// answer of … bytes exceeds its reserved … bytes" and sends it anyway).
+    /// Found by `cargo fuzz run peer_request` (artifact
+    /// crash-3168ad545c2802eeb4cbe2549082479011f5cb96, which needs a world
+    /// that already holds such a key and session 2; this test builds both).
+    #[test]
+    #[ignore = "fails until finding F3 (LeafVersions answer over its reservation) is fixed"]
+    fn fuzz_regression_f3_leaf_versions_answer_fits_its_reservation() {
+        let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
+        let leaf = (crate::ring::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
+        let mut h = PeerHarness::new();
+        h.quarantine = false;
+        let facts = h.facts();
+        let mut bytes = Vec::new();
+        for (id, body) in [
+            Request::Write {
+                key,
+                record: WireRecord {
+                    ts: pack(facts.now_ms, 0),
+                    node: node_tag("n2"),
+                    value: Some(Bytes::from_static(b"v")),
+                },
+            },
+            Request::TreeHashes {
+                session: 2,
+                epoch: 0,
+                depth: DEFAULT_DEPTH,
+                level: 0,
+                indices: vec![0],
+            },
+            Request::LeafVersions {
+                session: 2,
+                leaves: vec![leaf],
+                after: None,
+                max_bytes: 0,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            push_frame(
+                &mut bytes,
+                &Frame::Request {
+                    id: id as u64,
+                    body,
+                },
+            );
+        }
+        let r = h.run_bytes(&bytes);
+        assert_eq!(r.accepted, 3, "{r:?}");
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
     }
 
     /// Finding F1: a member's gossip that claims our own entry at our

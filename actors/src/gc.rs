@@ -363,4 +363,37 @@ mod tests {
             worst.get()
         );
     }
+
+    /// Issue 06, finding 8 (a delete that came back): a tombstone was purged
+    /// while some node still held a hint of an older write to the key; the
+    /// hint, replayed later, brought the value back. GC now waits until no
+    /// node's hints are older than the tombstone.
+    #[actix::test]
+    async fn no_tombstone_is_purged_while_an_older_hint_exists() {
+        use crate::storage::Hint;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "n1", false).unwrap();
+        tombstones(&store, "gone", 10, 2_000);
+        let hint = Mutation::Hint(Hint {
+            target: "n2".into(),
+            key: Bytes::from_static(b"gone-000001"),
+            record: Record::value(
+                Version::new(crate::version::pack(1_000, 0), 1),
+                Bytes::from_static(b"old"),
+            ),
+            stored_ms: 1_000,
+        });
+        store.apply(&[hint]).unwrap();
+        let gc = TombstoneGc::new(single_node(store.clone()), 60_000, 16 << 20);
+        assert_eq!(
+            gc.pass().await,
+            0,
+            "a hint older than the tombstones exists"
+        );
+        assert_eq!(store.len().unwrap(), 10);
+        let page = store.hints_for("n2", None, 10, usize::MAX).unwrap();
+        let ids = page.hints.into_iter().map(|(id, _)| id).collect();
+        store.apply(&[Mutation::DeleteHints(ids)]).unwrap();
+        assert_eq!(gc.pass().await, 10);
+    }
 }

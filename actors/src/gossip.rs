@@ -325,6 +325,9 @@ impl GossipActor {
             }
             if let Some(m) = self.membership.get(id) {
                 self.liveness.set_floor(id, m.hints_floor);
+                // Versions above every write another node stored before now;
+                // a runaway clock's (beyond the drift) is not folded in.
+                let _ = self.hlc.observe(crate::version::Version::new(m.hlc_ts, 0));
             }
         }
         self.publish(now, &report.restarted);
@@ -362,9 +365,11 @@ impl GossipActor {
         let r = self.next_random();
         let pick = ids[(r % ids.len() as u64) as usize].clone();
         let peers = self.peers.clone();
-        let ours = self
-            .membership
-            .outgoing(self.clock.now_ms(), (self.hints_floor)());
+        let ours = self.membership.outgoing(
+            self.clock.now_ms(),
+            (self.hints_floor)(),
+            self.hlc.high_water(),
+        );
         let timeout = (self.interval * EXCHANGE_TIMEOUT_ROUNDS).max(MIN_EXCHANGE_TIMEOUT);
         let target = pick.clone();
         let (sent_wall, sent_mono) = (self.clock.now_ms(), self.hlc.mono_ms());
@@ -406,10 +411,11 @@ impl Handler<GossipIn> for GossipActor {
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
         self.merge(&msg.members, Source::Accepted(&msg.from));
         self.metrics.jobs.progress(Job::Gossip);
-        MessageResult(
-            self.membership
-                .outgoing(self.clock.now_ms(), (self.hints_floor)()),
-        )
+        MessageResult(self.membership.outgoing(
+            self.clock.now_ms(),
+            (self.hints_floor)(),
+            self.hlc.high_water(),
+        ))
     }
 }
 

@@ -136,12 +136,13 @@ impl Membership {
         self.members.values().cloned().collect()
     }
 
-    /// The view to send: ours, with our wall clock and hint floor stamped in
-    /// our own entry.
-    pub fn outgoing(&mut self, now_ms: u64, hints_floor: u64) -> Vec<MemberState> {
+    /// The view to send: ours, with our wall clock, hint floor and clock's
+    /// high-water mark stamped in our own entry.
+    pub fn outgoing(&mut self, now_ms: u64, hints_floor: u64, hlc_ts: u64) -> Vec<MemberState> {
         if let Some(m) = self.members.get_mut(&self.me) {
             m.wall_ms = now_ms;
             m.hints_floor = hints_floor;
+            m.hlc_ts = hlc_ts;
         }
         self.snapshot()
     }
@@ -227,6 +228,7 @@ mod tests {
             wall_ms: 0,
             ring_epoch: 0,
             hints_floor: 0,
+            hlc_ts: 0,
         }
     }
 

@@ -104,7 +104,9 @@ fn import_graph_is_acyclic() {
         }
     }
     assert!(
-        graph["peer"].iter().all(|d| d == "wire" || d == "limits"),
+        graph["peer"]
+            .iter()
+            .all(|d| d == "wire" || d == "limits" || d == "faults"),
         "{:?}",
         graph["peer"]
     );

@@ -184,6 +184,11 @@ impl Hlc {
         }
     }
 
+    /// The highest timestamp issued or observed.
+    pub fn high_water(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+
     /// Milliseconds on the monotonic clock since this clock was made.
     pub fn mono_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64

@@ -392,6 +392,11 @@ pub struct MemberState {
     /// floor to pass a tombstone before purging it.
     #[serde(default)]
     pub hints_floor: u64,
+    /// The highest version timestamp the member has issued or seen. Every
+    /// node folds the members' into its own clock, so a write is versioned
+    /// above every write any node stored a gossip round or more before it.
+    #[serde(default)]
+    pub hlc_ts: u64,
 }
 
 /// Why a replica could not do what was asked; travels as a string so a

@@ -314,6 +314,7 @@ fn worst_case_answers_fit_their_reservation() {
             wall_ms: u64::MAX,
             ring_epoch: u64::MAX,
             hints_floor: u64::MAX,
+            hlc_ts: u64::MAX,
         })
         .collect();
     let gossip = Request::Gossip { members: vec![] };

@@ -244,6 +244,10 @@ fn run(
 ) -> Result<Report, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A private copy: a rebuild meanwhile cannot swap the binary mid-run.
+    let copy = dir.join("ringkv");
+    std::fs::copy(bin, &copy).map_err(|e| format!("copy {}: {e}", bin.display()))?;
+    let bin = copy.as_path();
     let net = netns::Net::create(PREFIX, NODES)?;
     nodes::kill_strays(&net);
     let config = nodes::write_config(

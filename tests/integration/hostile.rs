@@ -76,6 +76,7 @@ fn entry(id: &str, generation: u64, heartbeat: u64, wall_ms: u64) -> MemberState
         wall_ms,
         ring_epoch: 0,
         hints_floor: 0,
+        hlc_ts: 0,
     }
 }
 

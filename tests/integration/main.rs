@@ -14,6 +14,8 @@
 //!   peers killed mid-transfer or never reading, a full write queue, a failed
 //!   fsync, clock steps across restarts, SIGTERM while peers misbehave
 //! * [`hostile`]: forged hellos, gossip and clock samples on the peer port
+//! * [`semantics`]: the fault semantics step 06 fixed (lost strict writes,
+//!   conditional writes that lose races, outcomes, expiring hints)
 
 mod bounded;
 mod cluster;
@@ -23,4 +25,5 @@ mod harness;
 mod hostile;
 mod kv;
 mod peer_protocol;
+mod semantics;
 mod startup;

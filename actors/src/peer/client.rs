@@ -157,6 +157,12 @@ impl PeerClient {
     /// `Response::Error` from the peer comes back as [`PeerError::Remote`].
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, PeerError> {
         let link = &self.link;
+        let delay = link.settings.faults.peer_delay();
+        if !delay.is_zero() {
+            // Test-only latency on this node's links (the kernel here has no
+            // netem): the call waits before it is sent.
+            tokio::time::sleep(delay).await;
+        }
         let background = request.is_background();
         let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::Request { id, body: request };

@@ -91,6 +91,9 @@ pub struct PeerSettings {
     pub members: Arc<BTreeSet<String>>,
     /// Largest value a peer may send (the configured value limit).
     pub max_value: usize,
+    /// Test-only fault switches (`peer_delay_ms` delays every call this
+    /// node makes).
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 impl PeerSettings {

@@ -23,6 +23,7 @@ fn settings(me: &str, max_frame: usize) -> Arc<PeerSettings> {
         max_frame,
         members: Arc::new(["a", "b"].iter().map(|s| s.to_string()).collect()),
         max_value: 1 << 20,
+        faults: Arc::default(),
     })
 }
 

@@ -1,0 +1,206 @@
+//! Step 06's fault semantics, each found by running combined faults against
+//! five nodes, each pinned here by a test on real processes that failed
+//! before its fix.
+
+use crate::faults::{wait_hints_drained, wait_member, SLOW};
+use crate::harness::{kv_at, Client, Cluster, ClusterSpec, Poll};
+use ringkv_actors::ring::{Ring, DEFAULT_VNODES};
+use std::time::Duration;
+
+/// A key whose replicas (N = 3 of `nodes` nodes) are exactly `replicas`
+/// (indexes), in some order.
+fn key_on(nodes: usize, replicas: &[usize], tag: &str) -> String {
+    let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let ring = Ring::new(ids.iter().map(String::as_str), DEFAULT_VNODES);
+    let mut want: Vec<String> = replicas.iter().map(|i| format!("n{}", i + 1)).collect();
+    want.sort();
+    (0..100_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|k| {
+            let mut got: Vec<String> = ring
+                .preference_list(k.as_bytes(), 3)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            got.sort();
+            got == want
+        })
+        .expect("a key with those replicas")
+}
+
+fn five(spec: ClusterSpec) -> Cluster {
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    c
+}
+
+/// Issue 06, finding 1: B and C down, X written through A (applied on A,
+/// hints for B and C at two other nodes); B and C return; before the hints
+/// are replayed, Y is written through D, whose clock runs 3 s behind, while A
+/// is slow to answer — B and C acknowledge Y before A's `Superseded`
+/// arrives. X's hints then overwrote Y everywhere: an acknowledged write lost
+/// to an older in-flight hint. Every node now folds the cluster's highest
+/// version into its clock through gossip, so Y is versioned above X.
+#[test]
+fn a_strict_write_is_not_lost_to_an_older_hint() {
+    // Six nodes: the key's three replicas, two hint holders, and D.
+    let ids: Vec<String> = (1..=6).map(|i| format!("n{i}")).collect();
+    let ring = Ring::new(ids.iter().map(String::as_str), DEFAULT_VNODES);
+    let key = (0..100_000)
+        .map(|i| format!("f1-{i}"))
+        .find(|k| {
+            let walk: Vec<&str> = ring.walk(k.as_bytes()).collect();
+            walk[..3] == ["n1", "n2", "n3"]
+        })
+        .expect("a key with replicas n1, n2, n3 in that order");
+    let walk: Vec<usize> = ring
+        .walk(key.as_bytes())
+        .map(|id| id[1..].parse::<usize>().unwrap() - 1)
+        .collect();
+    let (holders, d) = ([walk[3], walk[4]], walk[5]);
+    let spec = ClusterSpec::fast(6, 3).clock_offset(d, -3_000);
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    c.node_mut(1).kill9();
+    c.node_mut(2).kill9();
+    wait_member(&c, 0, "n2", "down");
+    wait_member(&c, 0, "n3", "down");
+    let r = c.node(0).client().put(&kv_at(&key, Some("quorum")), b"X");
+    let outcome = r.json()["outcome"].clone();
+    assert_eq!(
+        (r.status, outcome.as_str()),
+        (503, Some("indeterminate")),
+        "{r}"
+    );
+    for h in holders {
+        let p = crate::faults::pending_hints(&c, &[h], "n2")[0]
+            + crate::faults::pending_hints(&c, &[h], "n3")[0];
+        assert_eq!(p, 1, "n{} holds one of X's hints", h + 1);
+    }
+    // A gossip round or more after X was stored.
+    std::thread::sleep(Duration::from_millis(600));
+    // The hint holders stay silent until Y is acknowledged.
+    for h in holders {
+        c.node_mut(h).sigstop();
+    }
+    c.node_mut(1).start();
+    c.node_mut(2).start();
+    for target in ["n2", "n3"] {
+        wait_member(&c, d, target, "up");
+    }
+    c.node_mut(0).sigstop();
+    let r = c.node(d).client().put(&kv_at(&key, Some("quorum")), b"Y");
+    c.node_mut(0).sigcont();
+    assert!(r.status == 201 || r.status == 204, "{r}");
+    for h in holders {
+        c.node_mut(h).sigcont();
+    }
+    let all: Vec<usize> = (0..6).collect();
+    wait_hints_drained(&c, &all, "n2");
+    wait_hints_drained(&c, &all, "n3");
+    let r = c.node(d).client().get(&kv_at(&key, Some("all")));
+    assert_eq!((r.status, r.text()), (200, "Y".to_string()), "{r}");
+}
+
+/// Issue 06, finding 2: a conditional write whose replicas answered
+/// `Superseded` (a concurrent write landed after its read) was retried above
+/// it and won. It now answers 412 — nothing of it was applied anywhere.
+#[test]
+fn a_conditional_write_that_loses_a_race_answers_412() {
+    let spec = ClusterSpec::fast(3, 2).with_fault_files();
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    let key = {
+        let ring = Ring::new(["n1", "n2", "n3"], DEFAULT_VNODES);
+        (0..10_000)
+            .map(|i| format!("f2-{i}"))
+            .find(|k| !ring.preference_list(k.as_bytes(), 2).contains(&"n1"))
+            .expect("a key n1 does not hold")
+    };
+    let first = c.node(1).client().put(&kv_at(&key, Some("all")), b"v1");
+    assert_eq!(first.status, 201, "{first}");
+    let etag = first.etag();
+    // n1 (not a replica) is slow to reach its peers: its conditional write
+    // reads v1, then takes a second to arrive.
+    c.node(0).set_faults("peer_delay_ms = 1000\n");
+    let n1 = Client::with_timeout(c.node(0).base_url(), Duration::from_secs(10));
+    let path = kv_at(&key, Some("all"));
+    let conditional = std::thread::spawn(move || {
+        n1.put_with(&path, &[("If-Match", etag.as_str())], b"conditional")
+    });
+    std::thread::sleep(Duration::from_millis(1_400));
+    let w2 = c.node(1).client().put(&kv_at(&key, Some("all")), b"w2");
+    assert_eq!(w2.status, 204, "{w2}");
+    let r = conditional.join().unwrap();
+    c.node(0).set_faults("");
+    r.expect_error(412, "precondition_failed");
+    let now = c.node(2).client().get(&kv_at(&key, Some("all")));
+    assert_eq!((now.status, now.text()), (200, "w2".to_string()), "{now}");
+}
+
+/// Issue 06, finding 4: with strict quorum, a coordinator that reached none
+/// of a key's replicas stored hints and answered `not_applied`; after the
+/// heal the hints were replayed and the value appeared. A stored hint makes
+/// the outcome `indeterminate`.
+#[test]
+fn a_write_that_left_hints_is_indeterminate() {
+    let mut c = five(ClusterSpec::fast(5, 3));
+    let key = key_on(5, &[0, 1, 2], "f4");
+    for i in 0..3 {
+        c.node_mut(i).kill9();
+    }
+    for id in ["n1", "n2", "n3"] {
+        wait_member(&c, 3, id, "down");
+    }
+    let r = c
+        .node(3)
+        .client()
+        .put(&kv_at(&key, Some("quorum")), b"hinted");
+    let body = r.expect_error(503, "unavailable");
+    assert_eq!(body["outcome"], "indeterminate", "{r}");
+    assert_eq!(body["received"], 0, "{r}");
+    for i in 0..3 {
+        c.node_mut(i).start();
+    }
+    for id in ["n1", "n2", "n3"] {
+        wait_hints_drained(&c, &[3, 4], id);
+    }
+    // The value did appear: exactly why the answer could not be "not applied".
+    let r = c.node(0).client().get(&kv_at(&key, Some("all")));
+    assert_eq!((r.status, r.text()), (200, "hinted".to_string()), "{r}");
+}
+
+/// Issue 06, finding 7: with sloppy quorum, a write acknowledged only by
+/// hint holders was lost when its hints expired. Hints are never dropped
+/// now: past `hints.max_age_ms` they go to any live replica of their key.
+#[test]
+fn hints_of_an_acknowledged_write_outlive_their_age() {
+    let spec = ClusterSpec::fast(5, 3)
+        .section_toml("hints", "sloppy_quorum = true")
+        .section_toml("hints", "max_age_ms = 1000");
+    let mut c = five(spec);
+    let key = key_on(5, &[0, 1, 2], "f7");
+    for i in 0..3 {
+        c.node_mut(i).kill9();
+    }
+    for id in ["n1", "n2", "n3"] {
+        wait_member(&c, 3, id, "down");
+    }
+    let r = c
+        .node(3)
+        .client()
+        .put(&kv_at(&key, Some("quorum")), b"only-hints");
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.header("x-ringkv-hinted-acks"), Some("2"), "{r}");
+    // Well past the hints' age, one replica comes back (the others stay down).
+    std::thread::sleep(Duration::from_secs(3));
+    c.node_mut(1).start();
+    c.wait_until(SLOW, "n2 holds the write", || {
+        match c.node(1).local_value(&key) {
+            Some(v) if v == "only-hints" => Poll::Ready(()),
+            other => Poll::Pending(format!("{other:?}")),
+        }
+    });
+    let r = c.node(1).client().get(&kv_at(&key, Some("one")));
+    assert_eq!((r.status, r.text()), (200, "only-hints".to_string()), "{r}");
+}
