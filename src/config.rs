@@ -178,11 +178,13 @@ pub struct HintsSection {
     pub enabled: bool,
     /// Hint holders count toward W (availability); off: N/R/W are strict.
     pub sloppy_quorum: bool,
-    /// Hints kept per target node; beyond it the oldest are dropped.
+    /// Hints kept per target node; beyond it the oldest are dropped (strict
+    /// quorum) or new ones refused (sloppy quorum).
     pub max_per_node: u64,
-    /// Bytes of hints kept per target node; beyond it the oldest are dropped.
+    /// Bytes of hints kept per target node; as `max_per_node`.
     pub max_bytes_per_node: u64,
-    /// Hints older than this (or than repair.tombstone_grace_ms) are dropped.
+    /// A hint older than this whose target is still down goes to another
+    /// live replica of its key (never dropped for age).
     pub max_age_ms: u64,
 }
 

@@ -115,9 +115,8 @@ impl From<Error> for ApiError {
                 message,
                 retry_after_ms,
             } => ApiError::overloaded(message, retry_after_ms),
-            Error::ClockSkew(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
-            }
+            Error::ClockSkew(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
+                .with("outcome", "not_applied"),
             Error::DiskFull(m) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",

@@ -3,7 +3,7 @@
 //! against a node that was down longer than the grace period, skewed clocks,
 //! and what `GET /v1/cluster` reports about liveness.
 
-use crate::harness::{expect_unavailable, kv_at, member, Client, Cluster, ClusterSpec, Poll, Resp};
+use crate::harness::{kv_at, member, Client, Cluster, ClusterSpec, Poll, Resp};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -647,7 +647,7 @@ fn runaway_cluster_detected() -> Cluster {
 }
 
 /// The same, with gossip so slow (30 s rounds) that n3 has not compared
-/// clocks yet: its versions reach the others, which must refuse them.
+/// clocks yet.
 fn runaway_cluster_undetected() -> Cluster {
     let spec = ClusterSpec::new(3, 3)
         .section_toml("gossip", "interval_ms = 30000")
@@ -655,7 +655,7 @@ fn runaway_cluster_undetected() -> Cluster {
         .cluster_toml("max_clock_drift_ms = 5000")
         .clock_offset(2, 120_000);
     let mut c = Cluster::start(spec);
-    c.wait_replicas_reachable();
+    c.wait_peers_reachable();
     c
 }
 
@@ -713,76 +713,85 @@ fn runaway_clock_is_detected_and_refuses_to_write() {
 /// Before gossip compared clocks, the runaway node's versions reach the
 /// others: they refuse them, count them, say why in the 503, and keep their
 /// own clocks.
+/// Issue 06, finding 6 ("a node must not coordinate writes with a clock it
+/// cannot vouch for"): before gossip measured it, a node with a runaway clock
+/// used to coordinate writes whose versions its peers refused and it kept;
+/// once real time passed them they won over later acknowledged writes. Now it
+/// refuses the write at once (not applied) and stores nothing (once measured,
+/// it keeps refusing: `runaway_clock_is_detected_and_refuses_to_write`).
 #[test]
-fn runaway_versions_are_refused_and_do_not_drag_others() {
+fn a_node_whose_clock_was_never_measured_refuses_to_coordinate() {
     let c = runaway_cluster_undetected();
-    let refused = runaway_write(&c, "runaway");
-    let body = expect_unavailable(&refused, "all", 3, 1);
-    assert_eq!(body["outcome"], "indeterminate", "{refused}");
-    let errors = body["peer_errors"].to_string();
-    assert!(
-        errors.contains("clock_drift") && errors.contains("ahead"),
-        "peer_errors should say the version was refused for clock drift: {refused}"
-    );
-    for i in [0, 1] {
-        let n = counter(&c.cluster_status(i), "clock", "refused_versions");
-        assert!(n > 0, "n{} refused_versions {n}", i + 1);
+    let r = runaway_write(&c, "runaway");
+    let body = r.expect_error(503, "clock_skew");
+    assert_eq!(body["outcome"], "not_applied", "{r}");
+    assert!(c.node(2).local("runaway").is_none(), "n3 stored the write");
+    for i in 0..3 {
+        assert!(c.node(i).local("runaway").is_none(), "n{} stored it", i + 1);
     }
-    assert_healthy_writes_now(&c, "after-runaway");
 }
 
-/// The client whose write through the runaway node failed retries it through
-/// a healthy node: the retry is acknowledged, reads return it, and the
-/// healthy node's clock stays near real time (the runaway replica's newer
-/// version is not chased).
+/// Versions far ahead of a replica's clock that reach it anyway (a broken or
+/// hostile peer) are refused and counted, and do not drag its clock: its next
+/// write is stamped at real time.
 #[test]
-fn retry_after_a_refused_runaway_write_keeps_clocks() {
-    let c = runaway_cluster_undetected();
-    let r = runaway_write(&c, "retried");
-    expect_unavailable(&r, "all", 3, 1);
-
-    let n1 = c.node(0).client();
-    let r = n1.put(&kv_at("retried", Some("quorum")), b"retried-via-n1");
-    assert!(r.status == 201 || r.status == 204, "{r}");
-    for via in [0, 1] {
-        let r = c.node(via).client().get(&kv_at("retried", Some("quorum")));
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (200, "retried-via-n1"),
-            "read via n{} after an acknowledged retry: {r}",
-            via + 1
-        );
-    }
-    assert_stamped_now(&c, 0, "retried");
-    assert_healthy_writes_now(&c, "fresh");
-}
-
-/// The runaway node keeps its refused write; after it was down and a healthy
-/// node acknowledged a newer write of the key, reads that consult it must not
-/// return the refused write instead.
-#[test]
-fn refused_runaway_write_does_not_beat_a_later_acknowledged_write() {
-    let mut c = runaway_cluster_undetected();
-    let r = runaway_write(&c, "contested");
-    expect_unavailable(&r, "all", 3, 1);
-    c.node_mut(2).kill9();
-    let n1 = c.node(0).client();
-    let r = n1.put(&kv_at("contested", Some("quorum")), b"acknowledged");
-    assert!(r.status == 201 || r.status == 204, "{r}");
-    assert_stamped_now(&c, 0, "contested");
-
-    c.node_mut(2).start();
+fn runaway_versions_from_a_peer_are_refused_and_do_not_drag_clocks() {
+    use ringkv_actors::wire::{
+        encode_frame, ErrorCode, Frame, Hello, Request, Response, WireRecord, PROTOCOL_VERSION,
+    };
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
     c.wait_replicas_reachable();
-    for via in [0, 1] {
-        let r = c.node(via).client().get(&kv_at("contested", Some("all")));
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (200, "acknowledged"),
-            "read at all via n{} returned the refused write over the acknowledged one: {r}",
-            via + 1
-        );
-    }
-    assert_stamped_now(&c, 0, "contested");
+    let mut s = std::net::TcpStream::connect(c.node(0).peer_addr).expect("connect");
+    let hello = Frame::Hello(Hello {
+        cluster: "itest".into(),
+        protocol: PROTOCOL_VERSION,
+        node_id: "n3".into(),
+    });
+    use std::io::{Read, Write};
+    s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();
+    let ahead = (now_ms() + 120_000) << 16;
+    let write = Frame::Request {
+        id: 1,
+        body: Request::Write {
+            key: bytes::Bytes::from_static(b"runaway"),
+            record: WireRecord {
+                ts: ahead,
+                node: 7,
+                value: Some(bytes::Bytes::from_static(b"from-the-future")),
+            },
+        },
+    };
+    s.write_all(&encode_frame(&write, 1 << 20).unwrap())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut codec = ringkv_actors::wire::FrameCodec::new(1 << 20);
+    let answer = loop {
+        use tokio_util::codec::Decoder;
+        if let Some(r) = codec.decode(&mut buf).unwrap() {
+            if let Frame::Response { body, .. } = r.frame {
+                break body;
+            }
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).expect("an answer");
+        assert!(n > 0, "closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(
+        matches!(
+            answer,
+            Response::Error {
+                code: ErrorCode::ClockDrift,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(counter(&c.cluster_status(0), "clock", "refused_versions") > 0);
+    assert!(c.node(0).local("runaway").is_none());
+    assert_healthy_writes_now(&c, "after-runaway");
 }
 
 #[test]

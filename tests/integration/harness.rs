@@ -320,6 +320,13 @@ impl Cluster {
     /// before that. Best effort for `replication_factor < nodes` (the probes
     /// may not touch every pair). Panics after [`START_TIMEOUT`].
     pub fn wait_replicas_reachable(&mut self) {
+        self.wait_peers_reachable();
+        self.wait_clocks_vouched();
+    }
+
+    /// The first half of [`Cluster::wait_replicas_reachable`]: reads at
+    /// `all` work from every running node.
+    pub fn wait_peers_reachable(&mut self) {
         const PROBES: usize = 32;
         let deadline = Instant::now() + START_TIMEOUT;
         for i in 0..self.nodes.len() {
@@ -347,8 +354,12 @@ impl Cluster {
                 }
             }
         }
-        // And every running node coordinates writes: gossip has measured its
-        // clock against the cluster's.
+    }
+
+    /// Waits until every running node coordinates writes: gossip has
+    /// measured its clock against the cluster's.
+    pub fn wait_clocks_vouched(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
         for i in 0..self.nodes.len() {
             if !self.nodes[i].is_running() {
                 continue;
