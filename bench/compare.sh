@@ -4,6 +4,8 @@
 #
 #   sudo bash bench/compare.sh [--out FILE]        (default: bench/results-latest.md)
 #   DURATION=2 bash bench/compare.sh               (quick smoke run)
+#   bash bench/compare.sh --security [--out FILE]  (security on/off sitting,
+#        ringkv only: see bench/security.sh; default out bench/security-latest.md)
 #
 # What runs (everything on 127.0.0.1, every run bounded in time, every server
 # stopped on exit):
@@ -42,7 +44,8 @@ KEEP_TMP=${KEEP_TMP:-0}
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-OUT="$SCRIPT_DIR/results-latest.md"
+OUT=""
+SECURITY=0
 
 usage() {
     sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -57,6 +60,10 @@ while [ $# -gt 0 ]; do
         ;;
     --out=*)
         OUT=${1#--out=}
+        shift
+        ;;
+    --security)
+        SECURITY=1
         shift
         ;;
     -h | --help)
@@ -79,6 +86,9 @@ done
 if [ "$VALUE_SIZE" -lt 24 ]; then
     echo "compare.sh: VALUE_SIZE must be at least 24 (ringkv-bench's value header)" >&2
     exit 2
+fi
+if [ -z "$OUT" ]; then
+    if [ "$SECURITY" = 1 ]; then OUT="$SCRIPT_DIR/security-latest.md"; else OUT="$SCRIPT_DIR/results-latest.md"; fi
 fi
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 
@@ -315,6 +325,12 @@ start_ringkv() { # CONFIG NODE_COUNT FIRST_HTTP
 }
 
 # ------------------------------------------------------------------- main ---
+
+if [ "$SECURITY" = 1 ]; then
+    # shellcheck source=bench/security.sh
+    source "$SCRIPT_DIR/security.sh"
+    exit 0
+fi
 
 ensure_packages
 

@@ -22,6 +22,7 @@ passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += 
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
 chaos="left out (CHAOS=0)"
 if [ "${CHAOS:-1}" != 0 ]; then
+    cargo build -p ringkv-chaos -p ringkv 2>&1 | tail -3
     seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
     chaos_status=0
     ./target/debug/ringkv-chaos --short --seed "$seed" --bin ./target/debug/ringkv 2>&1 | tee -a "$log" ||

@@ -2,11 +2,16 @@
 //!
 //! Values are read from the argument or, with `-`, from standard input; `get`
 //! writes the raw value to standard output. Errors print the server's JSON
-//! message and exit 1 (404: exit 1 with "not found").
+//! message and exit 1 (404: exit 1 with "not found"). With `--token` (or
+//! `RINGKV_TOKEN`) requests carry `Authorization: Bearer …`; with
+//! `--ca-file` (or `RINGKV_CA_FILE`) the node's HTTPS certificate is checked
+//! against that CA (and an address without a scheme means `https://`).
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Characters kept as they are in a key path segment.
@@ -22,19 +27,76 @@ pub enum Op {
     Del,
 }
 
-pub fn run(op: Op, key: &str, node: &str, consistency: Option<&str>) -> ExitCode {
-    let base = if node.starts_with("http://") {
+/// Where and how to reach a node.
+pub struct Conn<'a> {
+    pub node: &'a str,
+    pub consistency: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub ca_file: Option<&'a Path>,
+}
+
+/// An HTTPS client configuration trusting the CA certificates in `ca_file`.
+pub fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: holds no certificate", ca_file.display()));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// The base URL of `node`: as given when it has a scheme, else https://
+/// when a CA file is given and http:// otherwise.
+pub fn base_url(node: &str, tls: bool) -> String {
+    if node.starts_with("http://") || node.starts_with("https://") {
         node.trim_end_matches('/').to_string()
+    } else if tls {
+        format!("https://{node}")
     } else {
         format!("http://{node}")
-    };
+    }
+}
+
+pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
+    let base = base_url(conn.node, conn.ca_file.is_some());
     let mut url = format!("{base}/v1/kv/{}", utf8_percent_encode(key, KEY_SET));
-    if let Some(c) = consistency {
+    if let Some(c) = conn.consistency {
         url.push_str(&format!("?consistency={c}"));
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
+    if let Some(ca) = conn.ca_file {
+        match tls_config(ca) {
+            Ok(cfg) => agent = agent.tls_config(cfg),
+            Err(e) => {
+                eprintln!("ringkv: --ca-file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let agent = agent.build();
+    let auth = conn.token.map(|t| format!("Bearer {}", t.trim()));
+    let request = |method: &str| {
+        let r = agent.request(method, &url);
+        match &auth {
+            Some(a) => r.set("Authorization", a),
+            None => r,
+        }
+    };
     let result = match &op {
         Op::Put { value } => {
             let body = match value.as_deref() {
@@ -48,10 +110,10 @@ pub fn run(op: Op, key: &str, node: &str, consistency: Option<&str>) -> ExitCode
                 }
                 Some(v) => v.as_bytes().to_vec(),
             };
-            agent.put(&url).send_bytes(&body)
+            request("PUT").send_bytes(&body)
         }
-        Op::Get => agent.get(&url).call(),
-        Op::Del => agent.delete(&url).call(),
+        Op::Get => request("GET").call(),
+        Op::Del => request("DELETE").call(),
     };
     match result {
         Ok(resp) => {

@@ -33,6 +33,8 @@ pub struct Config {
     pub http: HttpSection,
     #[serde(default)]
     pub testing: TestingSection,
+    /// Absent: no TLS and no tokens (a loud warning at start).
+    pub security: Option<SecuritySection>,
     pub nodes: Vec<NodeSection>,
     /// Where the file was read from (not a TOML key).
     #[serde(skip)]
@@ -122,6 +124,71 @@ impl Default for HttpSection {
             max_inflight_body_bytes: 256 << 20,
             shutdown_grace_ms: 5_000,
         }
+    }
+}
+
+/// TLS and client authentication. Paths are relative to the config file;
+/// `{node}` stands for the node's id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Peer connections use mutual TLS with certificates of the cluster CA.
+    pub peer_tls: bool,
+    /// The client port serves HTTPS instead of HTTP.
+    pub http_tls: bool,
+    /// The cluster CA's certificate(s) (PEM; a bundle during a CA rotation).
+    pub ca_file: PathBuf,
+    /// The CA's private key: only `ringkv certs` reads it; nodes never do.
+    pub ca_key_file: PathBuf,
+    /// This node's certificate and key (peers, and HTTPS unless the next two
+    /// are set).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// A separate certificate and key for the HTTPS port (optional).
+    pub http_cert_file: Option<PathBuf>,
+    pub http_key_file: Option<PathBuf>,
+    /// Client tokens (`ringkv token create|list|revoke`); absent: the API
+    /// takes requests without a token.
+    pub tokens_file: Option<PathBuf>,
+    /// Failed token checks one client address may make within a minute
+    /// before it is refused (429) for a time that doubles with each further
+    /// failure.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            peer_tls: true,
+            http_tls: false,
+            ca_file: "certs/ca.crt".into(),
+            ca_key_file: "certs/ca.key".into(),
+            cert_file: "certs/{node}.crt".into(),
+            key_file: "certs/{node}.key".into(),
+            http_cert_file: None,
+            http_key_file: None,
+            tokens_file: None,
+            auth_failures_per_minute: 10,
+        }
+    }
+}
+
+impl SecuritySection {
+    /// `path` with `{node}` replaced by `node`.
+    pub fn for_node(path: &Path, node: &str) -> PathBuf {
+        PathBuf::from(path.to_string_lossy().replace("{node}", node))
+    }
+
+    /// The HTTPS certificate and key of `node` (by default, its node pair).
+    pub fn http_files(&self, node: &str) -> (PathBuf, PathBuf) {
+        let cert = self.http_cert_file.as_ref().unwrap_or(&self.cert_file);
+        let key = self.http_key_file.as_ref().unwrap_or(&self.key_file);
+        (Self::for_node(cert, node), Self::for_node(key, node))
+    }
+
+    /// Whether any certificate is needed.
+    pub fn uses_tls(&self) -> bool {
+        self.peer_tls || self.http_tls
     }
 }
 
@@ -295,7 +362,19 @@ impl Config {
                 node.data_dir = base.join(&node.data_dir);
             }
         }
-        if let Some(f) = cfg.testing.fault_file.as_mut() {
+        let mut relative: Vec<&mut PathBuf> = cfg.testing.fault_file.iter_mut().collect();
+        if let Some(s) = cfg.security.as_mut() {
+            relative.extend([
+                &mut s.ca_file,
+                &mut s.ca_key_file,
+                &mut s.cert_file,
+                &mut s.key_file,
+            ]);
+            relative.extend(s.http_cert_file.iter_mut());
+            relative.extend(s.http_key_file.iter_mut());
+            relative.extend(s.tokens_file.iter_mut());
+        }
+        for f in relative {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
@@ -485,21 +564,40 @@ impl Config {
                 format!("must be at least 1000, got {}", r.tombstone_grace_ms),
             ));
         }
+        if let Some(s) = &self.security {
+            if s.auth_failures_per_minute == 0 {
+                return Err(self.err("security.auth_failures_per_minute", "must be at least 1"));
+            }
+            if s.http_cert_file.is_some() != s.http_key_file.is_some() {
+                return Err(self.err(
+                    "security.http_cert_file",
+                    "set both http_cert_file and http_key_file, or neither",
+                ));
+            }
+        }
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         let mut dirs = HashSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let key = |k: &str| format!("nodes[{i}].{k}");
+            // A node id is a DNS label: it is the first label of the
+            // node's certificate name (`<id>.node.ringkv`).
             let valid_id = !node.id.is_empty()
-                && node.id.len() <= 64
+                && node.id.len() <= 63
+                && !node.id.starts_with('-')
+                && !node.id.ends_with('-')
                 && node
                     .id
                     .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
             if !valid_id {
                 return Err(self.err(
                     &key("id"),
-                    format!("'{}' must be 1-64 letters, digits, '-' or '_'", node.id),
+                    format!(
+                        "'{}' must be 1-63 letters, digits or '-', not starting or ending \
+                         with '-'",
+                        node.id
+                    ),
                 ));
             }
             if !ids.insert(node.id.as_str()) {
@@ -617,6 +715,40 @@ data_dir = "data/n1"
         assert!(e.contains("nodes[0].id"), "{e}");
         let e = bad(&format!("{GOOD}\n[storage]\ndurability = \"sometimes\"\n"));
         assert!(e.contains("durability"), "{e}");
+    }
+
+    #[test]
+    fn security_paths_resolve_against_the_config_and_name_the_node() {
+        assert!(parse(GOOD).unwrap().security.is_none());
+        let c = parse(&format!(
+            "{GOOD}\n[security]\nhttp_tls = true\ntokens_file = \"tokens.toml\"\n"
+        ))
+        .unwrap();
+        let s = c.security.unwrap();
+        assert!(s.peer_tls && s.http_tls);
+        assert_eq!(s.ca_file, Path::new("/etc/ringkv/certs/ca.crt"));
+        assert_eq!(
+            SecuritySection::for_node(&s.key_file, "n1"),
+            Path::new("/etc/ringkv/certs/n1.key")
+        );
+        assert_eq!(s.http_files("n1").0, Path::new("/etc/ringkv/certs/n1.crt"));
+        assert_eq!(
+            s.tokens_file.as_deref(),
+            Some(Path::new("/etc/ringkv/tokens.toml"))
+        );
+        let e = bad(&format!("{GOOD}\n[security]\nhttp_cert_file = \"h.crt\"\n"));
+        assert!(e.contains("security.http_cert_file"), "{e}");
+        let e = bad(&format!("{GOOD}\n[security]\npeer_tsl = true\n"));
+        assert!(e.contains("peer_tsl"), "{e}");
+    }
+
+    #[test]
+    fn node_ids_are_dns_labels() {
+        for id in ["n_1", "-n1", "n1-", &"x".repeat(64)] {
+            let e = bad(&GOOD.replace("id = \"n1\"", &format!("id = \"{id}\"")));
+            assert!(e.contains("nodes[0].id"), "{id}: {e}");
+        }
+        parse(&GOOD.replace("id = \"n1\"", "id = \"node-1\"")).unwrap();
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //! actors and HTTP for one node; [`http`] holds the API; [`up`] supervises a
 //! local cluster; [`client`] is the small command-line client.
 
+pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod config;
+pub mod files;
 pub mod http;
+pub mod secure;
 pub mod server;
+pub mod token_cli;
 pub mod up;

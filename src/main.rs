@@ -3,11 +3,15 @@
 //! * `ringkv serve --config FILE --node ID`: run one node.
 //! * `ringkv up --config FILE`: run every node of the file as child processes.
 //! * `ringkv put|get|del KEY [VALUE|-] --node ADDR`: a small client.
+//! * `ringkv certs init|renew --config FILE`: a development CA and node
+//!   certificates.
+//! * `ringkv token create|list|revoke --config FILE`: client tokens.
 //!
 //! The modules live in the `ringkv` library (`src/lib.rs`) so tests and
 //! fuzz targets can reach them.
 
-use ringkv::{client, config, server, up};
+use ringkv::auth::token::Role;
+use ringkv::{certs, client, config, server, token_cli, up};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +63,75 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Certificates for the nodes of a config (see `[security]`).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Client tokens in the config's `security.tokens_file`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a development CA (unless there is one) and every node's key
+    /// and certificate that is missing.
+    Init {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Validity of node certificates, in days.
+        #[arg(long, default_value_t = certs::NODE_DAYS)]
+        days: u32,
+        /// Reissue node certificates that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue new node keys and certificates from the CA; running nodes
+    /// reload them within a second (or on SIGHUP).
+    Renew {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Only this node.
+        #[arg(long, short)]
+        node: Option<String>,
+        #[arg(long, default_value_t = certs::NODE_DAYS)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// read, write or admin.
+        #[arg(long)]
+        role: Role,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Expiry, like 30d, 12h, 15m or 90s (default: never).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// A note shown by `token list`.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List tokens (ids, roles, prefixes, expiry; never secrets).
+    List {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -69,6 +142,116 @@ struct Target {
     /// one, quorum or all (default: the cluster's r / w).
     #[arg(long)]
     consistency: Option<String>,
+    /// Bearer token (`<id>.<secret>`).
+    #[arg(long, env = "RINGKV_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate to check the node's HTTPS certificate with (implies
+    /// https:// when the address has no scheme).
+    #[arg(long, env = "RINGKV_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl Target {
+    fn conn(&self) -> client::Conn<'_> {
+        client::Conn {
+            node: &self.node,
+            consistency: self.consistency.as_deref(),
+            token: self.token.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::Config::load(path).map_err(|e| {
+        eprintln!("ringkv: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Prints `lines`, or the error, and exits accordingly.
+fn report(result: Result<Vec<String>, String>) -> ExitCode {
+    match result {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs_command(command: CertsCommand) -> ExitCode {
+    let (path, result): (PathBuf, Box<dyn FnOnce(&config::Config) -> _>) = match command {
+        CertsCommand::Init {
+            config,
+            days,
+            force,
+        } => (config, Box::new(move |c| certs::init(c, days, force))),
+        CertsCommand::Renew { config, node, days } => (
+            config,
+            Box::new(move |c| certs::renew(c, node.as_deref(), days)),
+        ),
+    };
+    match load_config(&path) {
+        Ok(cfg) => report(result(&cfg)),
+        Err(code) => code,
+    }
+}
+
+fn token_command(command: TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Create {
+            config,
+            role,
+            prefix,
+            expires_in,
+            note,
+        } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let expires = match expires_in.as_deref().map(token_cli::parse_duration) {
+                Some(Err(e)) => {
+                    eprintln!("ringkv: --expires-in: {e}");
+                    return ExitCode::from(2);
+                }
+                Some(Ok(s)) => Some(s),
+                None => None,
+            };
+            match token_cli::create_in(&cfg, role, prefix, expires, note) {
+                Ok(t) => {
+                    eprintln!(
+                        "created token {} ({role}); it is shown only this once:",
+                        t.record.id
+                    );
+                    println!("{}", t.token);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringkv: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        TokenCommand::List { config } => match load_config(&config) {
+            Ok(cfg) => report(token_cli::list(&cfg)),
+            Err(code) => code,
+        },
+        TokenCommand::Revoke { config, id } => match load_config(&config) {
+            Ok(cfg) => report(token_cli::revoke(&cfg, &id).map(|_| {
+                vec![format!(
+                    "revoked {id}; nodes stop accepting it within a second"
+                )]
+            })),
+            Err(code) => code,
+        },
+    }
 }
 
 fn init_logging() {
@@ -81,24 +264,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { config } => up::run(&config),
-        Command::Put { key, value, target } => client::run(
-            client::Op::Put { value },
-            &key,
-            &target.node,
-            target.consistency.as_deref(),
-        ),
-        Command::Get { key, target } => client::run(
-            client::Op::Get,
-            &key,
-            &target.node,
-            target.consistency.as_deref(),
-        ),
-        Command::Del { key, target } => client::run(
-            client::Op::Del,
-            &key,
-            &target.node,
-            target.consistency.as_deref(),
-        ),
+        Command::Put { key, value, target } => {
+            client::run(client::Op::Put { value }, &key, &target.conn())
+        }
+        Command::Get { key, target } => client::run(client::Op::Get, &key, &target.conn()),
+        Command::Del { key, target } => client::run(client::Op::Del, &key, &target.conn()),
+        Command::Certs { command } => certs_command(command),
+        Command::Token { command } => token_command(command),
         Command::Serve { config, node } => {
             init_logging();
             let node = match config::Config::load(&config).and_then(|c| c.node(&node)) {

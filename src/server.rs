@@ -13,6 +13,7 @@
 
 use crate::config::{Config, Durability, NodeConfig};
 use crate::http::{self, ApiState};
+use crate::secure::NodeSecurity;
 use actix::{Actor, Addr, Arbiter};
 use actix_web::{web, App, HttpServer};
 use ringkv_actors::antientropy::{RepairConfig, RepairService};
@@ -56,6 +57,8 @@ pub enum StartError {
     },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("security: {0}")]
+    Security(String),
 }
 
 /// Everything the HTTP layer reaches besides the partition actors.
@@ -72,6 +75,8 @@ pub struct Services {
     /// Bytes of request bodies being read now (bounded by
     /// `http.max_inflight_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Client tokens, when the config names a tokens file.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
@@ -89,6 +94,8 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         );
         watch_faults(file, faults.clone());
     }
+    let security = Arc::new(NodeSecurity::load(&node).map_err(StartError::Security)?);
+    let https = security.https_config().map_err(StartError::Security)?;
     let options = StoreOptions {
         durable,
         hint_limits: HintLimits {
@@ -172,7 +179,8 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     keep_alive_record(local.clone(), clock.clone());
 
     let peer_arbiter = Arbiter::new();
-    let settings = peer_settings(&node, faults.clone());
+    let settings = peer_settings(&node, faults.clone(), security.peer());
+    security.clone().watch(local.stats.clone());
     let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
     let liveness = Arc::new(Liveness::new(peers.ids()));
     let replication = Replication {
@@ -248,6 +256,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         body_budget: Arc::new(tokio::sync::Semaphore::new(
             cfg.http.max_inflight_body_bytes,
         )),
+        auth: security.auth.clone(),
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
@@ -261,18 +270,24 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
                 services: services.clone(),
                 max_value_bytes,
             }))
+            .wrap(actix_web::middleware::from_fn(http::auth::guard))
             .configure(http::routes)
     })
     .shutdown_timeout(cfg.http.shutdown_grace_ms.div_ceil(1000).max(1))
-    .disable_signals()
-    .bind(node.http_addr)
-    .map_err(|err| StartError::Bind {
+    .disable_signals();
+    let bind_err = |err| StartError::Bind {
         what: "HTTP",
         addr: node.http_addr.to_string(),
         err,
-    })?
+    };
+    let scheme = if https.is_some() { "HTTPS" } else { "HTTP" };
+    let server = match https {
+        Some(tls) => server.bind_rustls_0_23(node.http_addr, tls),
+        None => server.bind(node.http_addr),
+    }
+    .map_err(bind_err)?
     .run();
-    log::info!("node {} serving HTTP on {}", node.id, node.http_addr);
+    log::info!("node {} serving {scheme} on {}", node.id, node.http_addr);
     let handle = server.handle();
     actix_rt::spawn(async move {
         let signal = shutdown_signal().await;
@@ -335,7 +350,11 @@ fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
     });
 }
 
-fn peer_settings(node: &NodeConfig, faults: Arc<Faults>) -> Arc<PeerSettings> {
+fn peer_settings(
+    node: &NodeConfig,
+    faults: Arc<Faults>,
+    tls: Option<Arc<ringkv_actors::peer::tls::PeerTls>>,
+) -> Arc<PeerSettings> {
     let cfg = &node.cluster;
     Arc::new(PeerSettings {
         hello: Hello {
@@ -352,6 +371,13 @@ fn peer_settings(node: &NodeConfig, faults: Arc<Faults>) -> Arc<PeerSettings> {
         ),
         max_value: cfg.storage.max_value_bytes,
         faults,
+        tls,
+        addresses: Arc::new(
+            cfg.nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.peer_addr.parse().expect("validated")))
+                .collect(),
+        ),
     })
 }
 

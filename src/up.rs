@@ -2,6 +2,11 @@
 //! (`ringkv serve --node …`), prefixes each node's log lines with its id, and
 //! stops them all (SIGTERM, then waits) on Ctrl-C or SIGTERM. If a node exits
 //! by itself, the others keep running; when none is left, `up` exits non-zero.
+//!
+//! With a `[security]` section, `up` first makes what is missing: a
+//! development CA and node certificates (`ringkv certs init`), and — when
+//! the tokens file does not exist yet — the file with one admin token, which
+//! it prints (once).
 
 use crate::config::Config;
 use std::path::Path;
@@ -18,11 +23,67 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = prepare_security(&cfg) {
+        eprintln!("ringkv: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     rt.block_on(supervise(cfg, config_path))
+}
+
+/// Certificates and the first admin token, when the config asks for them
+/// and they are missing.
+fn prepare_security(cfg: &Config) -> Result<(), String> {
+    let Some(s) = &cfg.security else {
+        println!("security is off: this config has no [security] section");
+        return Ok(());
+    };
+    if s.uses_tls() {
+        for line in crate::certs::init(cfg, crate::certs::NODE_DAYS, false)? {
+            if !line.starts_with("kept") {
+                println!("{line}");
+            }
+        }
+    }
+    let Some(file) = &s.tokens_file else {
+        return Ok(());
+    };
+    let first = cfg
+        .nodes
+        .first()
+        .map_or("127.0.0.1:7101", |n| n.http_addr.as_str());
+    let scheme = if s.http_tls { "https" } else { "http" };
+    let ca = if s.http_tls {
+        format!("--cacert {} ", s.ca_file.display())
+    } else {
+        String::new()
+    };
+    if file.exists() {
+        println!(
+            "client tokens: {} (a new one: ringkv token create --config {} --role admin)",
+            file.display(),
+            cfg.path.display()
+        );
+        return Ok(());
+    }
+    let token = crate::token_cli::create_in(
+        cfg,
+        crate::auth::token::Role::Admin,
+        None,
+        None,
+        "created by ringkv up".into(),
+    )?;
+    println!(
+        "created {} with an admin token (shown only this once):\n\n  export RINGKV_TOKEN={}\n\n\
+         try: curl {ca}-H \"Authorization: Bearer $RINGKV_TOKEN\" -X PUT --data-binary hi \
+         {scheme}://{first}/v1/kv/hello\n",
+        file.display(),
+        token.token
+    );
+    Ok(())
 }
 
 fn spawn_prefixed(id: &str, out: impl AsyncRead + Unpin + Send + 'static, err: bool) {
@@ -68,8 +129,12 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
         };
         spawn_prefixed(&node.id, child.stdout.take().expect("piped"), false);
         spawn_prefixed(&node.id, child.stderr.take().expect("piped"), true);
+        let scheme = match &cfg.security {
+            Some(s) if s.http_tls => "https",
+            _ => "http",
+        };
         println!(
-            "node {}: http://{} (peers {})",
+            "node {}: {scheme}://{} (peers {})",
             node.id, node.http_addr, node.peer_addr
         );
         children.push((node.id.clone(), child));

@@ -1,11 +1,16 @@
 //! Gossip actor: membership and failure detection.
 //!
-//! Every `interval` the actor bumps its own heartbeat and exchanges its whole
-//! membership view with one peer chosen at random (push-pull: the peer merges
-//! ours and answers with its own, which we merge). A member's heartbeat thus
-//! reaches every node within a few rounds, and each node sends one exchange per
-//! round whatever the cluster size. Down peers are chosen too, so a node that
-//! comes back is noticed within a round or two.
+//! Every `interval` the actor bumps its own heartbeat and exchanges its own
+//! entry with every peer (push-pull: the peer merges ours and answers with
+//! its own). Nothing is relayed: a member's state is learned only from that
+//! member, on its own (with TLS, authenticated) connection, so no node can
+//! speak for another ([`crate::membership`]). The cost is one small exchange
+//! per peer per round — with the configured, static member list, a full
+//! mesh of heartbeats, fine for the tens of nodes a ringkv cluster has; in
+//! exchange the failure detector sees every peer's heartbeats at a regular
+//! interval instead of a random one. At most one exchange per peer is in
+//! flight: a silent peer costs one waiting call, not one per round. Down
+//! peers are called too, so a node that comes back is noticed within a round.
 //!
 //! Whenever a merge shows a member's heartbeat advanced, that is a heartbeat
 //! arrival for the phi-accrual failure detector ([`crate::failure`]), which
@@ -137,7 +142,6 @@ pub struct GossipActor {
     clock: Arc<dyn Clock>,
     hlc: Arc<Hlc>,
     interval: Duration,
-    rng: u64,
     /// Per peer: its wall clock minus ours (ms), measured at its last exchange.
     offsets: HashMap<String, Sample>,
     hints_floor: HintFloor,
@@ -146,6 +150,10 @@ pub struct GossipActor {
     step_noticed_mono: Option<u64>,
     /// The detector's time base: monotonic, immune to wall-clock steps.
     epoch: Instant,
+    /// Peers with an exchange in flight (one at a time each).
+    in_flight: std::collections::HashSet<String>,
+    /// The cluster vouched for our clock at least once since we started.
+    vouched_once: bool,
 }
 
 /// What a gossip actor starts with.
@@ -185,14 +193,12 @@ impl GossipActor {
             interval,
             hints_floor,
         } = setup;
-        let wall = clock.now_ms();
         let mut detector = FailureDetector::new(detector);
         // Every configured peer is expected: one that never speaks is convicted.
         for id in peers.ids() {
             detector.heartbeat(&id, 0);
         }
         GossipActor {
-            rng: wall ^ 0x9e37_79b9_7f4a_7c15 ^ me.generation.rotate_left(17),
             membership: Membership::new(me, others),
             detector,
             peers,
@@ -206,6 +212,8 @@ impl GossipActor {
             hints_floor,
             step_noticed_mono: None,
             epoch: Instant::now(),
+            in_flight: Default::default(),
+            vouched_once: false,
         }
     }
 
@@ -259,10 +267,16 @@ impl GossipActor {
     /// ([`crate::clock_check::decide`]), and whether the cluster vouches for it.
     fn check_clock(&mut self) {
         if self.hlc.stepped() && self.step_noticed_mono.is_none() {
-            log::warn!(
-                "the wall clock stepped: this node refuses to coordinate writes until gossip has \
-                 measured it against the cluster again"
-            );
+            if self.vouched_once {
+                log::warn!(
+                    "the wall clock stepped: this node refuses to coordinate writes until gossip \
+                     has measured it against the cluster again"
+                );
+            } else {
+                log::info!(
+                    "measuring the local clock against the cluster before coordinating writes"
+                );
+            }
             self.offsets.clear();
             self.step_noticed_mono = Some(self.hlc.mono_ms());
         }
@@ -274,8 +288,9 @@ impl GossipActor {
         self.hlc.set_cluster_offset_ms(d.offset_ms);
         if d.fresh_majority {
             if self.step_noticed_mono.take().is_some() {
-                log::info!("the cluster measured the local clock again: coordinating writes");
+                log::info!("the cluster measured the local clock: coordinating writes");
             }
+            self.vouched_once = true;
             self.hlc.vouch();
         }
         let cluster_offset = d.offset_ms;
@@ -295,14 +310,6 @@ impl GossipActor {
                 );
             }
         }
-    }
-
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: enough to pick gossip partners.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     fn merge(&mut self, remote: &[MemberState], source: Source) {
@@ -357,43 +364,47 @@ impl GossipActor {
         self.membership.beat();
         self.publish(now, &[]);
         self.check_clock();
-        let ids = self.peers.ids();
-        if ids.is_empty() {
+        if self.peers.ids().is_empty() {
             self.metrics.jobs.progress(Job::Gossip);
             return;
         }
-        let r = self.next_random();
-        let pick = ids[(r % ids.len() as u64) as usize].clone();
-        let peers = self.peers.clone();
         let ours = self.membership.outgoing(
             self.clock.now_ms(),
             (self.hints_floor)(),
             self.hlc.high_water(),
         );
         let timeout = (self.interval * EXCHANGE_TIMEOUT_ROUNDS).max(MIN_EXCHANGE_TIMEOUT);
-        let target = pick.clone();
-        let (sent_wall, sent_mono) = (self.clock.now_ms(), self.hlc.mono_ms());
-        ctx.spawn(
-            async move {
-                peers
-                    .call(&target, Request::Gossip { members: ours }, timeout)
-                    .await
+        for pick in self.peers.ids() {
+            if !self.in_flight.insert(pick.clone()) {
+                continue;
             }
-            .into_actor(self)
-            .map(move |reply, act, _| match reply {
-                Ok(Response::Gossip { members }) => {
-                    Metrics::add(&act.metrics.gossip_rounds, 1);
-                    act.metrics.jobs.progress(Job::Gossip);
-                    act.measure_clock(&pick, &members, sent_wall, sent_mono);
-                    act.merge(&members, Source::Dialed(&pick));
-                }
-                Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),
-                Err(e) => {
-                    act.metrics.jobs.failed(Job::Gossip, e.to_string());
-                    log::debug!("gossip to {pick}: {e}");
-                }
-            }),
-        );
+            let peers = self.peers.clone();
+            let request = Request::Gossip {
+                members: ours.clone(),
+            };
+            let target = pick.clone();
+            let (sent_wall, sent_mono) = (self.clock.now_ms(), self.hlc.mono_ms());
+            ctx.spawn(
+                async move { peers.call(&target, request, timeout).await }
+                    .into_actor(self)
+                    .map(move |reply, act, _| {
+                        act.in_flight.remove(&pick);
+                        match reply {
+                            Ok(Response::Gossip { members }) => {
+                                Metrics::add(&act.metrics.gossip_rounds, 1);
+                                act.metrics.jobs.progress(Job::Gossip);
+                                act.measure_clock(&pick, &members, sent_wall, sent_mono);
+                                act.merge(&members, Source::Dialed(&pick));
+                            }
+                            Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),
+                            Err(e) => {
+                                act.metrics.jobs.failed(Job::Gossip, e.to_string());
+                                log::debug!("gossip to {pick}: {e}");
+                            }
+                        }
+                    }),
+            );
+        }
     }
 }
 
@@ -409,6 +420,11 @@ impl Handler<GossipIn> for GossipActor {
     type Result = MessageResult<GossipIn>;
 
     fn handle(&mut self, msg: GossipIn, _: &mut Context<Self>) -> Self::Result {
+        // The member is up and reached us: reach it back without waiting
+        // out a redial backoff.
+        if let Some(client) = self.peers.get(&msg.from) {
+            client.redial_now();
+        }
         self.merge(&msg.members, Source::Accepted(&msg.from));
         self.metrics.jobs.progress(Job::Gossip);
         MessageResult(self.membership.outgoing(
@@ -424,6 +440,8 @@ impl Handler<ClusterStatus> for GossipActor {
 
     fn handle(&mut self, _: ClusterStatus, _: &mut Context<Self>) -> Self::Result {
         let now = self.mono_ms();
+        // What coordinators act on is never behind what this reports.
+        self.publish(now, &[]);
         let me = self.membership.me().id.clone();
         let views = self
             .membership

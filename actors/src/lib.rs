@@ -36,6 +36,7 @@
 //! Imports only go down this list (`tests::import_graph_is_acyclic`).
 
 pub mod antientropy;
+pub mod certgen;
 pub mod clock_check;
 pub mod coordinator;
 pub mod error;

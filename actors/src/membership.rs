@@ -11,30 +11,27 @@
 //! reports which members advanced (fresh heartbeats feed the failure detector)
 //! and which restarted (a higher generation).
 //!
-//! # What a peer may claim
+//! # Only a member speaks for itself
 //! Gossip arrives from the network, so a merge accepts only what the member
-//! itself could have produced ([`Membership::merge`]). How much it trusts an
-//! exchange depends on how it came ([`Source`]): an answer to an exchange
-//! this node started, on a connection it dialed to the member's configured
-//! address, speaks for that member; a connection someone else opened only
-//! claims to.
-//! * Entries of configured members only (anything else is refused and
-//!   counted: a peer cannot grow the member table or the gossip frame).
-//!   Addresses always come from the configuration.
-//! * A new generation of member X: from an exchange we started with X, any;
-//!   from a connection X opened, one no further ahead than the allowed drift
-//!   of our clock (a generation is the member's clock at its start); relayed
-//!   by anyone else, none.
+//! itself said, on a connection of that member ([`Membership::merge`]): an
+//! exchange carries the sender's own entry, and every entry about anyone
+//! else — another member, an unknown id, ourselves — is refused and
+//! counted. With peer TLS on, "a connection of X" means one whose
+//! certificate names X (checked in the peer handshake), so a node, even a
+//! compromised one, can lie only about itself. Dissemination does not need
+//! relays: every round exchanges with every peer (the gossip actor).
+//! How much a merge trusts X's entry depends on how it came ([`Source`]):
+//! * A new generation of X: from an exchange we started with X, any; from a
+//!   connection X opened, one no further ahead than the allowed drift of our
+//!   clock (a generation is the member's clock at its start).
 //! * A higher heartbeat of X's current generation: from an exchange we
 //!   started with X, any; otherwise at most the rounds X could have run since
 //!   we last accepted one, plus [`HEARTBEAT_SLACK`] (by our monotonic clock).
-//! * Claims about ourselves: a higher generation (no further ahead than the
-//!   drift) or a slightly higher heartbeat makes us jump above it, so a
-//!   forged entry is overtaken within a round; anything else is refused.
+//! * Addresses always come from the configuration.
 //!
 //! Every bound is relative (to our clock, or to what we last accepted), so
-//! no forged value can lock a member out for longer than the drift or a few
-//! rounds, and no arithmetic on a claimed value overflows.
+//! no value overflows and no claim locks a member out for longer than the
+//! drift or a few rounds.
 //!
 //! Caveat: which nodes own the ring is still the configured node set; the
 //! entries carry the ring epoch so joins and leaves can build on this.
@@ -136,36 +133,37 @@ impl Membership {
         self.members.values().cloned().collect()
     }
 
-    /// The view to send: ours, with our wall clock, hint floor and clock's
-    /// high-water mark stamped in our own entry.
+    /// What to send: our own entry only (nobody accepts relayed ones), with
+    /// our wall clock, hint floor and clock's high-water mark stamped in.
     pub fn outgoing(&mut self, now_ms: u64, hints_floor: u64, hlc_ts: u64) -> Vec<MemberState> {
-        if let Some(m) = self.members.get_mut(&self.me) {
-            m.wall_ms = now_ms;
-            m.hints_floor = hints_floor;
-            m.hlc_ts = hlc_ts;
-        }
-        self.snapshot()
+        let me = self.members.get_mut(&self.me).expect("own entry");
+        me.wall_ms = now_ms;
+        me.hints_floor = hints_floor;
+        me.hlc_ts = hlc_ts;
+        vec![me.clone()]
     }
 
     /// Folds in a view that came from `source`, accepting only what passes
     /// the checks described in the module header.
     pub fn merge(&mut self, remote: &[MemberState], source: Source, b: Bounds) -> MergeReport {
         let mut report = MergeReport::default();
+        let speaker = match source {
+            Source::Dialed(id) | Source::Accepted(id) => id,
+        };
         for r in remote {
-            if r.id == self.me {
-                self.refute(r, b, &mut report);
-                continue;
-            }
-            let Some(local) = self.members.get_mut(&r.id) else {
-                report.refused += 1;
-                continue;
+            let local = match self.members.get_mut(&r.id) {
+                Some(local) if r.id == speaker && r.id != self.me => local,
+                _ => {
+                    report.refused += 1;
+                    continue;
+                }
             };
             if (r.generation, r.heartbeat) <= (local.generation, local.heartbeat) {
                 continue;
             }
-            let dialed = source == Source::Dialed(&r.id);
+            let dialed = matches!(source, Source::Dialed(_));
             let plausible = if r.generation > local.generation {
-                dialed || (source == Source::Accepted(&r.id) && b.generation_ok(r.generation))
+                dialed || b.generation_ok(r.generation)
             } else {
                 let since = self
                     .accepted_ms
@@ -190,26 +188,6 @@ impl Membership {
             local.peer_addr = peer;
         }
         report
-    }
-
-    /// A claim about ourselves: overtake a plausible higher generation or
-    /// heartbeat; refuse anything else newer than what we are.
-    fn refute(&mut self, claim: &MemberState, b: Bounds, report: &mut MergeReport) {
-        let me = self.members.get_mut(&self.me).expect("own entry");
-        if claim.generation > me.generation {
-            if b.generation_ok(claim.generation) {
-                me.generation = claim.generation + 1;
-                me.heartbeat = 0;
-            } else {
-                report.refused += 1;
-            }
-        } else if claim.generation == me.generation && claim.heartbeat > me.heartbeat {
-            if claim.heartbeat <= me.heartbeat.saturating_add(2 * HEARTBEAT_SLACK) {
-                me.heartbeat = claim.heartbeat + 1;
-            } else {
-                report.refused += 1;
-            }
-        }
     }
 }
 
@@ -288,18 +266,14 @@ mod tests {
     }
 
     #[test]
-    fn relayed_heartbeats_advance_no_faster_than_rounds() {
+    fn heartbeats_on_accepted_connections_advance_no_faster_than_rounds() {
         let mut a = Membership::new(m("a", NOW, 0), [m("n2", 0, 0)]);
         a.merge(&[m("n2", NOW, 10)], dialed("n2"), Bounds::at(NOW, 0));
-        // 1 s later (5 rounds): up to 10 + 5 + slack from a relay.
+        // 1 s later (5 rounds): up to 10 + 5 + slack on n2's own connection.
         let later = Bounds::at(NOW, 1_000);
+        let too_far = m("n2", NOW, 10 + 5 + HEARTBEAT_SLACK + 1);
         assert_eq!(
-            a.merge(
-                &[m("n2", NOW, 10 + 5 + HEARTBEAT_SLACK + 1)],
-                dialed("n3"),
-                later
-            )
-            .refused,
+            a.merge(&[too_far], Source::Accepted("n2"), later).refused,
             1
         );
         assert_eq!(
@@ -309,7 +283,7 @@ mod tests {
         );
         let r = a.merge(
             &[m("n2", NOW, 10 + 5 + HEARTBEAT_SLACK)],
-            dialed("n3"),
+            Source::Accepted("n2"),
             later,
         );
         assert_eq!(r.advanced, vec!["n2"]);
@@ -318,13 +292,20 @@ mod tests {
         assert_eq!(r.advanced, vec!["n2"]);
     }
 
+    /// Step 07: everything learned about a member comes from a connection
+    /// of that member; another member relaying (or forging) it is refused,
+    /// however plausible the entry.
     #[test]
-    fn a_new_generation_is_never_accepted_from_a_relay() {
-        let mut a = Membership::new(m("a", NOW, 0), [m("n2", NOW - 5_000, 3)]);
-        let r = a.merge(&[m("n2", NOW, 1)], dialed("n3"), b());
-        assert_eq!(r.refused, 1, "a relay cannot restart n2");
+    fn only_a_member_speaks_for_itself() {
+        let mut a = Membership::new(m("a", NOW, 0), [m("n2", NOW - 5_000, 3), m("n3", NOW, 0)]);
+        for source in [dialed("n3"), Source::Accepted("n3")] {
+            let r = a.merge(&[m("n2", NOW, 1), m("n2", NOW - 5_000, 4)], source, b());
+            assert_eq!((r.refused, r.advanced.len()), (2, 0), "{source:?}");
+        }
+        assert_eq!(a.get("n2").unwrap().heartbeat, 3);
         let r = a.merge(&[m("n2", NOW, 1)], dialed("n2"), b());
         assert_eq!(r.restarted, vec!["n2"]);
+        assert_eq!(a.outgoing(NOW, 0, 0).len(), 1, "only our own entry is sent");
     }
 
     #[test]
@@ -337,24 +318,20 @@ mod tests {
     }
 
     /// Review of 05: a forged heartbeat of `u64::MAX` for ourselves used to
-    /// overflow (a panic in debug builds) or push us out of every peer's
-    /// bounds.
+    /// overflow or push us out of every peer's bounds. Nobody speaks for us.
     #[test]
-    fn forged_claims_about_ourselves_are_overtaken_or_refused() {
+    fn claims_about_ourselves_are_refused() {
         let mut a = Membership::new(m("a", NOW - 5_000, 10), [m("n2", NOW, 0)]);
-        a.merge(&[m("a", NOW - 5_000, 20)], Source::Accepted("n2"), b());
-        assert_eq!(a.me().heartbeat, 21);
-        let r = a.merge(
-            &[m("a", NOW - 5_000, u64::MAX)],
-            Source::Accepted("n2"),
-            b(),
-        );
-        assert_eq!((r.refused, a.me().heartbeat), (1, 21));
-        let r = a.merge(&[m("a", u64::MAX, 0)], Source::Accepted("n2"), b());
-        assert_eq!((r.refused, a.me().generation), (1, NOW - 5_000));
-        // A plausible higher generation: we jump above it.
-        a.merge(&[m("a", NOW + 100, 0)], Source::Accepted("n2"), b());
-        assert_eq!((a.me().generation, a.me().heartbeat), (NOW + 101, 0));
+        for claim in [
+            m("a", NOW - 5_000, 20),
+            m("a", NOW - 5_000, u64::MAX),
+            m("a", u64::MAX, 0),
+            m("a", NOW + 100, 0),
+        ] {
+            let r = a.merge(&[claim], Source::Accepted("n2"), b());
+            assert_eq!(r.refused, 1);
+        }
+        assert_eq!((a.me().generation, a.me().heartbeat), (NOW - 5_000, 10));
     }
 
     #[test]

@@ -51,8 +51,13 @@ counters! {
     ae_bytes: "bytes of records moved by anti-entropy",
     tombstones_purged: "tombstones removed after the grace period",
     gossip_rounds: "gossip exchanges completed",
-    gossip_refused: "gossip entries refused (unknown member, impossible generation or heartbeat)",
+    gossip_refused: "gossip entries refused (not about the sender itself, impossible generation or heartbeat)",
     peer_requests_refused: "peer requests refused as invalid",
+    auth_failures: "client requests refused 401: missing, malformed, unknown, revoked or expired token",
+    auth_forbidden: "client requests refused 403: the token lacks the role or the key prefix",
+    auth_throttled: "client requests refused 429: too many failed attempts from the address",
+    tls_reloads: "certificate, CA or token files reloaded",
+    tls_reload_failures: "reloads refused because the new files failed their checks (the old stay in force)",
 }
 
 impl Metrics {

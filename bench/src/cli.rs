@@ -1,7 +1,7 @@
 //! Command line: the clap definition, value parsers, and the checked
 //! [`Settings`] the phases run with.
 
-use crate::conn::Node;
+use crate::conn::{Access, Node};
 use crate::keys::DistKind;
 use crate::value::HEADER_LEN;
 use crate::workload::{Mix, Preset};
@@ -34,6 +34,13 @@ pub struct Args {
     /// spread over them round-robin.
     #[arg(long, default_value = "127.0.0.1:7101", value_name = "ADDRS")]
     pub nodes: String,
+    /// Bearer token for a cluster with `security.tokens_file`.
+    #[arg(long, env = "RINGKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate of the cluster: speak HTTPS, checking the nodes'
+    /// certificates against it.
+    #[arg(long, env = "RINGKV_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Concurrent clients, each with one keep-alive connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -252,9 +259,14 @@ impl Settings {
     }
 
     pub fn from_args(a: Args) -> Result<Settings, String> {
+        let access = std::sync::Arc::new(
+            Access::new(a.ca_file.as_deref(), a.token.as_deref())
+                .map_err(|e| format!("--ca-file/--token: {e}"))?,
+        );
         let mut nodes = Vec::new();
         for raw in a.nodes.split(',') {
-            let node = Node::parse(raw).map_err(|e| format!("--nodes: {e}"))?;
+            let node =
+                Node::parse_with(raw, access.clone()).map_err(|e| format!("--nodes: {e}"))?;
             if nodes.contains(&node) {
                 return Err(format!("--nodes: {node} is listed twice"));
             }

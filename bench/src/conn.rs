@@ -1,5 +1,7 @@
 //! One persistent HTTP/1.1 keep-alive connection per client (hyper 1.x client
-//! connection over a TCP stream with TCP_NODELAY), with bounded reconnects.
+//! connection over a TCP stream with TCP_NODELAY, or TLS over it), with
+//! bounded reconnects. A node's [`Access`] says whether to speak TLS (with
+//! which CA) and which bearer token to send.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -8,15 +10,86 @@ use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// A node to send requests to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Node {
     /// As given (`host:port`), also sent as the `Host` header.
     pub host: String,
     pub addr: SocketAddr,
+    /// TLS and token; the same for every node of a run.
+    pub access: Arc<Access>,
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl Eq for Node {}
+
+/// How to reach the nodes of a secured cluster.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// HTTPS, checking certificates against the CA it was made with.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+    /// `Authorization: Bearer …`.
+    pub token: Option<header::HeaderValue>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("Access")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Access {
+    /// TLS with the CA certificates in `ca_file` (if any) and `token`.
+    pub fn new(ca_file: Option<&Path>, token: Option<&str>) -> Result<Access, String> {
+        let tls = match ca_file {
+            None => None,
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                use rustls::pki_types::CertificateDer;
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{}: holds no certificate", path.display()));
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+            }
+        };
+        let token = match token {
+            None => None,
+            Some(t) => Some(
+                header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                    .map_err(|_| "the token has characters a header cannot carry".to_string())?,
+            ),
+        };
+        Ok(Access { tls, token })
+    }
 }
 
 impl fmt::Display for Node {
@@ -28,12 +101,22 @@ impl fmt::Display for Node {
 impl Node {
     /// Parses `host:port` (an optional `http://` and trailing `/` are
     /// accepted) and resolves it.
+    #[cfg(test)]
     pub fn parse(raw: &str) -> Result<Node, String> {
+        Node::parse_with(raw, Arc::default())
+    }
+
+    /// Parses `host:port` for a run with `access`; `https://` needs TLS.
+    pub fn parse_with(raw: &str, access: Arc<Access>) -> Result<Node, String> {
         let s = raw.trim();
-        if s.starts_with("https://") {
-            return Err(format!("'{s}': TLS is not supported, give host:port"));
+        if s.starts_with("https://") && access.tls.is_none() {
+            return Err(format!("'{s}': HTTPS needs --ca-file"));
         }
-        let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+        let s = s.strip_prefix("http://").unwrap_or(s);
+        let s = s
+            .strip_prefix("https://")
+            .unwrap_or(s)
+            .trim_end_matches('/');
         if s.is_empty() {
             return Err("empty node address".into());
         }
@@ -60,6 +143,7 @@ impl Node {
         Ok(Node {
             host: s.to_string(),
             addr,
+            access,
         })
     }
 }
@@ -95,7 +179,27 @@ pub async fn connect(node: &Node, timeout: Duration) -> Result<Sender, String> {
     stream
         .set_nodelay(true)
         .map_err(|e| format!("TCP_NODELAY on {node}: {e}"))?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+    let Some(tls) = &node.access.tls else {
+        return handshake(TokioIo::new(stream), node).await;
+    };
+    let host = node
+        .host
+        .rsplit_once(':')
+        .map_or(node.host.as_str(), |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+        .map_err(|e| format!("{node}: not a TLS server name: {e}"))?;
+    let stream = tokio::time::timeout(timeout, tls.connect(name, stream))
+        .await
+        .map_err(|_| format!("TLS handshake with {node} timed out after {timeout:?}"))?
+        .map_err(|e| format!("TLS handshake with {node}: {e}"))?;
+    handshake(TokioIo::new(stream), node).await
+}
+
+async fn handshake<T>(io: TokioIo<T>, node: &Node) -> Result<Sender, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io)
         .await
         .map_err(|e| format!("HTTP handshake with {node}: {e}"))?;
     tokio::spawn(async move {
@@ -103,6 +207,24 @@ pub async fn connect(node: &Node, timeout: Duration) -> Result<Sender, String> {
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+/// A request to `node` with its Host and, when it has one, its token.
+pub fn request(
+    node: &Node,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, node.host.as_str());
+    if let Some(t) = &node.access.token {
+        req = req.header(header::AUTHORIZATION, t.clone());
+    }
+    req.body(Full::new(body))
+        .map_err(|e| format!("bad request {path}: {e}"))
 }
 
 /// Reconnect policy of a [`Client`].
@@ -188,12 +310,7 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, self.node.host.as_str())
-            .body(Full::new(body))
-            .map_err(|e| CallError::Connection(format!("bad request {path}: {e}")))?;
+        let req = request(&self.node, method, path, body).map_err(CallError::Connection)?;
         let sender = self.sender().await?;
         let result = tokio::time::timeout(timeout, async {
             let conn_err = |e: hyper::Error| CallError::Connection(e.to_string());
@@ -253,7 +370,7 @@ mod tests {
         assert!(err("127.0.0.1:0").contains("invalid port"));
         assert!(err("127.0.0.1:70000").contains("invalid port"));
         assert!(err(":7101").contains("no host"));
-        assert!(err("https://127.0.0.1:7101").contains("TLS"));
+        assert!(err("https://127.0.0.1:7101").contains("--ca-file"));
         assert!(err("127.0.0.1:7101/v1").contains("no paths"));
         assert!(err("").contains("empty"));
     }

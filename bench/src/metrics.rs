@@ -2,10 +2,10 @@
 //! (commits) to acknowledged writes. Nodes without the endpoint are reported
 //! as such, never guessed.
 
-use crate::conn::{connect, Node};
+use crate::conn::{connect, request, Node};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{header, Request};
+use http_body_util::BodyExt;
+use hyper::Method;
 use std::time::Duration;
 
 pub const COMMITS: &str = "ringkv_commits_total";
@@ -66,11 +66,7 @@ pub async fn scrape(node: &Node, timeout: Duration) -> Result<Counters, String> 
         let mut sender = connect(node, timeout)
             .await
             .map_err(|e| format!("could not read /metrics: {e}"))?;
-        let req = Request::builder()
-            .uri("/metrics")
-            .header(header::HOST, node.host.as_str())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        let req = request(node, Method::GET, "/metrics", Bytes::new())?;
         let resp = sender
             .send_request(req)
             .await

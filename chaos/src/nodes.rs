@@ -49,6 +49,9 @@ pub fn write_config(dir: &Path, net: &Net, cfg: &ClusterConfig) -> Result<PathBu
         cfg.tombstone_grace_ms
     ));
     t.push_str("\n[testing]\nfault_file = \"faults-{node}.txt\"\n");
+    // Peers talk mutual TLS, as in production; clients plain HTTP.
+    t.push_str("\n[security]\npeer_tls = true\nhttp_tls = false\n");
+    write_certs(dir, net)?;
     for i in 0..net.nodes {
         t.push_str(&format!(
             "\n[[nodes]]\nid = \"n{n}\"\nhttp_addr = \"{ip}:{HTTP_PORT}\"\npeer_addr = \"{ip}:{PEER_PORT}\"\ndata_dir = \"data/n{n}\"\n",
@@ -59,6 +62,31 @@ pub fn write_config(dir: &Path, net: &Net, cfg: &ClusterConfig) -> Result<PathBu
     let path = dir.join("cluster.toml");
     fs::write(&path, t).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// A CA and one certificate per node under `dir/certs`.
+fn write_certs(dir: &Path, net: &Net) -> Result<(), String> {
+    use ringkv_actors::certgen::{Ca, NodeNames, Validity};
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs).map_err(|e| format!("{}: {e}", certs.display()))?;
+    let write = |name: String, text: &str| {
+        let p = certs.join(name);
+        fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (ca, issued) = Ca::generate("chaos", Validity::days(2)).map_err(|e| e.to_string())?;
+    write("ca.crt".into(), &issued.cert_pem)?;
+    for i in 0..net.nodes {
+        let names = NodeNames {
+            ips: vec![std::net::IpAddr::V4(net.node_ip(i))],
+            dns: vec![],
+        };
+        let pair = ca
+            .issue_node(&format!("n{}", i + 1), &names, Validity::days(2))
+            .map_err(|e| e.to_string())?;
+        write(format!("n{}.crt", i + 1), &pair.cert_pem)?;
+        write(format!("n{}.key", i + 1), &pair.key_pem)?;
+    }
+    Ok(())
 }
 
 impl Node {

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub etag: Option<String>,
     /// Seconds for a `Retry-After` header.
     pub retry_after_s: Option<u64>,
+    /// Adds `WWW-Authenticate: Bearer realm="ringkv"` (401s).
+    pub www_authenticate: bool,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             details: Map::new(),
             etag: None,
             retry_after_s: None,
+            www_authenticate: false,
         }
     }
 
@@ -71,6 +74,9 @@ impl ResponseError for ApiError {
         }
         if let Some(s) = self.retry_after_s {
             resp.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if self.www_authenticate {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"ringkv\""));
         }
         resp.json(Value::Object(body))
     }

@@ -7,8 +7,10 @@
 //! * [`admin`]: `GET /v1/cluster`, `POST /v1/admin/repair`, `GET /metrics`
 //! * [`request`]: keys, consistency levels, conditional headers, bounded bodies
 //! * [`error`]: the JSON error shape every error response has
+//! * [`auth`]: token checks in front of every route but `/health`
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod fuzzing;

@@ -10,7 +10,6 @@ use crate::faults::{
 use crate::harness::{kv_at, Client, Cluster, ClusterSpec, Poll};
 use serde_json::Value;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The default value limit (`storage.max_value_bytes`).
@@ -45,7 +44,7 @@ fn missing(c: &Cluster, node: usize, items: &[(String, Vec<u8>)]) -> Vec<String>
 }
 
 fn put_big(c: &Cluster, via: usize, items: &[(String, Vec<u8>)], level: &str) {
-    let client = Client::with_timeout(c.node(via).base_url(), Duration::from_secs(30));
+    let client = c.node(via).client_with_timeout(Duration::from_secs(30));
     for (k, v) in items {
         let r = client.put(&kv_at(k, Some(level)), v);
         assert_eq!(r.status, 201, "PUT {k} ({} bytes): {r}", v.len());
@@ -53,7 +52,7 @@ fn put_big(c: &Cluster, via: usize, items: &[(String, Vec<u8>)], level: &str) {
 }
 
 fn repair(c: &Cluster, i: usize) -> Value {
-    let client = Client::with_timeout(c.node(i).base_url(), Duration::from_secs(120));
+    let client = c.node(i).client_with_timeout(Duration::from_secs(120));
     let r = client.call("POST", "/v1/admin/repair", &[], None);
     assert_eq!(r.status, 200, "repair on n{}: {r}", i + 1);
     r.json()
@@ -244,15 +243,14 @@ fn a_peer_that_never_reads_cannot_grow_the_node() {
         .put(&kv_at(key, Some("all")), &big(1, LIMIT));
     assert_eq!(r.status, 201, "{r}");
     let before = c.node_mut(0).rss_bytes();
-    let mut s = TcpStream::connect(c.node(0).peer_addr).expect("connect");
+    let mut s = crate::peer_conn::PeerConn::connect(&c, 0, "n2");
     let hello = Frame::Hello(Hello {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: "n2".into(),
     });
     s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();
-    s.set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(200)));
     // 2,000 reads of a 1 MiB value (2 GiB of answers) with nobody reading.
     let mut sent = 0;
     for id in 0..2_000u64 {
@@ -349,7 +347,7 @@ fn a_full_write_queue_answers_503_with_retry_after() {
 #[test]
 fn a_failed_fsync_stops_the_node_and_a_restart_recovers() {
     let mut c = Cluster::start(ClusterSpec::single().with_fault_files());
-    let client = Client::with_timeout(c.node(0).base_url(), Duration::from_secs(5));
+    let client = c.node(0).client_with_timeout(Duration::from_secs(5));
     for i in 0..20 {
         let r = client.put(&kv_at(&format!("before-{i}"), None), b"acknowledged");
         assert_eq!(r.status, 201, "{r}");

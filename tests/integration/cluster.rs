@@ -340,14 +340,14 @@ fn client_cli_put_get_del() {
 
 /// A `ringkv up` process in its own process group; dropping it kills the
 /// whole group (the supervisor and its nodes) if the test did not stop it.
-struct Up {
+pub struct Up {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Up {
-    fn start(config: &std::path::Path) -> Up {
+    pub fn start(config: &std::path::Path) -> Up {
         let mut child = Command::new(BIN)
             .arg("up")
             .arg("--config")
@@ -383,7 +383,7 @@ impl Up {
         }
     }
 
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.lines.lock().expect("lines").join("\n")
     }
 }
@@ -409,7 +409,7 @@ fn up_runs_every_node_and_sigterm_stops_them() {
     let c = Cluster::create(ClusterSpec::fast(3, 3));
     let mut up = Up::start(&c.config_path);
     for node in &c.nodes {
-        let probe = Client::with_timeout(node.base_url(), Duration::from_secs(1));
+        let probe = node.client_with_timeout(Duration::from_secs(1));
         wait_until(
             Duration::from_secs(20),
             &format!("{} is healthy", node.id),

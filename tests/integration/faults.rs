@@ -741,7 +741,7 @@ fn runaway_versions_from_a_peer_are_refused_and_do_not_drag_clocks() {
     };
     let mut c = Cluster::start(ClusterSpec::fast(3, 3));
     c.wait_replicas_reachable();
-    let mut s = std::net::TcpStream::connect(c.node(0).peer_addr).expect("connect");
+    let mut s = crate::peer_conn::PeerConn::connect(&c, 0, "n3");
     let hello = Frame::Hello(Hello {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
@@ -763,7 +763,7 @@ fn runaway_versions_from_a_peer_are_refused_and_do_not_drag_clocks() {
     };
     s.write_all(&encode_frame(&write, 1 << 20).unwrap())
         .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = bytes::BytesMut::new();
     let mut codec = ringkv_actors::wire::FrameCodec::new(1 << 20);
     let answer = loop {

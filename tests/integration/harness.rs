@@ -93,6 +93,20 @@ pub struct ClusterSpec {
     pub extra_sections: Vec<(String, String)>,
     /// `clock_offset_ms` by node index (0: not written).
     pub clock_offsets: Vec<i64>,
+    /// The `[security]` section (peer TLS on by default, as in production).
+    pub security: Security,
+}
+
+/// What the harness's `[security]` section turns on. Certificates (a CA and
+/// one pair per node under `certs/`) and, with `tokens`, a tokens file with
+/// one admin token (which every harness client sends) are made in-process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Security {
+    pub peer_tls: bool,
+    pub http_tls: bool,
+    pub tokens: bool,
+    /// `auth_failures_per_minute` (0: not written, the default 10).
+    pub auth_failures_per_minute: u32,
 }
 
 impl ClusterSpec {
@@ -106,7 +120,36 @@ impl ClusterSpec {
             data_dirs: vec![None; nodes],
             extra_sections: Vec::new(),
             clock_offsets: vec![0; nodes],
+            security: Security {
+                peer_tls: true,
+                http_tls: false,
+                tokens: false,
+                auth_failures_per_minute: 0,
+            },
         }
+    }
+
+    /// No `[security]` section at all: plain TCP between peers, plain HTTP,
+    /// no tokens (tests that speak raw TCP to the peer port).
+    pub fn plain(mut self) -> Self {
+        self.security = Security {
+            peer_tls: false,
+            http_tls: false,
+            tokens: false,
+            auth_failures_per_minute: 0,
+        };
+        self
+    }
+
+    /// Everything on: peer mTLS, HTTPS, tokens.
+    pub fn secure(mut self) -> Self {
+        self.security = Security {
+            peer_tls: true,
+            http_tls: true,
+            tokens: true,
+            auth_failures_per_minute: 0,
+        };
+        self
     }
 
     /// A cluster tuned for fault tests: gossip every 100 ms (failures are
@@ -206,6 +249,22 @@ impl ClusterSpec {
         for (section, lines) in &self.extra_sections {
             t.push_str(&format!("\n[{section}]\n{lines}"));
         }
+        let s = self.security;
+        if s.peer_tls || s.http_tls || s.tokens {
+            t.push_str(&format!(
+                "\n[security]\npeer_tls = {}\nhttp_tls = {}\n",
+                s.peer_tls, s.http_tls
+            ));
+            if s.tokens {
+                t.push_str("tokens_file = \"tokens.toml\"\n");
+            }
+            if s.auth_failures_per_minute > 0 {
+                t.push_str(&format!(
+                    "auth_failures_per_minute = {}\n",
+                    s.auth_failures_per_minute
+                ));
+            }
+        }
         for e in entries {
             t.push('\n');
             t.push_str(&e.render());
@@ -255,6 +314,52 @@ pub struct Cluster {
     pub entries: Vec<NodeEntry>,
     pub config_path: PathBuf,
     pub dir: tempfile::TempDir,
+    /// The admin token harness clients send (with `Security::tokens`).
+    pub admin_token: Option<String>,
+}
+
+/// A development CA and a certificate per node under `dir/certs`, as
+/// `ringkv certs init` makes them.
+pub fn make_certs(dir: &Path, cluster: &str, entries: &[NodeEntry]) {
+    use ringkv_actors::certgen::{Ca, NodeNames, Validity};
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs).expect("certs dir");
+    let (ca, issued) = Ca::generate(cluster, Validity::days(30)).expect("CA");
+    fs::write(certs.join("ca.crt"), &issued.cert_pem).expect("write CA");
+    fs::write(certs.join("ca.key"), &issued.key_pem).expect("write CA key");
+    for e in entries {
+        let names = NodeNames {
+            ips: vec![e.http_addr.ip()],
+            dns: vec![],
+        };
+        let pair = ca
+            .issue_node(&e.id, &names, Validity::days(30))
+            .expect("node cert");
+        fs::write(certs.join(format!("{}.crt", e.id)), &pair.cert_pem).expect("write cert");
+        fs::write(certs.join(format!("{}.key", e.id)), &pair.key_pem).expect("write key");
+    }
+}
+
+/// Appends a token with `role` (and `prefix`) to `dir/tokens.toml`.
+pub fn add_token(dir: &Path, role: &str, prefix: Option<&str>) -> String {
+    let role = role.parse().expect("role");
+    let t = ringkv::token_cli::new_token(role, prefix.map(String::from), None, "itest".into())
+        .expect("token");
+    let record = t.record.clone();
+    ringkv::auth::store::TokensFile::update(&dir.join("tokens.toml"), move |f| {
+        f.tokens.push(record);
+        Ok(())
+    })
+    .expect("write tokens file");
+    t.token
+}
+
+/// How harness clients reach a node: the CA to check HTTPS with, the token
+/// to send.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub ca: Option<PathBuf>,
+    pub token: Option<String>,
 }
 
 impl Cluster {
@@ -267,9 +372,18 @@ impl Cluster {
         let entries = spec.entries();
         let config_path = dir.path().join("cluster.toml");
         fs::write(&config_path, spec.render(&entries)).expect("write config");
+        let s = spec.security;
+        if s.peer_tls || s.http_tls {
+            make_certs(dir.path(), &spec.name, &entries);
+        }
+        let admin_token = s.tokens.then(|| add_token(dir.path(), "admin", None));
+        let access = Access {
+            ca: s.http_tls.then(|| dir.path().join("certs/ca.crt")),
+            token: admin_token.clone(),
+        };
         let nodes = entries
             .iter()
-            .map(|e| Node::new(e, &config_path, dir.path()))
+            .map(|e| Node::new(e, &config_path, dir.path(), access.clone()))
             .collect();
         Cluster {
             nodes,
@@ -277,7 +391,27 @@ impl Cluster {
             entries,
             config_path,
             dir,
+            admin_token,
         }
+    }
+
+    /// A client of node `i` sending `token` (or none) instead of the admin
+    /// token.
+    pub fn client_with_token(&self, i: usize, token: Option<&str>) -> Client {
+        let node = &self.nodes[i];
+        Client::for_access(
+            node.base_url(),
+            HTTP_TIMEOUT,
+            &Access {
+                ca: node.access.ca.clone(),
+                token: token.map(String::from),
+            },
+        )
+    }
+
+    /// Adds a token to the cluster's tokens file; answers it.
+    pub fn add_token(&self, role: &str, prefix: Option<&str>) -> String {
+        add_token(self.dir.path(), role, prefix)
     }
 
     /// Creates the cluster and starts every node, waiting until all answer
@@ -333,7 +467,7 @@ impl Cluster {
             if !self.nodes[i].is_running() {
                 continue;
             }
-            let c = Client::with_timeout(self.nodes[i].base_url(), Duration::from_secs(2));
+            let c = self.nodes[i].client_with_timeout(Duration::from_secs(2));
             let mut probe = 0;
             while probe < PROBES {
                 let path = kv(&format!("__harness-probe-{probe}?consistency=all"));
@@ -364,7 +498,7 @@ impl Cluster {
             if !self.nodes[i].is_running() {
                 continue;
             }
-            let c = Client::with_timeout(self.nodes[i].base_url(), Duration::from_secs(2));
+            let c = self.nodes[i].client_with_timeout(Duration::from_secs(2));
             loop {
                 match c.send("GET", "/v1/cluster", &[], None) {
                     Ok(r) if r.status == 200 && r.json()["clock"]["vouched"] == true => break,
@@ -441,10 +575,12 @@ pub struct Node {
     child: Option<Child>,
     exited: Option<ExitStatus>,
     runs: usize,
+    /// What [`Node::client`] uses.
+    pub access: Access,
 }
 
 impl Node {
-    pub fn new(entry: &NodeEntry, config_path: &Path, dir: &Path) -> Node {
+    pub fn new(entry: &NodeEntry, config_path: &Path, dir: &Path, access: Access) -> Node {
         let base = config_path.parent().unwrap_or(Path::new("."));
         Node {
             id: entry.id.clone(),
@@ -456,6 +592,7 @@ impl Node {
             child: None,
             exited: None,
             runs: 0,
+            access,
         }
     }
 
@@ -495,7 +632,7 @@ impl Node {
     /// Polls `GET /health` until it answers 200; fails if the process exits
     /// or [`START_TIMEOUT`] passes.
     pub fn wait_healthy(&mut self) -> Result<(), StartFailure> {
-        let probe = Client::with_timeout(self.base_url(), Duration::from_secs(1));
+        let probe = Client::for_access(self.base_url(), Duration::from_secs(1), &self.access);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.exit_status() {
@@ -611,17 +748,28 @@ impl Node {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.access.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
     }
 
-    /// `http://<http_addr><path>`.
+    /// `http(s)://<http_addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())
     }
 
-    /// An HTTP client for this node.
+    /// An HTTP client for this node (over HTTPS, with the admin token, when
+    /// the cluster is secured).
     pub fn client(&self) -> Client {
-        Client::new(self.base_url())
+        self.client_with_timeout(HTTP_TIMEOUT)
+    }
+
+    /// [`Node::client`] with another request timeout.
+    pub fn client_with_timeout(&self, timeout: Duration) -> Client {
+        Client::for_access(self.base_url(), timeout, &self.access)
     }
 
     /// Writes the node's fault file (the node re-reads it within 100 ms; see
@@ -782,6 +930,8 @@ impl fmt::Display for Resp {
 pub struct Client {
     agent: ureq::Agent,
     pub base: String,
+    /// Sent as `Authorization: Bearer …` unless a request sets its own.
+    pub token: Option<String>,
 }
 
 impl Client {
@@ -790,17 +940,32 @@ impl Client {
     }
 
     pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Self {
+        Self::for_access(base, timeout, &Access::default())
+    }
+
+    /// A client checking HTTPS against `access.ca` and sending its token.
+    pub fn for_access(base: impl Into<String>, timeout: Duration, access: &Access) -> Self {
+        let mut agent = ureq::AgentBuilder::new().timeout(timeout).redirects(0);
+        if let Some(ca) = &access.ca {
+            agent = agent.tls_config(ringkv::client::tls_config(ca).expect("CA file"));
+        }
         Client {
-            agent: ureq::AgentBuilder::new()
-                .timeout(timeout)
-                .redirects(0)
-                .build(),
+            agent: agent.build(),
             base: base.into(),
+            token: access.token.clone(),
         }
     }
 
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> ureq::Request {
         let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+        }
         for (k, v) in headers {
             req = req.set(k, v);
         }
@@ -1026,7 +1191,7 @@ impl Node {
 
     /// `GET /v1/cluster`, or `None` when the node does not answer (yet).
     pub fn try_cluster_status(&self) -> Option<Value> {
-        let c = Client::with_timeout(self.base_url(), Duration::from_secs(3));
+        let c = Client::for_access(self.base_url(), Duration::from_secs(3), &self.access);
         match c.send("GET", "/v1/cluster", &[], None) {
             Ok(r) if r.status == 200 => Some(r.json()),
             _ => None,

@@ -14,6 +14,8 @@
 //!   peers killed mid-transfer or never reading, a full write queue, a failed
 //!   fsync, clock steps across restarts, SIGTERM while peers misbehave
 //! * [`hostile`]: forged hellos, gossip and clock samples on the peer port
+//! * [`security`]: peer mTLS, HTTPS, tokens and roles, certificate
+//!   rotation, `ringkv up` with security
 //! * [`semantics`]: the fault semantics step 06 fixed (lost strict writes,
 //!   conditional writes that lose races, outcomes, expiring hints)
 
@@ -24,6 +26,8 @@ mod faults;
 mod harness;
 mod hostile;
 mod kv;
+mod peer_conn;
 mod peer_protocol;
+mod security;
 mod semantics;
 mod startup;

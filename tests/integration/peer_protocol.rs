@@ -1,6 +1,8 @@
-//! Raw TCP against a node's peer port: malformed input closes that one
-//! connection (logged with the reason) and the node keeps serving; a correct
-//! hello is answered with a hello and requests work.
+//! Raw TCP against a node's peer port (clusters without peer TLS, so the
+//! bytes on the wire are the protocol's own): malformed input closes that
+//! one connection (logged with the reason) and the node keeps serving; a
+//! correct hello is answered with a hello and requests work. `security.rs`
+//! runs the same kind of attacks through TLS.
 
 use crate::harness::{kv_at, wait_until, Cluster, ClusterSpec, Node, Poll};
 use std::io::{ErrorKind, Read, Write};
@@ -135,7 +137,7 @@ fn assert_cluster_serves(c: &Cluster, key: &str) {
 
 #[test]
 fn malformed_peer_input_closes_only_that_connection() {
-    let mut c = Cluster::start(ClusterSpec::new(2, 2));
+    let mut c = Cluster::start(ClusterSpec::new(2, 2).plain());
     c.wait_replicas_reachable();
     let node = c.node(0);
 
@@ -205,7 +207,7 @@ fn malformed_peer_input_closes_only_that_connection() {
 
 #[test]
 fn a_correct_hello_is_answered_and_requests_work() {
-    let mut c = Cluster::start(ClusterSpec::new(2, 2));
+    let mut c = Cluster::start(ClusterSpec::new(2, 2).plain());
     c.wait_replicas_reachable();
     let r = c
         .node(0)

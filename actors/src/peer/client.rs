@@ -28,7 +28,7 @@
 //! `select!`): when any of them ends, the others are dropped with it, so a
 //! broken connection can never leave a writer looping or a call waiting.
 
-use super::handshake::{dial, FrameReader, FrameWriter};
+use super::handshake::{self, dial, FrameReader, FrameWriter};
 use super::{
     PeerError, PeerSettings, MAX_BACKGROUND_IN_FLIGHT, MAX_BACKOFF, MAX_PENDING_CALLS,
     MAX_QUEUED_BACKGROUND, MIN_BACKOFF, SILENCE_LIMIT, WRITE_STALL,
@@ -91,6 +91,8 @@ struct Link {
     wake: Notify,
     stopping: AtomicBool,
     stop: Notify,
+    /// Cuts the redial backoff short (the peer was just heard from).
+    redial: Notify,
 }
 
 /// The client of one remote node. Cheap to clone.
@@ -129,6 +131,7 @@ impl PeerClient {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
+            redial: Notify::new(),
         });
         (PeerClient { link: link.clone() }, run(link))
     }
@@ -147,6 +150,14 @@ impl PeerClient {
     }
 
     /// Closes the connection for good and fails everything waiting.
+    /// The peer showed it is up (it opened a session to us): when not
+    /// connected, dial now instead of at the end of the backoff.
+    pub fn redial_now(&self) {
+        if !self.is_connected() {
+            self.link.redial.notify_one();
+        }
+    }
+
     pub fn shutdown(&self) {
         self.link.stopping.store(true, Ordering::Relaxed);
         self.link.stop.notify_waiters();
@@ -426,10 +437,10 @@ async fn run(link: Arc<Link>) {
             Err(e) => log::debug!("dialing peer {} at {} failed: {e}", link.node, link.addr),
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+            _ = link.redial.notified() => backoff = MIN_BACKOFF,
             _ = link.stop.notified() => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -437,7 +448,7 @@ async fn read_loop(link: &Link, mut reader: FrameReader) -> String {
     loop {
         match reader.next().await {
             None => return "closed by the peer".into(),
-            Some(Err(e)) => return e.to_string(),
+            Some(Err(e)) => return handshake::codec_reason(&e),
             Some(Ok(Received {
                 frame: Frame::Response { id, body },
                 ..

@@ -7,12 +7,19 @@
 //! ([`check_hello`]) and answers with its own. Only then is the frame limit
 //! raised to the configured maximum.
 //!
-//! This is the only file that knows the transport is TCP: the rest of the
-//! peer layer sees a [`PeerStream`].
+//! With TLS on (`tls.rs`), both sides run a TLS 1.3 handshake with
+//! certificates of the cluster CA before the hellos; the dialer accepts only
+//! the certificate of the node it dialed, the listener only a hello whose
+//! node its client certificate names, coming from that node's address.
+//!
+//! This is the only file that knows the transport is TCP (or TLS over TCP):
+//! the rest of the peer layer sees a [`PeerStream`].
 
+use super::tls::{identity, verify_identity};
 use super::{PeerSettings, CONNECT_TIMEOUT, HELLO_TIMEOUT, KEEPALIVE, WRITE_STALL};
 use crate::wire::{encode_frame, printable, CodecError, Frame, FrameCodec, Hello, HELLO_MAX_FRAME};
 use futures_util::StreamExt;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -68,18 +75,32 @@ async fn next_frame(r: &mut FrameReader, deadline: std::time::Duration) -> Resul
     }
 }
 
-/// Dials `node` at `addr` and exchanges hellos.
+/// Dials `node` at `addr` (from this node's own configured IP), runs the TLS
+/// handshake when TLS is on (the peer must present `node`'s certificate),
+/// and exchanges hellos.
 pub async fn dial(
     addr: SocketAddr,
     settings: &PeerSettings,
     node: &str,
 ) -> Result<(FrameReader, FrameWriter), String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect_from(addr, settings))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     tune(&stream);
-    let (mut r, mut w) = split(Box::new(stream), HELLO_MAX_FRAME);
+    let stream: PeerStream = match &settings.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name = ServerName::try_from(identity(node)).map_err(|e| e.to_string())?;
+            let connector = tokio_rustls::TlsConnector::from(tls.client());
+            let tls_stream = tokio::time::timeout(HELLO_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| "no TLS handshake in time".to_string())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            Box::new(tls_stream)
+        }
+    };
+    let (mut r, mut w) = split(stream, HELLO_MAX_FRAME);
     send_frame(
         &mut w,
         &Frame::Hello(settings.hello.clone()),
@@ -105,6 +126,25 @@ pub async fn dial(
     Ok((r, w))
 }
 
+/// Connects to `addr` from this node's configured peer IP, when it has a
+/// specific one (so peers can check where the connection comes from).
+async fn connect_from(addr: SocketAddr, settings: &PeerSettings) -> std::io::Result<TcpStream> {
+    let own = settings
+        .addresses
+        .get(&settings.hello.node_id)
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = own.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(addr).await
+}
+
 /// Why a hello may not open a session: another cluster or protocol, a node
 /// id that is not a configured member, or our own id.
 pub fn check_hello(settings: &PeerSettings, theirs: &Hello) -> Result<(), String> {
@@ -126,18 +166,57 @@ pub fn check_hello(settings: &PeerSettings, theirs: &Hello) -> Result<(), String
     Ok(())
 }
 
-/// The listener's side: reads and checks the dialer's hello, answers ours.
-/// Answers the peer's node id and the connection, its frame limit raised.
+/// Whether a connection from `from` may speak for member `id`: it must come
+/// from the IP of `id`'s configured peer address (unless that is a wildcard).
+pub fn check_origin(settings: &PeerSettings, id: &str, from: SocketAddr) -> Result<(), String> {
+    match settings.addresses.get(id) {
+        Some(a) if !a.ip().is_unspecified() && a.ip() != from.ip() => Err(format!(
+            "a connection from {} cannot speak for {id}, whose address is {}",
+            from.ip(),
+            a.ip()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The listener's side: runs the TLS handshake when TLS is on (a client
+/// certificate of the cluster CA is required), reads and checks the
+/// dialer's hello — its certificate must name the member the hello claims,
+/// and the connection must come from that member's address — and answers
+/// ours. Answers the peer's node id and the connection, its frame limit
+/// raised.
 pub async fn accept(
-    stream: PeerStream,
+    stream: TcpStream,
+    from: SocketAddr,
     settings: &PeerSettings,
 ) -> Result<(String, FrameReader, FrameWriter), String> {
+    let (stream, certs): (PeerStream, Option<Vec<CertificateDer<'static>>>) = match &settings.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
+            let s = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
+                .await
+                .map_err(|_| "no TLS handshake in time".to_string())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            let certs = s.get_ref().1.peer_certificates().map(|c| c.to_vec());
+            (Box::new(s), Some(certs.unwrap_or_default()))
+        }
+    };
     let (mut r, mut w) = split(stream, HELLO_MAX_FRAME);
     let theirs = match next_frame(&mut r, HELLO_TIMEOUT).await? {
         Frame::Hello(h) => h,
         _ => return Err("expected a hello first".into()),
     };
     check_hello(settings, &theirs)?;
+    check_origin(settings, &theirs.node_id, from)?;
+    if let (Some(tls), Some(chain)) = (&settings.tls, certs) {
+        verify_identity(&tls.roots(), &chain, &theirs.node_id, UnixTime::now()).map_err(|why| {
+            format!(
+                "its certificate cannot speak for {}: {why}",
+                printable(&theirs.node_id)
+            )
+        })?;
+    }
     send_frame(
         &mut w,
         &Frame::Hello(settings.hello.clone()),
@@ -148,7 +227,14 @@ pub async fn accept(
     Ok((theirs.node_id, r, w))
 }
 
-/// Maps a decoding failure to the reason logged when a connection closes.
+/// Maps a decoding failure to the reason logged when a connection closes
+/// (TLS without close_notify is an ordinary close: frames carry their
+/// length, so a cut frame is still seen as one).
 pub fn codec_reason(e: &CodecError) -> String {
-    e.to_string()
+    match e {
+        CodecError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "closed by the peer".into()
+        }
+        other => other.to_string(),
+    }
 }

@@ -27,6 +27,7 @@
 pub mod client;
 pub mod handshake;
 pub mod server;
+pub mod tls;
 
 pub use client::{PeerClient, Peers};
 pub use server::{Dispatch, PeerServer};
@@ -94,6 +95,13 @@ pub struct PeerSettings {
     /// Test-only fault switches (`peer_delay_ms` delays every call this
     /// node makes).
     pub faults: Arc<crate::faults::Faults>,
+    /// Mutual TLS, when on: every connection is TLS 1.3 with certificates
+    /// of the cluster CA.
+    pub tls: Option<Arc<tls::PeerTls>>,
+    /// Each member's configured peer address: a member's connections must
+    /// come from its address's IP (when that IP is a specific one), and this
+    /// node dials from its own.
+    pub addresses: Arc<std::collections::HashMap<String, std::net::SocketAddr>>,
 }
 
 impl PeerSettings {
@@ -200,3 +208,5 @@ impl PeerError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -123,7 +123,7 @@ impl PeerServer {
                     tune(&stream);
                     let shared = self.shared.clone();
                     tokio::task::spawn_local(async move {
-                        session(shared, Box::new(stream), from, hello).await;
+                        session(shared, stream, from, hello).await;
                         drop(permit);
                     });
                 }
@@ -201,11 +201,11 @@ struct Budgets {
 
 async fn session(
     shared: Rc<Shared>,
-    stream: super::handshake::PeerStream,
+    stream: tokio::net::TcpStream,
     addr: SocketAddr,
     hello: OwnedSemaphorePermit,
 ) {
-    let accepted = accept(stream, &shared.settings).await;
+    let accepted = accept(stream, addr, &shared.settings).await;
     drop(hello);
     let (from, reader, writer) = match accepted {
         Ok(x) => x,
@@ -268,8 +268,13 @@ impl RequestReader {
     async fn fill(&mut self, n: usize) -> std::io::Result<bool> {
         while self.buf.len() < n {
             self.buf.reserve((n - self.buf.len()).min(READ_CHUNK));
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Ok(false);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                // TLS without close_notify: the same as TCP's end of stream
+                // (frames carry their length, so a cut frame is still seen).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
             }
         }
         Ok(true)

@@ -24,6 +24,8 @@ fn settings(me: &str, max_frame: usize) -> Arc<PeerSettings> {
         members: Arc::new(["a", "b"].iter().map(|s| s.to_string()).collect()),
         max_value: 1 << 20,
         faults: Arc::default(),
+        tls: None,
+        addresses: Arc::default(),
     })
 }
 
@@ -189,8 +191,8 @@ async fn silent_peer() -> (
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_local(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let conn = handshake::accept(Box::new(stream), &settings("b", 1 << 20))
+        let (stream, from) = listener.accept().await.unwrap();
+        let conn = handshake::accept(stream, from, &settings("b", 1 << 20))
             .await
             .unwrap();
         let _ = tx.send((conn.1, conn.2));

@@ -1,0 +1,96 @@
+//! A raw connection to a node's peer port, the way tests play a member (or
+//! an impostor): plain TCP on a cluster without peer TLS, else TLS 1.3 with
+//! the certificate of a node of the cluster's CA (or of another CA). The
+//! test then writes whatever frames it likes.
+
+use crate::harness::Cluster;
+use ringkv_actors::peer::tls::{identity, PeerTls, TlsFiles};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub enum PeerConn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// The TLS client configuration of `as_node`'s certificate in `certs`.
+pub fn client_config(certs: &Path, as_node: &str) -> Arc<rustls::ClientConfig> {
+    let files = TlsFiles {
+        ca: certs.join("ca.crt"),
+        cert: certs.join(format!("{as_node}.crt")),
+        key: certs.join(format!("{as_node}.key")),
+    };
+    PeerTls::new(as_node, files)
+        .unwrap_or_else(|e| panic!("certificate of {as_node}: {e}"))
+        .client()
+}
+
+impl PeerConn {
+    /// Connects to node `target`'s peer port, with `as_node`'s certificate
+    /// when the cluster's peers use TLS.
+    pub fn connect(c: &Cluster, target: usize, as_node: &str) -> PeerConn {
+        let node = c.node(target);
+        if !c.spec.security.peer_tls {
+            return PeerConn::Plain(tcp(node.peer_addr));
+        }
+        let config = client_config(&c.dir.path().join("certs"), as_node);
+        PeerConn::tls(node.peer_addr, &node.id, config)
+    }
+
+    /// TLS to `addr`, expecting node `target_id`'s certificate.
+    pub fn tls(addr: SocketAddr, target_id: &str, config: Arc<rustls::ClientConfig>) -> PeerConn {
+        let name = rustls::pki_types::ServerName::try_from(identity(target_id)).expect("name");
+        let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+        PeerConn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp(addr))))
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            PeerConn::Plain(s) => s,
+            PeerConn::Tls(s) => &s.sock,
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        self.tcp().set_read_timeout(t).expect("read timeout");
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        self.tcp().set_write_timeout(t).expect("write timeout");
+    }
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    s
+}
+
+impl Read for PeerConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PeerConn::Plain(s) => s.read(buf),
+            PeerConn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for PeerConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PeerConn::Plain(s) => s.write(buf),
+            PeerConn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PeerConn::Plain(s) => s.flush(),
+            PeerConn::Tls(s) => s.flush(),
+        }
+    }
+}
