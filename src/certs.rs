@@ -37,6 +37,34 @@ fn security(cfg: &Config) -> Result<&SecuritySection, String> {
 
 /// What a node's certificate names: its identity and the IPs it serves on
 /// (loopback when it listens on every address).
+/// A node's certificate and key files: its peer pair, and its HTTPS pair
+/// when the config names a separate one (`true`).
+fn pairs_of(s: &SecuritySection, node: &NodeSection) -> Vec<(PathBuf, PathBuf, bool)> {
+    let mut pairs = vec![(
+        SecuritySection::for_node(&s.cert_file, &node.id),
+        SecuritySection::for_node(&s.key_file, &node.id),
+        false,
+    )];
+    if s.http_cert_file.is_some() {
+        let (cert, key) = s.http_files(&node.id);
+        pairs.push((cert, key, true));
+    }
+    pairs
+}
+
+/// A node certificate, or an HTTPS-only one (no node identity: no peer
+/// credential, so it may live on a proxy).
+fn issue(ca: &Ca, node: &NodeSection, https: bool, days: u32) -> Result<Issued, String> {
+    let names = node_names(node);
+    let validity = Validity::days(days);
+    let issued = if https {
+        ca.issue_https(&names, validity)
+    } else {
+        ca.issue_node(&node.id, &names, validity)
+    };
+    issued.map_err(|e| e.to_string())
+}
+
 pub fn node_names(node: &NodeSection) -> NodeNames {
     let mut ips: Vec<IpAddr> = Vec::new();
     for a in [&node.http_addr, &node.peer_addr] {
@@ -104,14 +132,7 @@ pub fn init(cfg: &Config, days: u32, force: bool) -> Result<Vec<String>, String>
     }
     let mut ca = None;
     for node in &cfg.nodes {
-        let mut pairs = vec![(
-            SecuritySection::for_node(&s.cert_file, &node.id),
-            SecuritySection::for_node(&s.key_file, &node.id),
-        )];
-        if s.http_cert_file.is_some() {
-            pairs.push(s.http_files(&node.id));
-        }
-        for (cert, key) in pairs {
+        for (cert, key, https) in pairs_of(s, node) {
             if cert.exists() && key.exists() && !force {
                 report.push(format!("kept {}", cert.display()));
                 continue;
@@ -119,11 +140,7 @@ pub fn init(cfg: &Config, days: u32, force: bool) -> Result<Vec<String>, String>
             if ca.is_none() {
                 ca = Some(load_ca(s)?);
             }
-            let issued = ca
-                .as_ref()
-                .expect("loaded")
-                .issue_node(&node.id, &node_names(node), Validity::days(days))
-                .map_err(|e| e.to_string())?;
+            let issued = issue(ca.as_ref().expect("loaded"), node, https, days)?;
             write_pair(&cert, &key, &issued)?;
             report.push(format!("issued {} (key {})", cert.display(), key.display()));
         }
@@ -150,17 +167,8 @@ pub fn renew(cfg: &Config, only: Option<&str>, days: u32) -> Result<Vec<String>,
     }
     let mut report = Vec::new();
     for node in nodes {
-        let mut pairs: Vec<(PathBuf, PathBuf)> = vec![(
-            SecuritySection::for_node(&s.cert_file, &node.id),
-            SecuritySection::for_node(&s.key_file, &node.id),
-        )];
-        if s.http_cert_file.is_some() {
-            pairs.push(s.http_files(&node.id));
-        }
-        for (cert, key) in pairs {
-            let issued = ca
-                .issue_node(&node.id, &node_names(node), Validity::days(days))
-                .map_err(|e| e.to_string())?;
+        for (cert, key, https) in pairs_of(s, node) {
+            let issued = issue(&ca, node, https, days)?;
             write_pair(&cert, &key, &issued)?;
             report.push(format!("renewed {}", cert.display()));
         }
@@ -224,6 +232,30 @@ data_dir = "data/b"
         let s = cfg.security.as_ref().unwrap();
         Material::load(&tls_files(s, "a"), "a").unwrap();
         assert!(renew(&cfg, Some("zz"), 30).is_err());
+    }
+
+    #[test]
+    fn a_separate_https_certificate_is_no_peer_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        let s = cfg.security.as_mut().unwrap();
+        s.http_cert_file = Some(dir.path().join("certs/{node}-https.crt"));
+        s.http_key_file = Some(dir.path().join("certs/{node}-https.key"));
+        init(&cfg, 30, false).unwrap();
+        let s = cfg.security.as_ref().unwrap();
+        let (cert, key) = s.http_files("a");
+        // It serves HTTPS...
+        ringkv_actors::peer::tls::ServedCert::new(cert.clone(), key.clone()).unwrap();
+        // ... but cannot speak for node a on the peer port.
+        let files = TlsFiles {
+            ca: s.ca_file.clone(),
+            cert,
+            key,
+        };
+        let e = Material::load(&files, "a").unwrap_err().to_string();
+        assert!(e.contains("a-https.crt"), "{e}");
+        renew(&cfg, Some("a"), 30).unwrap();
+        assert!(Material::load(&files, "a").is_err(), "renewed alike");
     }
 
     #[test]

@@ -72,8 +72,33 @@ pub fn base_url(node: &str, tls: bool) -> String {
     }
 }
 
+/// Whether a request to `base` would carry a token in clear over a network:
+/// plain http:// to anything but a loopback address.
+pub fn token_in_clear(base: &str) -> bool {
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
     let base = base_url(conn.node, conn.ca_file.is_some());
+    if conn.token.is_some() && token_in_clear(&base) {
+        eprintln!(
+            "ringkv: refusing to send the token in clear to {base}: use https (--ca-file) or a loopback address"
+        );
+        return ExitCode::from(2);
+    }
     let mut url = format!("{base}/v1/kv/{}", utf8_percent_encode(key, KEY_SET));
     if let Some(c) = conn.consistency {
         url.push_str(&format!("?consistency={c}"));
@@ -149,6 +174,30 @@ pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
         Err(e) => {
             eprintln!("ringkv: cannot reach {base}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_travel_in_clear_only_on_loopback() {
+        for local in [
+            "http://127.0.0.1:7001",
+            "http://localhost:7001",
+            "http://[::1]:7001/",
+            "https://10.0.0.1:7001",
+        ] {
+            assert!(!token_in_clear(local), "{local}");
+        }
+        for remote in [
+            "http://10.0.0.1:7001",
+            "http://db.example:7001",
+            "http://[2001:db8::1]:1",
+        ] {
+            assert!(token_in_clear(remote), "{remote}");
         }
     }
 }

@@ -7,8 +7,13 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Replaces `path` with `bytes`, created with permissions `mode`.
+/// Replaces `path` with `bytes`. A new file gets permissions `mode`; a file
+/// that exists keeps its mode, owner and group (an operator running
+/// `sudo ringkv token revoke` must not leave the tokens file unreadable to
+/// the node, which would keep the revoked token in force). The temporary
+/// file has a random name and is created exclusively, never through a link.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let fail = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", path.display());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -18,24 +23,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
     let name = path
         .file_name()
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let existing = std::fs::metadata(path).ok();
+    let mode = existing.as_ref().map_or(mode, |m| m.mode() & 0o7777);
+    let mut random = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut random)
+        .map_err(|_| format!("{}: no randomness from the system", path.display()))?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{:016x}",
         name.to_string_lossy(),
-        std::process::id()
+        u64::from_le_bytes(random)
     ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(|e| fail("cannot create a temporary file", e))?;
-    // The mode of an existing temporary file is not changed by open.
+    let cleanup = |e: String| {
+        let _ = std::fs::remove_file(&tmp);
+        e
+    };
+    // The umask may have narrowed the mode asked for.
     f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| fail("cannot set permissions", e))?;
+        .map_err(|e| cleanup(fail("cannot set permissions", e)))?;
+    if let Some(m) = &existing {
+        let made = f.metadata().map_err(|e| cleanup(fail("cannot stat", e)))?;
+        if (m.uid(), m.gid()) != (made.uid(), made.gid()) {
+            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                cleanup(fail(
+                    "cannot keep the file's owner (run as its owner or root)",
+                    e,
+                ))
+            })?;
+        }
+    }
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|e| fail("cannot write", e))?;
+        .map_err(|e| cleanup(fail("cannot write", e)))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -91,5 +117,31 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.toml");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "the operator's mode survives");
+    }
+
+    #[test]
+    fn a_planted_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.key");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        // Whatever temporary name an attacker guesses, it is created fresh.
+        for i in 0..4 {
+            let _ = std::os::unix::fs::symlink(&victim, dir.path().join(format!(".a.key.tmp-{i}")));
+        }
+        write_atomic(&p, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
     }
 }

@@ -186,21 +186,17 @@ fn report(result: Result<Vec<String>, String>) -> ExitCode {
 }
 
 fn certs_command(command: CertsCommand) -> ExitCode {
-    let (path, result): (PathBuf, Box<dyn FnOnce(&config::Config) -> _>) = match command {
-        CertsCommand::Init {
-            config,
-            days,
-            force,
-        } => (config, Box::new(move |c| certs::init(c, days, force))),
-        CertsCommand::Renew { config, node, days } => (
-            config,
-            Box::new(move |c| certs::renew(c, node.as_deref(), days)),
-        ),
+    let path = match &command {
+        CertsCommand::Init { config, .. } | CertsCommand::Renew { config, .. } => config.clone(),
     };
-    match load_config(&path) {
-        Ok(cfg) => report(result(&cfg)),
-        Err(code) => code,
-    }
+    let cfg = match load_config(&path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    report(match command {
+        CertsCommand::Init { days, force, .. } => certs::init(&cfg, days, force),
+        CertsCommand::Renew { node, days, .. } => certs::renew(&cfg, node.as_deref(), days),
+    })
 }
 
 fn token_command(command: TokenCommand) -> ExitCode {

@@ -11,7 +11,7 @@ use crate::auth::Auth;
 use crate::certs::tls_files;
 use crate::config::NodeConfig;
 use ringkv_actors::metrics::Metrics;
-use ringkv_actors::peer::tls::{https_config, CurrentCert, PeerTls, ServedCert};
+use ringkv_actors::peer::tls::{expires_unix, https_config, CurrentCert, PeerTls, ServedCert};
 use rustls::server::ResolvesServerCert;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,12 @@ use std::time::{Duration, SystemTime};
 
 /// How often the files are checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// A certificate this close to expiry is warned about (every hour).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+/// Closer than this, the warning is an error.
+pub const EXPIRY_ERROR: Duration = Duration::from_secs(7 * 86_400);
+/// How often certificate expiry is looked at while nothing changes.
+const EXPIRY_CHECK_EVERY: u32 = 3600;
 
 /// What serves the HTTPS port's certificate.
 pub enum HttpsCert {
@@ -50,6 +56,13 @@ impl NodeSecurity {
             );
             return Ok(NodeSecurity::default());
         };
+        if s.ca_key_file.exists() {
+            log::warn!(
+                "the CA private key {} is on this node: whoever reads this node's disk can \
+                 mint member certificates; keep it offline outside development",
+                s.ca_key_file.display()
+            );
+        }
         let tls = if s.uses_tls() {
             let files = tls_files(s, &node.id);
             Some(Arc::new(
@@ -140,15 +153,18 @@ impl NodeSecurity {
     /// Reloads everything; logs and counts what failed (the old stays).
     pub fn reload(&self, metrics: &Metrics, why: &str) {
         let mut failed = false;
-        let mut report = |what: &str, r: Result<String, String>| match r {
-            Ok(done) => log::info!("{why}: reloaded {what}{done}"),
+        let report = |what: &str, r: Result<String, String>| match r {
+            Ok(done) => {
+                log::info!("{why}: reloaded {what}{done}");
+                true
+            }
             Err(e) => {
-                failed = true;
                 log::error!("{why}: cannot reload {what}, keeping the one in force: {e}");
+                false
             }
         };
         if let Some(tls) = &self.tls {
-            report(
+            failed |= !report(
                 "the node certificate and CA",
                 tls.reload()
                     .map(|_| String::new())
@@ -156,7 +172,7 @@ impl NodeSecurity {
             );
         }
         if let Some(HttpsCert::Own(own)) = &self.https {
-            report(
+            failed |= !report(
                 "the HTTPS certificate",
                 own.reload()
                     .map(|_| String::new())
@@ -164,10 +180,21 @@ impl NodeSecurity {
             );
         }
         if let Some(auth) = &self.auth {
-            report(
-                "the tokens",
+            let ok = report(
+                "the tokens file (revocations in it wait until it loads)",
                 auth.reload().map(|n| format!(" ({n} in force)")),
             );
+            Metrics::add(
+                if ok {
+                    &metrics.tokens_reloads
+                } else {
+                    &metrics.tokens_reload_failures
+                },
+                1,
+            );
+        }
+        if self.tls.is_none() && self.https.is_none() {
+            return;
         }
         Metrics::add(
             if failed {
@@ -177,6 +204,49 @@ impl NodeSecurity {
             },
             1,
         );
+    }
+
+    /// The first expiry among this node's certificates: its file and when
+    /// (unix seconds).
+    pub fn first_expiry(&self) -> Option<(PathBuf, u64)> {
+        let mut certs = Vec::new();
+        if let Some(tls) = &self.tls {
+            certs.push((tls.files().cert.clone(), tls.certified_key()));
+        }
+        if let Some(HttpsCert::Own(own)) = &self.https {
+            certs.push((own.files()[0].clone(), own.certified_key()));
+        }
+        certs
+            .into_iter()
+            .filter_map(|(file, key)| Some((file, expires_unix(key.cert.first()?)?)))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// Publishes the first expiry and warns when it is near.
+    pub fn check_expiry(&self, metrics: &Metrics) {
+        let Some((file, at)) = self.first_expiry() else {
+            return;
+        };
+        metrics
+            .cert_expiry_unix
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = Duration::from_secs(at.saturating_sub(now));
+        let days = left.as_secs() / 86_400;
+        if left < EXPIRY_ERROR {
+            log::error!(
+                "the certificate {} expires in {days} days: renew it (`ringkv certs renew`) \
+                 or peers will refuse this node",
+                file.display()
+            );
+        } else if left < EXPIRY_WARNING {
+            log::warn!(
+                "the certificate {} expires in {days} days: renew it (`ringkv certs renew`)",
+                file.display()
+            );
+        }
     }
 
     /// Reloads on SIGHUP and whenever a watched file changes.
@@ -195,10 +265,17 @@ impl NodeSecurity {
                 }
             };
             let mut seen = stamps(&files);
+            let mut ticks = 0u32;
+            self.check_expiry(&metrics);
             loop {
                 let why = tokio::select! {
                     _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
                     _ = tokio::time::sleep(WATCH_INTERVAL) => {
+                        ticks += 1;
+                        if ticks >= EXPIRY_CHECK_EVERY {
+                            ticks = 0;
+                            self.check_expiry(&metrics);
+                        }
                         let now = stamps(&files);
                         if now == seen {
                             continue;
@@ -208,6 +285,7 @@ impl NodeSecurity {
                     }
                 };
                 self.reload(&metrics, why);
+                self.check_expiry(&metrics);
             }
         });
     }
@@ -228,4 +306,54 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_first_expiry_is_published_and_near_ones_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+[cluster]
+name = "t"
+replication_factor = 1
+
+[security]
+
+[[nodes]]
+id = "a"
+http_addr = "127.0.0.1:7101"
+peer_addr = "127.0.0.1:7201"
+data_dir = "data/a"
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load(&path).unwrap();
+        crate::certs::init(&cfg, 3, false).unwrap();
+        let sec = NodeSecurity::load(&cfg.node("a").unwrap()).unwrap();
+        let metrics = Metrics::default();
+        sec.check_expiry(&metrics);
+        let at = metrics
+            .cert_expiry_unix
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            (now + 3 * 86_400 - 60..=now + 3 * 86_400 + 60).contains(&at),
+            "{at} vs {now}"
+        );
+        assert!(metrics
+            .render()
+            .contains(&format!("ringkv_tls_cert_expiry_timestamp_seconds {at}")));
+        let (file, _) = sec.first_expiry().unwrap();
+        assert!(file.ends_with("certs/a.crt"), "{file:?}");
+    }
 }

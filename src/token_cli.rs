@@ -39,7 +39,10 @@ fn now_unix() -> u64 {
 /// Seconds in `30d`, `12h`, `15m` or `90s`.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let bad = || format!("'{text}' is not a duration like 30d, 12h, 15m or 90s");
-    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    let Some(split) = text.char_indices().last().map(|(i, _)| i) else {
+        return Err(bad());
+    };
+    let (num, unit) = text.split_at(split);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let scale = match unit {
         "s" => 1,
@@ -144,7 +147,16 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("90s"), Ok(90));
         assert_eq!(parse_duration("2d"), Ok(172_800));
-        for bad in ["", "d", "0h", "5w", "-1d", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "0h",
+            "5w",
+            "-1d",
+            "99999999999999999999d",
+            "5é",
+            "é",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -5,11 +5,14 @@
 //! A node certificate carries the node's identity ([`crate::peer::tls::identity`],
 //! a DNS name), the IP addresses it serves on (so HTTPS clients can check
 //! them), any extra names asked for, and both the server and the client
-//! extended key usages (a node is both ends of peer connections). The CA is
+//! extended key usages (a node is both ends of peer connections). A separate
+//! HTTPS certificate ([`Ca::issue_https`]) carries no node identity and only
+//! the server usage, so it is no peer credential. The CA is
 //! rebuilt from its own certificate and key when more certificates are issued
 //! later, so renewals chain to the same CA.
 
 use crate::peer::tls::identity;
+pub use rcgen::ExtendedKeyUsagePurpose as KeyUse;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
@@ -56,6 +59,16 @@ impl Validity {
         Validity {
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(days.into()),
+        }
+    }
+
+    /// From an hour ago until `seconds` from now (tests of certificates
+    /// that expire while in use).
+    pub fn seconds(seconds: i64) -> Validity {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::seconds(seconds),
         }
     }
 
@@ -125,31 +138,68 @@ impl Ca {
         Ok(Ca { cert, key })
     }
 
-    /// A certificate and new key for node `node_id`.
+    /// A certificate and new key for node `node_id`: its identity
+    /// (`<id>.node.ringkv`) and `names`, for both ends of a peer connection.
     pub fn issue_node(
         &self,
         node_id: &str,
         names: &NodeNames,
         validity: Validity,
     ) -> Result<Issued, CertError> {
+        let mut dns = vec![identity(node_id)];
+        dns.extend(names.dns.iter().cloned());
+        self.issue(
+            &identity(node_id),
+            &dns,
+            &names.ips,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            validity,
+        )
+    }
+
+    /// A certificate and new key for a node's HTTPS port only: `names` and
+    /// `localhost`, server authentication only and no node identity, so it
+    /// is no peer credential (it may sit on a proxy).
+    pub fn issue_https(&self, names: &NodeNames, validity: Validity) -> Result<Issued, CertError> {
+        let mut dns = vec!["localhost".to_string()];
+        dns.extend(names.dns.iter().cloned());
+        self.issue(
+            "ringkv https",
+            &dns,
+            &names.ips,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+            validity,
+        )
+    }
+
+    /// A certificate with exactly these names and uses (tests of what the
+    /// checks refuse, e.g. wildcards).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        dns: &[String],
+        ips: &[IpAddr],
+        uses: &[ExtendedKeyUsagePurpose],
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity(node_id));
+        dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "ringkv");
         params.distinguished_name = dn;
-        let mut sans = vec![SanType::DnsName(identity(node_id).try_into()?)];
-        for name in &names.dns {
+        let mut sans = Vec::new();
+        for name in dns {
             sans.push(SanType::DnsName(name.clone().try_into()?));
         }
-        for ip in &names.ips {
+        for ip in ips {
             sans.push(SanType::IpAddress(*ip));
         }
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = uses.to_vec();
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         params.serial_number = Some(random_serial()?);

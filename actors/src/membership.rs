@@ -27,6 +27,10 @@
 //! * A higher heartbeat of X's current generation: from an exchange we
 //!   started with X, any; otherwise at most the rounds X could have run since
 //!   we last accepted one, plus [`HEARTBEAT_SLACK`] (by our monotonic clock).
+//! * A generation we hold that is beyond the drift (X once lied, or booted
+//!   with a runaway clock) gives way to a lower, plausible one X states on an
+//!   exchange we started: a member that lied once (or a rebuilt node reusing
+//!   a compromised one's id) is not locked out until its peers restart.
 //! * Addresses always come from the configuration.
 //!
 //! Every bound is relative (to our clock, or to what we last accepted), so
@@ -158,11 +162,19 @@ impl Membership {
                     continue;
                 }
             };
-            if (r.generation, r.heartbeat) <= (local.generation, local.heartbeat) {
+            let dialed = matches!(source, Source::Dialed(_));
+            // A generation we hold that no clock within the drift could have
+            // produced (a lie, or a boot with a runaway clock) gives way to
+            // a plausible lower one the member states on the connection we
+            // dialed: nothing locks a member out until its peers restart.
+            let unlocks = dialed
+                && r.generation < local.generation
+                && !b.generation_ok(local.generation)
+                && b.generation_ok(r.generation);
+            if (r.generation, r.heartbeat) <= (local.generation, local.heartbeat) && !unlocks {
                 continue;
             }
-            let dialed = matches!(source, Source::Dialed(_));
-            let plausible = if r.generation > local.generation {
+            let plausible = if r.generation != local.generation {
                 dialed || b.generation_ok(r.generation)
             } else {
                 let since = self
@@ -176,7 +188,7 @@ impl Membership {
                 report.refused += 1;
                 continue;
             }
-            if r.generation > local.generation && local.generation > 0 {
+            if r.generation != local.generation && local.generation > 0 {
                 report.restarted.push(r.id.clone());
             }
             report.advanced.push(r.id.clone());
@@ -219,6 +231,26 @@ mod tests {
 
     fn dialed(id: &str) -> Source<'_> {
         Source::Dialed(id)
+    }
+
+    #[test]
+    fn a_member_that_claimed_an_impossible_generation_is_not_locked_out() {
+        let mut a = Membership::new(m("a", NOW, 0), [m("b", NOW - 5_000, 0)]);
+        let r = a.merge(&[m("b", u64::MAX, 0)], dialed("b"), b());
+        assert_eq!(r.restarted, vec!["b"], "b's own word, on our exchange");
+        // b (rebuilt, or its clock fixed) states an honest generation again:
+        // not on a connection it opened...
+        let honest = m("b", NOW + 1, 1);
+        let r = a.merge(std::slice::from_ref(&honest), Source::Accepted("b"), b());
+        assert!(r.advanced.is_empty());
+        // ... but on the exchange we started, it replaces the impossible one.
+        let r = a.merge(&[honest], dialed("b"), b());
+        assert_eq!(r.restarted, vec!["b"]);
+        assert_eq!(a.get("b").unwrap().generation, NOW + 1);
+        // A plausible generation never gives way to a lower one.
+        let r = a.merge(&[m("b", NOW - 1, 9)], dialed("b"), b());
+        assert!(r.advanced.is_empty());
+        assert_eq!(a.get("b").unwrap().generation, NOW + 1);
     }
 
     #[test]

@@ -22,6 +22,9 @@ macro_rules! counters {
         pub struct Metrics {
             $(#[doc = $help] pub $name: AtomicU64,)*
             pub jobs: Jobs,
+            /// Unix time (s) when the first of this node's certificates
+            /// expires (0: no TLS).
+            pub cert_expiry_unix: AtomicU64,
         }
 
         impl Metrics {
@@ -56,8 +59,10 @@ counters! {
     auth_failures: "client requests refused 401: missing, malformed, unknown, revoked or expired token",
     auth_forbidden: "client requests refused 403: the token lacks the role or the key prefix",
     auth_throttled: "client requests refused 429: too many failed attempts from the address",
-    tls_reloads: "certificate, CA or token files reloaded",
-    tls_reload_failures: "reloads refused because the new files failed their checks (the old stay in force)",
+    tls_reloads: "certificate and CA files reloaded",
+    tls_reload_failures: "certificate or CA reloads refused because the new files failed their checks (the old stay in force)",
+    tokens_reloads: "tokens file reloaded",
+    tokens_reload_failures: "tokens file reloads refused (unreadable or invalid: the tokens in force stay, revocations in it are not yet applied)",
 }
 
 impl Metrics {
@@ -74,6 +79,16 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE ringkv_{name}_total counter");
             let _ = writeln!(out, "ringkv_{name}_total {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_tls_cert_expiry_timestamp_seconds when the first of this node's certificates expires (0: no TLS)"
+        );
+        let _ = writeln!(out, "# TYPE ringkv_tls_cert_expiry_timestamp_seconds gauge");
+        let _ = writeln!(
+            out,
+            "ringkv_tls_cert_expiry_timestamp_seconds {}",
+            self.cert_expiry_unix.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP ringkv_job_last_progress_ms wall-clock ms of the job's last progress (0: none yet)"

@@ -89,21 +89,6 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
         .peer_addr()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let now = auth.now_ms();
-    let blocked = auth
-        .throttle
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .check(ip, now);
-    if let Err(ms) = blocked {
-        Metrics::add(&metrics.auth_throttled, 1);
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
-            "too many failed token checks from this address; retry later",
-        );
-        e.retry_after_s = Some(ms.div_ceil(1000).max(1));
-        return Err(e);
-    }
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -112,21 +97,35 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
     let outcome = presented.and_then(|(id, secret)| auth.tokens().check(id, secret, now_unix()));
     let grant = match outcome {
         Ok(g) => g,
+        // No token guesses nothing: not counted (a load balancer probing
+        // `/ready` without a token never blocks the clients behind it).
+        Err(Refusal::Missing) => return Err(unauthorized()),
         Err(why) => {
-            Metrics::add(&metrics.auth_failures, 1);
-            auth.throttle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .failed(ip, now);
-            let id = presented.map_or("-", |(id, _)| id);
-            if why != Refusal::Missing {
-                log::warn!(
-                    "refused a request from {ip}: {} (token id {id}) for {} {}",
-                    why.as_str(),
-                    req.method(),
-                    route_for_log(req.match_info().as_str())
+            let mut throttle = auth.throttle.lock().unwrap_or_else(|p| p.into_inner());
+            // A valid token is served even from a blocked address (clients
+            // behind the same NAT or proxy as a guesser keep working); only
+            // failures are refused early.
+            if let Err(ms) = throttle.check(ip, now) {
+                drop(throttle);
+                Metrics::add(&metrics.auth_throttled, 1);
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    "too many failed token checks from this address; retry later",
                 );
+                e.retry_after_s = Some(ms.div_ceil(1000).max(1));
+                return Err(e);
             }
+            throttle.failed(ip, now);
+            drop(throttle);
+            Metrics::add(&metrics.auth_failures, 1);
+            let id = presented.map_or("-", |(id, _)| id);
+            log::warn!(
+                "refused a request from {ip}: {} (token id {id:?}) for {} {:?}",
+                why.as_str(),
+                req.method(),
+                route_for_log(req.match_info().as_str())
+            );
             return Err(unauthorized());
         }
     };
@@ -137,7 +136,7 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
     if !allows(&grant, &need) {
         Metrics::add(&metrics.auth_forbidden, 1);
         log::warn!(
-            "refused a request from {ip}: token {} ({}{}) may not {} {}",
+            "refused a request from {ip}: token {} ({}{}) may not {} {:?}",
             grant.id,
             grant.role,
             grant

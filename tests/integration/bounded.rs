@@ -10,6 +10,7 @@ use crate::faults::{
 use crate::harness::{kv_at, Client, Cluster, ClusterSpec, Poll};
 use serde_json::Value;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The default value limit (`storage.max_value_bytes`).
@@ -401,14 +402,24 @@ fn a_restart_with_a_clock_stepped_back_never_reissues_versions() {
 /// most two passes, and each is answered with a pass that started after it.
 #[test]
 fn concurrent_repair_requests_share_passes() {
-    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3).with_fault_files());
     c.wait_replicas_reachable();
+    // Passes slow enough (every frame n1 sends waits 100 ms) that eight
+    // requests sent at once arrive within one pass, however loaded the
+    // machine.
+    c.node(0).set_faults("peer_delay_ms = 100");
+    std::thread::sleep(Duration::from_secs(1));
     let before = c.cluster_status(0)["repair"]["passes"].as_u64().unwrap();
     let base = c.node(0).base_url();
+    let go = Arc::new(std::sync::Barrier::new(8));
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let client = Client::with_timeout(base.clone(), Duration::from_secs(60));
-            std::thread::spawn(move || client.call("POST", "/v1/admin/repair", &[], None))
+            let go = go.clone();
+            std::thread::spawn(move || {
+                go.wait();
+                client.call("POST", "/v1/admin/repair", &[], None)
+            })
         })
         .collect();
     for h in handles {

@@ -25,21 +25,27 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(c: &Cluster, target: usize, id: &str) -> Raw {
+        Raw::try_connect(c, target, id).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Like [`Raw::connect`], answering why the node turned us away.
+    pub fn try_connect(c: &Cluster, target: usize, id: &str) -> Result<Raw, String> {
         let mut s = PeerConn::connect(c, target, id);
         let hello = Frame::Hello(Hello {
             cluster: "itest".into(),
             protocol: PROTOCOL_VERSION,
             node_id: id.into(),
         });
-        s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();
+        s.write_all(&encode_frame(&hello, 4096).unwrap())
+            .map_err(|e| format!("no hello back: {e}"))?;
         let mut raw = Raw {
             s,
             buf: bytes::BytesMut::new(),
             codec: FrameCodec::new(16 << 20),
         };
         match raw.next() {
-            Some(Frame::Hello(_)) => raw,
-            other => panic!("no hello back: {other:?}"),
+            Some(Frame::Hello(_)) => Ok(raw),
+            other => Err(format!("no hello back: {other:?}")),
         }
     }
 

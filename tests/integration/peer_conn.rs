@@ -47,6 +47,26 @@ impl PeerConn {
         PeerConn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp(addr))))
     }
 
+    /// Completes the TLS handshake and answers the certificate the node
+    /// presented (DER), or why there is none.
+    pub fn peer_cert(&mut self) -> Result<Vec<u8>, String> {
+        match self {
+            PeerConn::Plain(_) => Err("plain TCP".into()),
+            PeerConn::Tls(s) => {
+                while s.conn.is_handshaking() {
+                    s.conn
+                        .complete_io(&mut s.sock)
+                        .map_err(|e| format!("TLS handshake: {e}"))?;
+                }
+                s.conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec())
+                    .ok_or_else(|| "no certificate".into())
+            }
+        }
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         match self {
             PeerConn::Plain(s) => s,

@@ -28,7 +28,7 @@
 //! `select!`): when any of them ends, the others are dropped with it, so a
 //! broken connection can never leave a writer looping or a call waiting.
 
-use super::handshake::{self, dial, FrameReader, FrameWriter};
+use super::handshake::{self, dial, revalidate, FrameReader, FrameWriter};
 use super::{
     PeerError, PeerSettings, MAX_BACKGROUND_IN_FLIGHT, MAX_BACKOFF, MAX_PENDING_CALLS,
     MAX_QUEUED_BACKGROUND, MIN_BACKOFF, SILENCE_LIMIT, WRITE_STALL,
@@ -419,7 +419,7 @@ async fn run(link: Arc<Link>) {
     let mut backoff = MIN_BACKOFF;
     while !link.stopping.load(Ordering::Relaxed) {
         match dial(link.addr, &link.settings, &link.node).await {
-            Ok((reader, writer)) => {
+            Ok((reader, writer, chain)) => {
                 backoff = MIN_BACKOFF;
                 let conn = link.open();
                 log::info!("connected to peer {} at {}", link.node, link.addr);
@@ -427,6 +427,7 @@ async fn run(link: Arc<Link>) {
                     why = read_loop(&link, reader) => why,
                     why = write_loop(&link, writer, conn) => why,
                     why = watchdog(&link, conn) => why,
+                    why = revalidate(&link.settings, &link.node, chain) => why,
                     _ = link.stop.notified() => "shutting down".to_string(),
                 };
                 link.close(conn, &why);

@@ -16,7 +16,7 @@
 //! the rest of the peer layer sees a [`PeerStream`].
 
 use super::tls::{identity, verify_identity};
-use super::{PeerSettings, CONNECT_TIMEOUT, HELLO_TIMEOUT, KEEPALIVE, WRITE_STALL};
+use super::{PeerSettings, CONNECT_TIMEOUT, HELLO_TIMEOUT, KEEPALIVE, MAX_HANDSHAKES, WRITE_STALL};
 use crate::wire::{encode_frame, printable, CodecError, Frame, FrameCodec, Hello, HELLO_MAX_FRAME};
 use futures_util::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -82,14 +82,14 @@ pub async fn dial(
     addr: SocketAddr,
     settings: &PeerSettings,
     node: &str,
-) -> Result<(FrameReader, FrameWriter), String> {
+) -> Result<(FrameReader, FrameWriter, Chain), String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect_from(addr, settings))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     tune(&stream);
-    let stream: PeerStream = match &settings.tls {
-        None => Box::new(stream),
+    let (stream, chain): (PeerStream, Chain) = match &settings.tls {
+        None => (Box::new(stream), None),
         Some(tls) => {
             let name = ServerName::try_from(identity(node)).map_err(|e| e.to_string())?;
             let connector = tokio_rustls::TlsConnector::from(tls.client());
@@ -97,7 +97,16 @@ pub async fn dial(
                 .await
                 .map_err(|_| "no TLS handshake in time".to_string())?
                 .map_err(|e| format!("TLS: {e}"))?;
-            Box::new(tls_stream)
+            let chain = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            // rustls matched the name (wildcards included); a node's
+            // identity must be named exactly.
+            verify_identity(&tls.roots(), &chain, node, UnixTime::now())?;
+            (Box::new(tls_stream), Some(chain))
         }
     };
     let (mut r, mut w) = split(stream, HELLO_MAX_FRAME);
@@ -123,7 +132,7 @@ pub async fn dial(
         _ => return Err("expected a hello".into()),
     }
     r.decoder_mut().set_max(settings.max_frame);
-    Ok((r, w))
+    Ok((r, w, chain))
 }
 
 /// Connects to `addr` from this node's configured peer IP, when it has a
@@ -169,13 +178,61 @@ pub fn check_hello(settings: &PeerSettings, theirs: &Hello) -> Result<(), String
 /// Whether a connection from `from` may speak for member `id`: it must come
 /// from the IP of `id`'s configured peer address (unless that is a wildcard).
 pub fn check_origin(settings: &PeerSettings, id: &str, from: SocketAddr) -> Result<(), String> {
+    let from = from.ip().to_canonical();
     match settings.addresses.get(id) {
-        Some(a) if !a.ip().is_unspecified() && a.ip() != from.ip() => Err(format!(
-            "a connection from {} cannot speak for {id}, whose address is {}",
-            from.ip(),
+        Some(a) if !a.ip().is_unspecified() && a.ip().to_canonical() != from => Err(format!(
+            "a connection from {from} cannot speak for {id}, whose address is {}",
             a.ip()
         )),
         _ => Ok(()),
+    }
+}
+
+/// Whether a new connection from `from` may even start a handshake: when
+/// every member's peer address is specific, only those IPs may (a stranger
+/// cannot hold the handshake slots members need to reconnect). Answers how
+/// many handshakes that IP may have in progress at once: two per member
+/// configured at it (a wildcard address admits everyone, four at a time;
+/// without addresses there is no per-IP cap).
+pub fn admissible(settings: &PeerSettings, from: SocketAddr) -> Result<usize, String> {
+    let from = from.ip().to_canonical();
+    if settings.addresses.is_empty() {
+        return Ok(MAX_HANDSHAKES);
+    }
+    let mut at_ip = 0;
+    for a in settings.addresses.values() {
+        if a.ip().is_unspecified() {
+            return Ok(4);
+        }
+        if a.ip().to_canonical() == from {
+            at_ip += 1;
+        }
+    }
+    if at_ip == 0 {
+        return Err(format!("{from} is not the address of any member"));
+    }
+    Ok(2 * at_ip)
+}
+
+/// The certificate chain a peer presented (with TLS on).
+pub type Chain = Option<Vec<CertificateDer<'static>>>;
+
+/// How often an open connection's peer certificate is checked again.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ends, with the reason, once the certificate `node` presented no longer
+/// holds — it expired, or the CA bundle reloaded since no longer accepts
+/// it (a CA rotation cuts the members it leaves out at once, not at their
+/// next reconnect). Never ends without TLS.
+pub async fn revalidate(settings: &PeerSettings, node: &str, chain: Chain) -> String {
+    let (Some(tls), Some(chain)) = (&settings.tls, chain) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(RECHECK).await;
+        if let Err(why) = verify_identity(&tls.roots(), &chain, node, UnixTime::now()) {
+            return format!("its certificate no longer holds: {why}");
+        }
     }
 }
 
@@ -189,12 +246,15 @@ pub async fn accept(
     stream: TcpStream,
     from: SocketAddr,
     settings: &PeerSettings,
-) -> Result<(String, FrameReader, FrameWriter), String> {
-    let (stream, certs): (PeerStream, Option<Vec<CertificateDer<'static>>>) = match &settings.tls {
+) -> Result<(String, FrameReader, FrameWriter, Chain), String> {
+    // One deadline for the TLS handshake and the hello together: a slot is
+    // never held longer than HELLO_TIMEOUT.
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let (stream, certs): (PeerStream, Chain) = match &settings.tls {
         None => (Box::new(stream), None),
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
-            let s = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(stream))
+            let s = tokio::time::timeout_at(deadline, acceptor.accept(stream))
                 .await
                 .map_err(|_| "no TLS handshake in time".to_string())?
                 .map_err(|e| format!("TLS: {e}"))?;
@@ -203,14 +263,15 @@ pub async fn accept(
         }
     };
     let (mut r, mut w) = split(stream, HELLO_MAX_FRAME);
-    let theirs = match next_frame(&mut r, HELLO_TIMEOUT).await? {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let theirs = match next_frame(&mut r, left).await? {
         Frame::Hello(h) => h,
         _ => return Err("expected a hello first".into()),
     };
     check_hello(settings, &theirs)?;
     check_origin(settings, &theirs.node_id, from)?;
-    if let (Some(tls), Some(chain)) = (&settings.tls, certs) {
-        verify_identity(&tls.roots(), &chain, &theirs.node_id, UnixTime::now()).map_err(|why| {
+    if let (Some(tls), Some(chain)) = (&settings.tls, &certs) {
+        verify_identity(&tls.roots(), chain, &theirs.node_id, UnixTime::now()).map_err(|why| {
             format!(
                 "its certificate cannot speak for {}: {why}",
                 printable(&theirs.node_id)
@@ -224,7 +285,7 @@ pub async fn accept(
     )
     .await?;
     r.decoder_mut().set_max(settings.max_frame);
-    Ok((theirs.node_id, r, w))
+    Ok((theirs.node_id, r, w, certs))
 }
 
 /// Maps a decoding failure to the reason logged when a connection closes

@@ -31,7 +31,7 @@
 //! Everything here runs on one arbiter (the peer thread), hence `Rc`.
 
 use super::client::write_stalling;
-use super::handshake::{accept, tune, FrameReader, FrameWriter};
+use super::handshake::{accept, admissible, revalidate, tune, FrameReader, FrameWriter};
 use super::{
     PeerSettings, MAX_HANDSHAKES, MAX_SESSIONS, MAX_SESSIONS_PER_MEMBER, MAX_SESSION_IN_FLIGHT,
 };
@@ -43,7 +43,7 @@ use bytes::{Buf, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +76,9 @@ struct Shared {
     node_bytes: Arc<Semaphore>,
     node_answers: Arc<Semaphore>,
     by_member: RefCell<SessionsByMember>,
+    /// Handshakes in progress per source IP (entries live only while one
+    /// does: at most [`MAX_HANDSHAKES`]).
+    hellos_by_ip: RefCell<HashMap<IpAddr, usize>>,
     next_session: Cell<u64>,
     /// Start of the current one-second window, refusals logged in it, and
     /// refusals not logged since the last warning.
@@ -100,6 +103,7 @@ impl PeerServer {
                 node_bytes,
                 node_answers,
                 by_member: RefCell::default(),
+                hellos_by_ip: RefCell::default(),
                 next_session: Cell::new(1),
                 refusals: Cell::new((None, 0, 0)),
             }),
@@ -116,6 +120,18 @@ impl PeerServer {
                         self.shared.refused(from, "too many peer sessions");
                         continue;
                     };
+                    let per_ip = match admissible(&self.shared.settings, from) {
+                        Ok(n) => n,
+                        Err(why) => {
+                            self.shared.refused(from, &why);
+                            continue;
+                        }
+                    };
+                    let Some(slot) = IpSlot::take(&self.shared, from, per_ip) else {
+                        self.shared
+                            .refused(from, "too many hellos in progress from its address");
+                        continue;
+                    };
                     let Ok(hello) = self.shared.handshakes.clone().try_acquire_owned() else {
                         self.shared.refused(from, "too many hellos in progress");
                         continue;
@@ -123,7 +139,7 @@ impl PeerServer {
                     tune(&stream);
                     let shared = self.shared.clone();
                     tokio::task::spawn_local(async move {
-                        session(shared, stream, from, hello).await;
+                        session(shared, stream, from, (hello, slot)).await;
                         drop(permit);
                     });
                 }
@@ -131,6 +147,44 @@ impl PeerServer {
                     log::warn!("accepting a peer connection failed: {e}");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
+            }
+        }
+    }
+}
+
+/// A handshake in progress from one IP; counted until dropped.
+struct IpSlot {
+    shared: Rc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// A slot for `from`, unless its IP already has `cap` handshakes going.
+    fn take(shared: &Rc<Shared>, from: SocketAddr, cap: usize) -> Option<IpSlot> {
+        let ip = from.ip().to_canonical();
+        let mut map = shared.hellos_by_ip.borrow_mut();
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.hellos_by_ip.borrow_mut();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
             }
         }
     }
@@ -203,11 +257,11 @@ async fn session(
     shared: Rc<Shared>,
     stream: tokio::net::TcpStream,
     addr: SocketAddr,
-    hello: OwnedSemaphorePermit,
+    hello: (OwnedSemaphorePermit, IpSlot),
 ) {
     let accepted = accept(stream, addr, &shared.settings).await;
     drop(hello);
-    let (from, reader, writer) = match accepted {
+    let (from, reader, writer, chain) = match accepted {
         Ok(x) => x,
         Err(why) => return shared.refused(addr, &why),
     };
@@ -226,6 +280,7 @@ async fn session(
     let why = tokio::select! {
         why = read_requests(&shared, &budgets, from.clone(), reader, out_tx) => why,
         why = write_responses(writer, out_rx) => why,
+        why = revalidate(&shared.settings, &from, chain) => why,
         _ = kill_rx => "replaced by a newer session of the same member".to_string(),
     };
     // Handlers still running find the session gone and drop their answers.

@@ -275,7 +275,9 @@ async fn client_requests_overtake_queued_background_work() {
     let c = client_of(addr, 1 << 20).await;
     // One background call occupies the slot forever; more queue behind it.
     let blocked = c.call(background("never"), Duration::from_secs(3));
-    let queued = c.call(background("queued"), Duration::from_secs(3));
+    // (Its deadline comes first: it must expire still queued, not squeeze
+    // in as the blocked call's slot frees.)
+    let queued = c.call(background("queued"), Duration::from_secs(2));
     let fg = async {
         let started = Instant::now();
         let r = c.call(read("fg"), T).await.unwrap();
@@ -372,13 +374,13 @@ async fn a_member_reconnecting_closes_its_oldest_session_beyond_the_cap() {
         conns.push(handshake::dial(addr, &st, "b").await.unwrap());
     }
     // The first session was closed by the server.
-    let (mut first, _) = conns.remove(0);
+    let (mut first, _, _) = conns.remove(0);
     let end = tokio::time::timeout(Duration::from_secs(5), first.next())
         .await
         .expect("closed in time");
     assert!(end.is_none() || matches!(end, Some(Err(_))), "{end:?}");
     // The newest still works.
-    let (mut r, mut w) = conns.pop().unwrap();
+    let (mut r, mut w, _) = conns.pop().unwrap();
     let req = crate::wire::encode_frame(
         &Frame::Request {
             id: 1,

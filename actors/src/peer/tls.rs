@@ -14,7 +14,8 @@
 //! chaining to the CA, valid now and naming this node — otherwise an error
 //! naming the file and the reason. [`PeerTls::reload`] swaps in new material
 //! only when it passes the same checks (certificate rotation without
-//! downtime: connections already open keep theirs, new ones use the new).
+//! downtime: new connections use the new material; open ones are checked
+//! again against it every few seconds, see `handshake::revalidate`).
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
@@ -107,6 +108,12 @@ impl Material {
     }
 }
 
+/// When a certificate expires (unix seconds), if it parses.
+pub fn expires_unix(cert: &CertificateDer<'_>) -> Option<u64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    u64::try_from(parsed.validity().not_after.timestamp()).ok()
+}
+
 fn mismatch(cert: &Path, e: rustls::Error) -> String {
     match e {
         rustls::Error::InconsistentKeys(_) => format!(
@@ -140,7 +147,33 @@ pub fn verify_identity(
     client
         .verify_client_cert(end, rest, now)
         .map_err(|e| describe(e, node_id))?;
-    Ok(())
+    names_exactly(end, node_id)
+}
+
+/// The certificate must carry `identity(node_id)` itself as a DNS name: a
+/// wildcard (`*.node.ringkv`) that name matching would accept never speaks
+/// for a node.
+fn names_exactly(end: &CertificateDer<'_>, node_id: &str) -> Result<(), String> {
+    let want = identity(node_id);
+    let (_, parsed) = x509_parser::parse_x509_certificate(end)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let named = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|n| {
+                matches!(n, x509_parser::extensions::GeneralName::DNSName(d)
+                    if d.eq_ignore_ascii_case(&want))
+            })
+        });
+    if named {
+        Ok(())
+    } else {
+        Err(format!(
+            "the certificate does not name node {node_id} exactly (it must carry the DNS name {want}; wildcards do not count)"
+        ))
+    }
 }
 
 fn describe(e: rustls::Error, node_id: &str) -> String {

@@ -1,12 +1,15 @@
 //! Mutual TLS between peers with real certificates: who is let in, who is
 //! not, and how material is checked and reloaded.
 
-use super::tls::{Material, PeerTls, TlsFiles};
+use super::handshake::{admissible, check_origin, RECHECK};
+use super::tls::{verify_identity, Material, PeerTls, TlsFiles};
 use super::*;
-use crate::certgen::{Ca, NodeNames, Validity};
+use crate::certgen::{Ca, KeyUse, NodeNames, Validity};
 use crate::wire::{Request, Response, WireRecord, PROTOCOL_VERSION};
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -195,12 +198,181 @@ async fn a_valid_certificate_cannot_claim_another_member() {
 #[actix::test]
 async fn the_dialer_refuses_a_listener_that_is_not_the_node_it_dialed() {
     let (dir, _) = cluster();
-    // c listens where we expect b.
-    let addr = serve(settings("c", Some(tls_of(dir.path(), "c")))).await;
+    // c's certificate listens where we expect b, and its hello even says
+    // "b": only the certificate gives it away.
+    let addr = serve(settings("b", Some(tls_of(dir.path(), "c")))).await;
     assert_eq!(
         try_call(addr, "b", settings("a", Some(tls_of(dir.path(), "a")))).await,
         None
     );
+    // The same listener with b's certificate is reached.
+    let addr = serve(settings("b", Some(tls_of(dir.path(), "b")))).await;
+    let who = try_call(addr, "b", settings("a", Some(tls_of(dir.path(), "a")))).await;
+    assert_eq!(who.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_wildcard_certificate_speaks_for_no_node() {
+    let (dir, ca) = cluster();
+    let d = dir.path();
+    let wild = ca
+        .issue(
+            "wild",
+            &["*.node.ringkv".to_string()],
+            &names().ips,
+            &[KeyUse::ServerAuth, KeyUse::ClientAuth],
+            Validity::days(1),
+        )
+        .unwrap();
+    std::fs::write(d.join("a.crt"), &wild.cert_pem).unwrap();
+    std::fs::write(d.join("a.key"), &wild.key_pem).unwrap();
+    let e = Material::load(&files(d, "a"), "a").unwrap_err().to_string();
+    assert!(e.contains("wildcards do not count"), "{e}");
+    // Nor does a peer presenting it pass the identity check.
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(wild.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let roots = PeerTls::new("b", files(d, "b")).unwrap().roots();
+    for id in ["a", "b", "c"] {
+        assert!(verify_identity(&roots, &chain, id, UnixTime::now()).is_err());
+    }
+}
+
+fn with_addresses(me: &str, addresses: &[(&str, &str)]) -> PeerSettings {
+    let mut s = (*settings(me, None)).clone();
+    s.addresses = Arc::new(
+        addresses
+            .iter()
+            .map(|(id, a)| (id.to_string(), a.parse().unwrap()))
+            .collect(),
+    );
+    s
+}
+
+#[test]
+fn a_member_speaks_only_from_its_own_address() {
+    let s = with_addresses(
+        "a",
+        &[
+            ("a", "10.9.9.1:7000"),
+            ("b", "10.9.9.2:7000"),
+            ("c", "10.9.9.2:7001"),
+        ],
+    );
+    let from = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+    assert!(check_origin(&s, "b", from("10.9.9.2:40000")).is_ok());
+    // c's valid certificate and hello, from elsewhere: refused.
+    let e = check_origin(&s, "c", from("127.0.0.1:40000")).unwrap_err();
+    assert!(e.contains("cannot speak for c"), "{e}");
+    // An IPv4 peer seen through a dual-stack listener is the same address.
+    assert!(check_origin(&s, "b", from("[::ffff:10.9.9.2]:40000")).is_ok());
+    // Before any handshake: strangers take no slot; each member IP has two
+    // per member configured at it.
+    assert!(admissible(&s, from("10.0.0.66:1")).is_err());
+    assert_eq!(admissible(&s, from("10.9.9.1:1")), Ok(2));
+    assert_eq!(admissible(&s, from("[::ffff:10.9.9.2]:1")), Ok(4));
+    // A wildcard member address admits anyone, a few at a time.
+    let open = with_addresses("a", &[("a", "10.9.9.1:7000"), ("b", "0.0.0.0:7000")]);
+    assert!(check_origin(&open, "b", from("10.0.0.66:1")).is_ok());
+    assert_eq!(admissible(&open, from("10.0.0.66:1")), Ok(4));
+}
+
+#[actix::test]
+async fn during_a_ca_rotation_members_of_both_cas_talk() {
+    let (dir, _) = cluster();
+    let d = dir.path();
+    let (new_ca, new_pem) = Ca::generate("t", Validity::days(30)).unwrap();
+    let old_pem = std::fs::read_to_string(d.join("ca.crt")).unwrap();
+    std::fs::write(d.join("ca.crt"), format!("{old_pem}{}", new_pem.cert_pem)).unwrap();
+    // a moved to the new CA; b still has the old one's certificate.
+    let issued = new_ca.issue_node("a", &names(), Validity::days(1)).unwrap();
+    std::fs::write(d.join("a.crt"), issued.cert_pem).unwrap();
+    std::fs::write(d.join("a.key"), issued.key_pem).unwrap();
+    let addr = serve(settings("b", Some(tls_of(d, "b")))).await;
+    let who = try_call(addr, "b", settings("a", Some(tls_of(d, "a")))).await;
+    assert_eq!(who.as_deref(), Some("a"), "new-CA a to old-CA b");
+    let addr = serve(settings("a", Some(tls_of(d, "a")))).await;
+    let who = try_call(addr, "a", settings("b", Some(tls_of(d, "b")))).await;
+    assert_eq!(who.as_deref(), Some("b"), "old-CA b to new-CA a");
+}
+
+/// Connects `me` to `target` and waits for the connection.
+async fn connected(
+    addr: std::net::SocketAddr,
+    target: &str,
+    settings: Arc<PeerSettings>,
+) -> PeerClient {
+    let (client, run) = PeerClient::new(
+        target.into(),
+        addr,
+        settings,
+        Arc::new(AtomicBool::new(false)),
+    );
+    tokio::task::spawn_local(run);
+    let started = Instant::now();
+    while !client.is_connected() {
+        assert!(started.elapsed() < T, "never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.call(read(), T).await.expect("a call gets through");
+    client
+}
+
+/// Waits until `client` has lost its connection for good (a second of no
+/// connection and a failing call).
+async fn cut_off(client: &PeerClient, within: Duration) {
+    let started = Instant::now();
+    let mut since: Option<Instant> = None;
+    loop {
+        assert!(started.elapsed() < within, "the session was not cut");
+        if client.is_connected() {
+            since = None;
+        } else if since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(client
+        .call(read(), Duration::from_millis(500))
+        .await
+        .is_err());
+    client.shutdown();
+}
+
+#[actix::test]
+async fn open_sessions_end_when_the_ca_bundle_drops_their_ca() {
+    let (dir, _) = cluster();
+    let d = dir.path();
+    let (new_ca, new_pem) = Ca::generate("t", Validity::days(30)).unwrap();
+    let old_pem = std::fs::read_to_string(d.join("ca.crt")).unwrap();
+    std::fs::write(d.join("ca.crt"), format!("{old_pem}{}", new_pem.cert_pem)).unwrap();
+    let b = tls_of(d, "b");
+    let addr = serve(settings("b", Some(b.clone()))).await;
+    // a still holds an old-CA certificate (say, a node being cast out).
+    let a = connected(addr, "b", settings("a", Some(tls_of(d, "a")))).await;
+    // b finishes the rotation: new certificate, bundle of the new CA only.
+    let issued = new_ca.issue_node("b", &names(), Validity::days(1)).unwrap();
+    std::fs::write(d.join("b.crt"), issued.cert_pem).unwrap();
+    std::fs::write(d.join("b.key"), issued.key_pem).unwrap();
+    std::fs::write(d.join("ca.crt"), &new_pem.cert_pem).unwrap();
+    b.reload().unwrap();
+    cut_off(&a, RECHECK * 3 + Duration::from_secs(2)).await;
+}
+
+#[actix::test]
+async fn a_certificate_that_expires_in_use_ends_its_session() {
+    let (dir, ca) = cluster();
+    let d = dir.path();
+    let short = ca.issue_node("a", &names(), Validity::seconds(3)).unwrap();
+    std::fs::write(d.join("a.crt"), short.cert_pem).unwrap();
+    std::fs::write(d.join("a.key"), short.key_pem).unwrap();
+    let addr = serve(settings("b", Some(tls_of(d, "b")))).await;
+    let a = connected(addr, "b", settings("a", Some(tls_of(d, "a")))).await;
+    cut_off(
+        &a,
+        Duration::from_secs(3) + RECHECK * 3 + Duration::from_secs(2),
+    )
+    .await;
 }
 
 #[test]
