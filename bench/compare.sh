@@ -324,6 +324,18 @@ start_ringkv() { # CONFIG NODE_COUNT FIRST_HTTP
     done
 }
 
+raw_and_notes() { # the report's raw results and the problems seen
+    echo "## Raw results"
+    echo
+    for line in "${RAW[@]}"; do echo "- $line"; done
+    if [ ${#NOTES[@]} -gt 0 ]; then
+        echo
+        echo "## Problems during the run"
+        echo
+        for line in "${NOTES[@]}"; do echo "- $line"; done
+    fi
+}
+
 # ------------------------------------------------------------------- main ---
 
 if [ "$SECURITY" = 1 ]; then
@@ -574,15 +586,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "- fsyncs/ack write: growth of \`ringkv_commits_total\` (all nodes) per write the bench saw"
     echo "  acknowledged, when the nodes serve \`GET /metrics\`."
     echo
-    echo "## Raw results"
-    echo
-    for line in "${RAW[@]}"; do echo "- $line"; done
-    if [ ${#NOTES[@]} -gt 0 ]; then
-        echo
-        echo "## Problems during the run"
-        echo
-        for line in "${NOTES[@]}"; do echo "- $line"; done
-    fi
+    raw_and_notes
 } >"$OUT"
 
 log "summary (also in $OUT)"

@@ -143,15 +143,7 @@ security_main() {
         echo "all = tls + tokens. ringkv-bench keeps one connection per client, so TLS handshakes are"
         echo "a start-up cost; the figures measure encryption and token checks per request."
         echo
-        echo "## Raw results"
-        echo
-        for line in "${RAW[@]}"; do echo "- $line"; done
-        if [ ${#NOTES[@]} -gt 0 ]; then
-            echo
-            echo "## Problems during the run"
-            echo
-            for line in "${NOTES[@]}"; do echo "- $line"; done
-        fi
+        raw_and_notes
     } >"$OUT"
     log "summary (also in $OUT)"
     cat "$OUT" >&2

@@ -532,6 +532,20 @@ fn brute_force_is_throttled_per_address() {
     assert!(!log.contains(admin.split_once('.').unwrap().1));
 }
 
+/// `ringkv certs renew` for every node of `c`.
+fn renew_certs(c: &Cluster) {
+    let renew = run_bin(
+        &[
+            "certs",
+            "renew",
+            "--config",
+            c.config_path.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(renew.status.success(), "{renew:?}");
+}
+
 /// The certificate a fresh HTTPS connection to `addr` is served.
 fn served_cert(addr: std::net::SocketAddr, ca: &Path) -> Vec<u8> {
     let config = ringkv::client::tls_config(ca).unwrap();
@@ -600,16 +614,7 @@ fn certificate_rotation_under_load_loses_no_request() {
         .collect();
 
     std::thread::sleep(Duration::from_secs(1));
-    let renew = run_bin(
-        &[
-            "certs",
-            "renew",
-            "--config",
-            c.config_path.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(renew.status.success(), "{renew:?}");
+    renew_certs(&c);
     for (i, node) in c.nodes.iter().enumerate() {
         let file = cert_file_der(&c.dir.path().join(format!("certs/{}.crt", node.id)));
         assert_ne!(file, old[i]);
@@ -702,16 +707,7 @@ fn a_bad_certificate_on_reload_keeps_the_one_in_force() {
         0,
         "cannot reload the node certificate and CA, keeping the one in force",
     );
-    let renew = run_bin(
-        &[
-            "certs",
-            "renew",
-            "--config",
-            c.config_path.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(renew.status.success(), "{renew:?}");
+    renew_certs(&c);
     let file = cert_file_der(&cert);
     wait_until(
         Duration::from_secs(5),

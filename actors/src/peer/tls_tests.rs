@@ -102,13 +102,12 @@ fn read() -> Request {
     }
 }
 
-/// Dials `target` at `addr` with `settings`; answers whether a call got
-/// through within a couple of seconds, and what the server saw us as.
-async fn try_call(
+/// A client of `target` at `addr`, its connection task running.
+fn spawn_client(
     addr: std::net::SocketAddr,
     target: &str,
     settings: Arc<PeerSettings>,
-) -> Option<String> {
+) -> PeerClient {
     let (client, run) = PeerClient::new(
         target.into(),
         addr,
@@ -116,6 +115,17 @@ async fn try_call(
         Arc::new(AtomicBool::new(false)),
     );
     tokio::task::spawn_local(run);
+    client
+}
+
+/// Dials `target` at `addr` with `settings`; answers whether a call got
+/// through within a couple of seconds, and what the server saw us as.
+async fn try_call(
+    addr: std::net::SocketAddr,
+    target: &str,
+    settings: Arc<PeerSettings>,
+) -> Option<String> {
+    let client = spawn_client(addr, target, settings);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(2) {
         if client.is_connected() {
@@ -302,13 +312,7 @@ async fn connected(
     target: &str,
     settings: Arc<PeerSettings>,
 ) -> PeerClient {
-    let (client, run) = PeerClient::new(
-        target.into(),
-        addr,
-        settings,
-        Arc::new(AtomicBool::new(false)),
-    );
-    tokio::task::spawn_local(run);
+    let client = spawn_client(addr, target, settings);
     let started = Instant::now();
     while !client.is_connected() {
         assert!(started.elapsed() < T, "never connected");
