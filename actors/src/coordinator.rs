@@ -378,13 +378,14 @@ impl NodeCore {
         Ok(newest)
     }
 
-    /// Folds a replica's record into our clock. A record further ahead of
-    /// the cluster's time than the allowed drift comes from a runaway clock
-    /// and was never acknowledged: it is ignored (and counted), as if the
-    /// replica held nothing, so it cannot win a read.
+    /// Folds a replica's record into our clock ([`Hlc::observe_read`]). A
+    /// record further ahead of the cluster's time than twice the allowed
+    /// drift comes from a runaway clock and was never acknowledged: it is
+    /// ignored (and counted), as if the replica held nothing, so it cannot
+    /// win a read.
     fn sane(&self, record: Option<Record>) -> Result<Option<Record>> {
         if let Some(r) = &record {
-            if let Err(e) = self.hlc.observe(r.version) {
+            if let Err(e) = self.hlc.observe_read(r.version) {
                 Metrics::add(&self.local.stats.clock_refusals, 1);
                 log::warn!("ignoring a stored version from a runaway clock: {e}");
                 return Ok(None);
@@ -452,6 +453,8 @@ impl NodeCore {
                 .write_versioned(key, value, None, None, consistency)
                 .await;
         }
+        let r = &self.replication;
+        let consistency = consistency.for_conditional(r.n, r.r, r.w);
         let _guard = self.key_lock(&key).lock().await;
         let current = self.read(&key, consistency).await?;
         if !precondition.holds(current.as_ref()) {
@@ -510,7 +513,11 @@ impl NodeCore {
             let outcome = if single {
                 self.write_single(op, superseded_acks, consistency).await
             } else {
-                self.write_attempt(&plan, op, superseded_acks).await
+                // A conditional write hears every replica out: a `Superseded`
+                // arriving after W acknowledgements still breaks it.
+                let wait_all = precondition.is_some();
+                self.write_attempt(&plan, op, superseded_acks, wait_all)
+                    .await
             };
             match outcome {
                 Ok(mut result) => {
@@ -614,6 +621,7 @@ impl NodeCore {
         plan: &WritePlan,
         op: WriteOp,
         superseded_acks: bool,
+        wait_all: bool,
     ) -> std::result::Result<WriteResult, Attempt> {
         let WritePlan {
             view,
@@ -715,7 +723,7 @@ impl NodeCore {
                     errors.push(why);
                 }
             }
-            if holders_acked.len() >= need && newest.is_none() {
+            if !wait_all && holders_acked.len() >= need && newest.is_none() {
                 return Ok(WriteResult {
                     version: op.record.version,
                     created: !replaced_live,
@@ -728,6 +736,13 @@ impl NodeCore {
                 newest: v,
                 tombstone,
                 maybe_applied,
+            });
+        }
+        if holders_acked.len() >= need {
+            return Ok(WriteResult {
+                version: op.record.version,
+                created: !replaced_live,
+                hinted: hinted_holders.len(),
             });
         }
         if disk_full > 0 && disk_full == failed && !maybe_applied {

@@ -24,9 +24,16 @@
 //!   exact tombstone it names.
 //! * [`RequestGen`]: a structure-aware generator of requests (every variant,
 //!   hostile sizes, cursors, leaf indices, counts at and past the limits, NUL
-//!   bytes in names, claims about our own gossip entry…) driven by any
-//!   [`Entropy`]: a seeded [`XorShift`], or the fuzzer's bytes
-//!   ([`ByteEntropy`]).
+//!   bytes in names, gossip entries of the sending member — the only ones a
+//!   node accepts — and forged ones about others and ourselves, which it
+//!   must refuse…) driven by any [`Entropy`]: a seeded [`XorShift`], or the
+//!   fuzzer's bytes ([`ByteEntropy`]).
+//!
+//! The counting runners keep a world across inputs (state built by one
+//! input — keys, repair sessions — is there for the next, and a run is
+//! reproduced by its seed). The cargo-fuzz entry points ([`peer_request`],
+//! [`peer_request_structured`]) run every input against a freshly seeded
+//! world, so that an artifact libFuzzer keeps reproduces on its own.
 //!
 //! The per-input checks answer an [`InputReport`] /
 //! [`DecodeReport`] with `findings`; the cargo-fuzz targets panic on a finding
@@ -854,26 +861,19 @@ impl InputReport {
 /// yet: the harness does not dispatch them while quarantine is on (the
 /// default; `RINGKV_FUZZ_QUARANTINE=0` turns it off), so that runs go on to
 /// find other things, and each gets a regression test below. None at the
-/// moment: finding F1 (a gossip claim of our own heartbeat near `u64::MAX`
-/// overflowed in `Membership::refute`) was quarantined here until
-/// membership.rs stopped doing arithmetic on claimed values; its regression
-/// test is `fuzz_regression_f1_gossip_claiming_our_heartbeat_at_u64_max`.
+/// moment. Fixed findings and their regression tests:
+/// * F1, a gossip claim of our own heartbeat at `u64::MAX` overflowed our
+///   heartbeat (membership.rs of 37ad4e6): claims about ourselves are now
+///   refused (only a member speaks for itself);
+///   `fuzz_regression_f1_gossip_claiming_our_heartbeat_at_u64_max`.
+/// * F2, a deeply nested frame overflows a 2 MiB stack in debug builds
+///   (open, debug builds only); `fuzz_regression_f2_nested_frame_fits_a_2_mib_stack`.
+/// * F3, a `LeafVersions` answer over the bytes reserved for it;
+///   `fuzz_regression_f3_leaf_versions_answer_fits_its_reservation` and
+///   `wire::tests::leaf_versions_answers_fit_their_reservation_whatever_max_bytes`.
 pub fn known_finding(request: &Request, facts: &Facts) -> Option<&'static str> {
     let _ = (request, facts);
     None
-}
-
-/// Finding F3, tolerated (counted as quarantined) while quarantine is on: a
-/// `LeafVersions` answer holds its first item even when that alone exceeds
-/// `max_bytes`, *and* a `next` cursor repeating that item's data key, while
-/// `Request::max_response_bytes` reserves room for only one of the two
-/// (`max_bytes + MAX_KEY_BYTES + 64`). The overshoot is at most one cursor;
-/// anything larger is still a finding. Regression test:
-/// `fuzz_regression_f3_leaf_versions_answer_fits_its_reservation`.
-fn known_overshoot(request: &Request, response: &Response, len: usize, worst: usize) -> bool {
-    matches!(request, Request::LeafVersions { .. })
-        && matches!(response, Response::Versions { next: Some(_), .. })
-        && len <= worst + MAX_KEY_BYTES + 8 + 64
 }
 
 /// Runs peer inputs against one world after another.
@@ -881,6 +881,12 @@ pub struct PeerHarness {
     world: Option<World>,
     /// Skip requests of known findings ([`known_finding`]).
     pub quarantine: bool,
+    /// Run every input against a freshly seeded world: a world an input
+    /// dispatched anything to (which may have stored data, opened a repair
+    /// session, advanced a member's gossip entry) is dropped after it. On
+    /// for the cargo-fuzz targets, so an artifact reproduces on its own; off
+    /// for the counting runners, which keep state across inputs.
+    pub isolated: bool,
     /// Worlds made so far.
     pub worlds: u64,
 }
@@ -896,6 +902,7 @@ impl PeerHarness {
         PeerHarness {
             world: None,
             quarantine: std::env::var("RINGKV_FUZZ_QUARANTINE").map_or(true, |v| v != "0"),
+            isolated: false,
             worlds: 0,
         }
     }
@@ -927,7 +934,7 @@ impl PeerHarness {
     /// Bytes as a peer session reads them after the hello: frames until the
     /// stream ends or a frame is corrupt, oversized or not a request.
     pub fn run_bytes(&mut self, data: &[u8]) -> InputReport {
-        let quarantine = self.quarantine;
+        let (quarantine, isolated) = (self.quarantine, self.isolated);
         let world = self.world();
         let mut report = InputReport::default();
         let mut codec = FrameCodec::new(MAX_FRAME);
@@ -967,7 +974,11 @@ impl PeerHarness {
             }
         }
         let s = &world.snapshot;
-        if s.records.len() > RESET_RECORDS || s.hints.len() > RESET_HINTS || s.bytes() > RESET_BYTES
+        let dispatched = report.accepted + report.error_answers > 0;
+        if (isolated && dispatched)
+            || s.records.len() > RESET_RECORDS
+            || s.hints.len() > RESET_HINTS
+            || s.bytes() > RESET_BYTES
         {
             self.world = None;
         }
@@ -1034,18 +1045,12 @@ fn handle_request(
         },
         MAX_FRAME,
     ) {
-        Ok(bytes) if bytes.len() > worst => {
-            if quarantine && known_overshoot(&sent, &response, bytes.len(), worst) {
-                report.quarantined += 1;
-            } else {
-                report.findings.push(format!(
-                    "the answer to {} ({}) is {} bytes, over the {worst} bytes reserved for it",
-                    summarize(&sent),
-                    summarize_response(&response),
-                    bytes.len()
-                ))
-            }
-        }
+        Ok(bytes) if bytes.len() > worst => report.findings.push(format!(
+            "the answer to {} ({}) is {} bytes, over the {worst} bytes reserved for it",
+            summarize(&sent),
+            summarize_response(&response),
+            bytes.len()
+        )),
         Ok(_) => {}
         Err(e) => report.findings.push(format!(
             "the answer to {} cannot be sent: {e}",
@@ -1317,10 +1322,16 @@ thread_local! {
 }
 
 fn with_harness<T>(f: impl FnOnce(&mut PeerHarness) -> T) -> T {
-    HARNESS.with(|h| f(h.borrow_mut().get_or_insert_with(PeerHarness::new)))
+    HARNESS.with(|h| {
+        f(h.borrow_mut().get_or_insert_with(|| PeerHarness {
+            isolated: true,
+            ..PeerHarness::new()
+        }))
+    })
 }
 
-/// The peer request target on raw bytes (one harness per thread).
+/// The peer request target on raw bytes (one harness per thread, every
+/// input against a freshly seeded world: see [`PeerHarness::isolated`]).
 pub fn peer_request(data: &[u8]) -> InputReport {
     with_harness(|h| h.run_bytes(data))
 }
@@ -1517,11 +1528,21 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
     }
 
     fn leaf(&mut self) -> u32 {
-        match self.e.below(10) {
-            0..=5 => self.e.below(1 << DEFAULT_DEPTH) as u32,
-            6 => (1 << DEFAULT_DEPTH) - 1,
-            7 => 1 << DEFAULT_DEPTH,
-            8 => u32::MAX,
+        match self.e.below(12) {
+            // The leaf of a seeded key (most leaves hold no record).
+            0..=1 => {
+                let (k, _) = self.existing();
+                (crate::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+            }
+            // The leaf of the longest key `key` makes.
+            2 => {
+                let k = vec![b'k'; MAX_KEY_BYTES];
+                (crate::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+            }
+            3..=7 => self.e.below(1 << DEFAULT_DEPTH) as u32,
+            8 => (1 << DEFAULT_DEPTH) - 1,
+            9 => 1 << DEFAULT_DEPTH,
+            10 => u32::MAX,
             _ => self.e.next_u64() as u32,
         }
     }
@@ -1545,12 +1566,17 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
         }
     }
 
+    /// A gossip entry. A node accepts only the sender's own entry (the
+    /// harness's sessions come from [`FROM`]), so that one is the most
+    /// frequent; entries about ourselves, the other member and strangers
+    /// are forgeries it must refuse.
     fn member(&mut self) -> MemberState {
         let now = self.f.now_ms;
         let ours = self.f.generation;
-        let id = match self.e.below(4) {
-            0 => NODE.to_string(),
-            1 | 2 => self.pick(&["n2", "n3"]).to_string(),
+        let id = match self.e.below(8) {
+            0..=3 => FROM.to_string(),
+            4 => NODE.to_string(),
+            5 => "n3".to_string(),
             _ => self.name(),
         };
         let generation = match self.e.below(12) {
@@ -2221,16 +2247,18 @@ mod tests {
 
     #[test]
     fn fuzz_deeply_nested_frames_are_refused() {
-        // rmp-serde stops at nesting 1024; skipping an unknown field
-        // recurses once per level (see F2 for the stack this takes).
+        // Frames nest at most `wire::MAX_NESTING` levels (F2: skipping an
+        // unknown field recurses once per level).
         on_fuzz_thread("nesting", |_| {
-            for depth in [10, 500, 1000, 1022, 1023, 1024, 1025, 100_000] {
+            for depth in [
+                10, 20, 25, 30, 40, 500, 1000, 1022, 1023, 1024, 1025, 100_000,
+            ] {
                 let bytes = nested_request(depth);
                 let mut input = vec![1u8];
                 input.extend_from_slice(&bytes);
                 frame_decoder(&input).assert_clean();
                 let decoded = decode_body(&bytes[4..]);
-                if depth <= 1000 {
+                if depth <= 20 {
                     assert!(
                         matches!(
                             decoded,
@@ -2241,7 +2269,7 @@ mod tests {
                         ),
                         "depth {depth}: {decoded:?}"
                     );
-                } else if depth > 1024 {
+                } else if depth > crate::wire::MAX_NESTING {
                     assert!(decoded.is_err(), "depth {depth} decoded");
                 }
             }
@@ -2278,10 +2306,6 @@ mod tests {
     /// use ~100 KiB at the limit, so release nodes are not affected.
     /// A stack overflow aborts, so the decode runs in a child process.
     #[test]
-    #[cfg_attr(
-        debug_assertions,
-        ignore = "fails in debug builds until finding F2 (nesting depth of peer frames) is fixed"
-    )]
     fn fuzz_regression_f2_nested_frame_fits_a_2_mib_stack() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["fuzzing::tests::fuzz_f2_child", "--exact", "--ignored"])
@@ -2332,17 +2356,51 @@ mod tests {
         assert!(r.findings.is_empty(), "{:?}", r.findings);
     }
 
-    /// Finding F3 (see `known_overshoot`): a node holding a key of 1024
-    /// bytes answers `LeafVersions { max_bytes: 0 }` for that key's leaf
-    /// with one item (its 1032-byte data key) and a `next` cursor (the same
-    /// 1032 bytes): 2,136 bytes in a frame, while the peer server reserved
-    /// `max_response_bytes` = 1,857 bytes for it (it logs "a leaf_versions
-    /// answer of … bytes exceeds its reserved … bytes" and sends it anyway).
-    /// Found by `cargo fuzz run peer_request` (artifact
-    /// crash-3168ad545c2802eeb4cbe2549082479011f5cb96, which needs a world
-    /// that already holds such a key and session 2; this test builds both).
+    /// The cargo-fuzz entry points run each input against a freshly seeded
+    /// world, so that an input that made state (a key, a repair session)
+    /// cannot leave it for the next one, and an artifact reproduces alone.
     #[test]
-    #[ignore = "fails until finding F3 (LeafVersions answer over its reservation) is fixed"]
+    fn fuzz_isolated_harness_starts_every_dispatching_input_afresh() {
+        let mut h = PeerHarness {
+            isolated: true,
+            ..PeerHarness::new()
+        };
+        let facts = h.facts();
+        let mut write = Vec::new();
+        push_frame(
+            &mut write,
+            &Frame::Request {
+                id: 1,
+                body: Request::Write {
+                    key: Bytes::from_static(b"fresh"),
+                    record: WireRecord {
+                        ts: pack(facts.now_ms, 0),
+                        node: node_tag("n2"),
+                        value: Some(Bytes::from_static(b"v")),
+                    },
+                },
+            },
+        );
+        assert_eq!(h.run_bytes(&write).changed, 1);
+        // Garbage (nothing dispatched) keeps the world; the write did not.
+        assert!(h.run_bytes(b"\x00\x00\x00\x03abc").garbage);
+        assert_eq!(h.worlds, 2);
+        assert!(!h.world().snapshot.records.contains_key(&b"fresh"[..]));
+        assert_eq!(h.run_bytes(&write).changed, 1, "the key is new again");
+    }
+
+    /// Finding F3: a node holding a key of 1024 bytes answers
+    /// `LeafVersions { max_bytes: 0 }` for that key's leaf with one item
+    /// (its 1032-byte data key) and a `next` cursor (the same 1032 bytes):
+    /// 2,136 bytes in a frame, while the peer server reserved
+    /// `max_response_bytes` = 1,857 bytes for it (it logged "a leaf_versions
+    /// answer of … bytes exceeds its reserved … bytes" and sent it anyway).
+    /// Found by `cargo fuzz run peer_request` when the harness kept its
+    /// world across inputs (the artifact's requests needed a key and a
+    /// repair session earlier inputs had made, so it did not reproduce on
+    /// its own); this test builds both. Fixed in `Request::max_response_bytes`
+    /// (room for the first item whatever `max_bytes`).
+    #[test]
     fn fuzz_regression_f3_leaf_versions_answer_fits_its_reservation() {
         let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
         let leaf = (crate::ring::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
@@ -2390,13 +2448,14 @@ mod tests {
     }
 
     /// Finding F1: a member's gossip that claims our own entry at our
-    /// generation with heartbeat `u64::MAX` made `Membership::refute`
-    /// (membership.rs as committed in 37ad4e6, `me.heartbeat =
+    /// generation with heartbeat `u64::MAX` made the merge of claims about
+    /// ourselves (membership.rs as committed in 37ad4e6, `me.heartbeat =
     /// claim.heartbeat + 1`) overflow: a panic ("attempt to add with
     /// overflow") in builds with overflow checks (debug, cargo-fuzz), which
     /// killed the gossip actor; in release builds our heartbeat wrapped to
-    /// 0, below what every peer had seen. Passes with the bounded claims of
-    /// the reworked membership.rs.
+    /// 0, below what every peer had seen. Gossip is now first-hand only: a
+    /// member's entry is accepted only from that member, and a claim about
+    /// ourselves is refused, so our heartbeat keeps counting our rounds.
     #[test]
     fn fuzz_regression_f1_gossip_claiming_our_heartbeat_at_u64_max() {
         let (before, after, panics, report) = on_fuzz_thread("f1", |_| {
@@ -2443,7 +2502,9 @@ mod tests {
         });
         assert_eq!(panics, 0, "the gossip actor panicked: {report:?}");
         assert!(
-            before.is_some_and(|b| b > 0) && after >= before,
+            before.is_some_and(|b| b > 0)
+                && after >= before
+                && after.is_some_and(|a| a <= before.unwrap_or(0) + 5),
             "our heartbeat went from {before:?} to {after:?}"
         );
     }

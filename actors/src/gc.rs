@@ -19,6 +19,7 @@
 //! retried at the next pass.
 
 use crate::coordinator::NodeCore;
+use crate::gossip::effective_floor;
 use crate::limits::{batch_budget, record_wire_bytes, split_by_bytes, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::{Job, Metrics};
 use crate::peer::PeerError;
@@ -32,6 +33,23 @@ use std::sync::Arc;
 
 /// Tombstones read from the index per page.
 pub const GC_PAGE: usize = 512;
+
+/// How long after a write's version was issued the write, or a hint of it,
+/// may still land on some node: the request deadline for the replicas and
+/// then for each of the `members` a hint may be offered to in turn, a frame
+/// held in a connection until it is given up as stalled, and the clock
+/// drift between the coordinator and the GC node.
+pub fn in_flight_ms(
+    request_timeout: std::time::Duration,
+    members: usize,
+    max_drift_ms: u64,
+) -> u64 {
+    let deadline = u64::try_from(request_timeout.as_millis()).unwrap_or(u64::MAX);
+    deadline
+        .saturating_mul(members as u64 + 1)
+        .saturating_add(u64::try_from(crate::peer::WRITE_STALL.as_millis()).unwrap_or(u64::MAX))
+        .saturating_add(max_drift_ms)
+}
 
 /// Why a group of tombstones was not purged this time.
 #[derive(Debug, thiserror::Error)]
@@ -64,17 +82,32 @@ impl TombstoneGc {
     /// One pass over every tombstone older than the grace period; answers
     /// how many were purged.
     pub async fn pass(&self) -> u64 {
-        let cutoff_ms = self.core.hlc.wall_ms().saturating_sub(self.grace_ms);
-        // Never purge a tombstone some node still holds an older hint
-        // against: replaying it later would bring the value back.
+        let jobs = &self.core.local.stats.jobs;
+        let hlc = &self.core.hlc;
+        // A clock we cannot vouch for, or one running ahead, would make the
+        // grace period shorter than it is.
+        if hlc.stepped() || hlc.is_ahead_of_cluster() {
+            jobs.progress(Job::TombstoneGc);
+            return 0;
+        }
+        let now_ms = hlc.cluster_ms();
+        let cutoff_ms = now_ms.saturating_sub(self.grace_ms);
+        // Never purge a tombstone some node still holds, or may yet store,
+        // an older hint against: replaying it later would bring the value
+        // back. Writes still in flight count as hints to come.
         let peers = self.core.view().peers.ids();
-        let floor = self.core.local.store.hints_floor().min(
+        let in_flight = in_flight_ms(
+            self.core.replication.request_timeout,
+            peers.len() + 1,
+            hlc.max_drift_ms(),
+        );
+        let own = self.core.local.store.hints_floor();
+        let floor = effective_floor(own, now_ms, in_flight).min(
             self.core
                 .liveness
-                .min_hint_floor(peers.iter().map(String::as_str)),
+                .min_hint_floor(peers.iter().map(String::as_str), in_flight),
         );
         let cutoff = pack(cutoff_ms, 0).min(floor);
-        let jobs = &self.core.local.stats.jobs;
         let mut purged = 0;
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -361,6 +394,43 @@ mod tests {
             worst.get() < Duration::from_millis(250),
             "the thread stalled for {:?} during a GC pass",
             worst.get()
+        );
+    }
+
+    /// Review of 06: a write (or its hint) still in flight when a pass ran
+    /// could land after the purge, older than the tombstone, and bring the
+    /// value back. A tombstone is now purged only once it is older than
+    /// anything still in flight (1 member: 2 × 2 s + 10 s + 5 s = 19 s),
+    /// whatever the grace period.
+    #[actix::test]
+    async fn no_tombstone_is_purged_while_older_writes_may_be_in_flight() {
+        assert_eq!(in_flight_ms(Duration::from_secs(2), 1, 5_000), 19_000);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "n1", false).unwrap();
+        let now = SystemClock::default().now_ms();
+        tombstones(&store, "recent", 10, now - 5_000);
+        tombstones(&store, "settled", 10, now - 30_000);
+        let gc = TombstoneGc::new(single_node(store.clone()), 1_000, 16 << 20);
+        assert_eq!(gc.pass().await, 10, "only the settled ones");
+        assert_eq!(store.len().unwrap(), 10);
+    }
+
+    /// Review of 06: a hint holder killed right after storing a hint never
+    /// gossiped its new floor, and its old one was used as if current. A
+    /// floor now covers only what was in flight before it was reported.
+    #[test]
+    fn a_floor_reported_long_ago_holds_gc_back() {
+        use crate::gossip::Liveness;
+        let live = Liveness::new(["n2".to_string()]);
+        assert_eq!(live.min_hint_floor(["n2"], 0), 0, "never heard from");
+        assert_eq!(
+            effective_floor(u64::MAX, 100_000, 20_000),
+            pack(80_000, 0),
+            "no hints then, but some may land from writes issued after 80 s"
+        );
+        assert_eq!(
+            effective_floor(pack(50_000, 0), 100_000, 20_000),
+            pack(50_000, 0)
         );
     }
 

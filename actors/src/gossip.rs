@@ -45,12 +45,13 @@ pub const MIN_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(1);
 const EXCHANGE_TIMEOUT_ROUNDS: u32 = 5;
 
 /// Liveness of every peer as this node's failure detector sees it, and the
-/// hint floor each peer last gossiped. Shared with coordinators (which read
-/// liveness on every request) and tombstone GC (which reads the floors).
+/// hint floor each peer last gossiped (with the cluster time, by our clock,
+/// when it arrived). Shared with coordinators (which read liveness on every
+/// request) and tombstone GC (which reads the floors).
 #[derive(Debug, Default)]
 pub struct Liveness(
     RwLock<HashMap<String, Status>>,
-    RwLock<HashMap<String, u64>>,
+    RwLock<HashMap<String, (u64, u64)>>,
 );
 
 impl Liveness {
@@ -72,21 +73,32 @@ impl Liveness {
     }
 
     /// The lowest hint floor among `peers` (0 for a peer never heard from):
-    /// no peer holds a hint with an older version.
-    pub fn min_hint_floor<'a>(&self, peers: impl IntoIterator<Item = &'a str>) -> u64 {
+    /// no peer holds a hint with an older version. A floor says nothing of
+    /// hints stored after it was reported, whose versions may be up to
+    /// `in_flight_ms` older than the report ([`effective_floor`]), so a
+    /// peer silent for long (down, cut off) holds GC back.
+    pub fn min_hint_floor<'a>(
+        &self,
+        peers: impl IntoIterator<Item = &'a str>,
+        in_flight_ms: u64,
+    ) -> u64 {
         let floors = self.1.read().expect("floors lock");
         peers
             .into_iter()
-            .map(|p| floors.get(p).copied().unwrap_or(0))
+            .map(|p| {
+                floors.get(p).map_or(0, |&(floor, at_ms)| {
+                    effective_floor(floor, at_ms, in_flight_ms)
+                })
+            })
             .min()
             .unwrap_or(u64::MAX)
     }
 
-    fn set_floor(&self, node: &str, floor: u64) {
+    fn set_floor(&self, node: &str, floor: u64, at_ms: u64) {
         self.1
             .write()
             .expect("floors lock")
-            .insert(node.to_string(), floor);
+            .insert(node.to_string(), (floor, at_ms));
     }
 
     pub fn is_down(&self, node: &str) -> bool {
@@ -99,6 +111,14 @@ impl Liveness {
             .expect("liveness lock")
             .insert(node.to_string(), status)
     }
+}
+
+/// What a hint floor `floor`, reported at cluster time `at_ms`, still
+/// guarantees: no hint below it then, and none stored since with a version
+/// older than `at_ms − in_flight_ms` (a write's hint lands at most that long
+/// after its version was issued).
+pub fn effective_floor(floor: u64, at_ms: u64, in_flight_ms: u64) -> u64 {
+    floor.min(crate::version::pack(at_ms.saturating_sub(in_flight_ms), 0))
 }
 
 /// A peer's gossip exchange; answers our view after merging theirs.
@@ -331,7 +351,8 @@ impl GossipActor {
                 self.detector.heartbeat(id, now);
             }
             if let Some(m) = self.membership.get(id) {
-                self.liveness.set_floor(id, m.hints_floor);
+                self.liveness
+                    .set_floor(id, m.hints_floor, self.hlc.cluster_ms());
                 // Versions above every write another node stored before now;
                 // a runaway clock's (beyond the drift) is not folded in.
                 let _ = self.hlc.observe(crate::version::Version::new(m.hlc_ts, 0));

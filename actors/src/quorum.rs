@@ -35,6 +35,18 @@ impl Consistency {
         }
         .clamp(1, n.max(1))
     }
+
+    /// The level a compare-and-set runs at: this one if it reads and writes
+    /// a majority (so R + W > N and a second compare-and-set of the same
+    /// version must see the first), else `quorum`.
+    pub fn for_conditional(self, n: usize, r: usize, w: usize) -> Consistency {
+        let majority = n / 2 + 1;
+        if self.required(n, r) >= majority && self.required(n, w) >= majority {
+            self
+        } else {
+            Consistency::Quorum
+        }
+    }
 }
 
 impl fmt::Display for Consistency {
@@ -76,6 +88,19 @@ mod tests {
     use super::*;
     use crate::version::Version;
     use bytes::Bytes;
+
+    /// Review of 06: two compare-and-sets of one version at `one` both won
+    /// (each read a different replica). A conditional write reads and
+    /// writes at least a majority.
+    #[test]
+    fn conditional_writes_run_at_least_at_quorum() {
+        let c = |level: Consistency, r, w| level.for_conditional(3, r, w);
+        assert_eq!(c(Consistency::One, 2, 2), Consistency::Quorum);
+        assert_eq!(c(Consistency::Default, 1, 2), Consistency::Quorum);
+        assert_eq!(c(Consistency::Default, 2, 2), Consistency::Default);
+        assert_eq!(c(Consistency::All, 1, 1), Consistency::All);
+        assert_eq!(Consistency::One.for_conditional(1, 1, 1), Consistency::One);
+    }
 
     #[test]
     fn required_counts() {

@@ -246,6 +246,7 @@ impl Hlc {
         (v.physical_ms() > self.reserved_ms()).then(|| {
             v.physical_ms()
                 .max(self.clock.now_ms())
+                .max(self.cluster_ms())
                 .saturating_add(RESERVATION_LEASE_MS)
         })
     }
@@ -296,7 +297,9 @@ impl Hlc {
     }
 
     fn issue(&self, floor: u64) -> Version {
-        let wall = pack(self.clock.now_ms(), 0);
+        // A clock known to lag issues at the cluster's time, not its own
+        // (one known to run ahead cannot go back; it is refused elsewhere).
+        let wall = pack(self.clock.now_ms().max(self.cluster_ms()), 0);
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
             let next = wall.max(cur + 1).max(floor + 1);
@@ -315,6 +318,26 @@ impl Hlc {
     pub fn observe(&self, v: Version) -> Result<(), ClockDriftError> {
         self.check_drift(v)?;
         self.last.fetch_max(v.ts, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A version a replica holds, read back: folded in when within the
+    /// drift; up to twice the drift ahead it is still a version some member
+    /// within the drift of the cluster on the other side may have issued and
+    /// had acknowledged, so it is kept (answered) but not folded in; beyond
+    /// that it comes from a runaway clock.
+    pub fn observe_read(&self, v: Version) -> Result<(), ClockDriftError> {
+        if self.observe(v).is_ok() {
+            return Ok(());
+        }
+        let local_ms = self.cluster_ms();
+        if v.physical_ms() > local_ms.saturating_add(self.max_drift_ms.saturating_mul(2)) {
+            return Err(ClockDriftError {
+                remote_ms: v.physical_ms(),
+                local_ms,
+                max_drift_ms: self.max_drift_ms.saturating_mul(2),
+            });
+        }
         Ok(())
     }
 
@@ -364,6 +387,35 @@ mod tests {
         clock.set(start_ms);
         let h = Hlc::new(7, clock.clone(), 1_000);
         (clock, h)
+    }
+
+    /// Review of 06: a node known to lag (corrected by +60 s) issued
+    /// versions from its own clock, 60 s below writes acknowledged earlier.
+    #[test]
+    fn a_corrected_lagging_clock_issues_at_the_cluster_time() {
+        let t = 10_000_000;
+        let (_, h) = hlc(t - 60_000);
+        h.set_cluster_offset_ms(60_000);
+        assert!(h.now().physical_ms() >= t);
+        assert!(h.needs_reservation(h.now()).unwrap() >= t);
+    }
+
+    /// Review of 06: a version within twice the drift (issued by a member
+    /// within the drift on the other side) is answered by a read, not folded
+    /// in; beyond that it is a runaway clock's.
+    #[test]
+    fn reads_keep_versions_within_twice_the_drift_and_fold_only_within_it() {
+        let t = 10_000_000;
+        let (_, h) = hlc(t);
+        let near = Version::new(pack(t + 1_500, 0), 3);
+        assert!(h.check_drift(near).is_err(), "beyond the 1 s drift");
+        h.observe_read(near).unwrap();
+        assert!(h.now() < near, "not folded into our clock");
+        let runaway = Version::new(pack(t + 2_001, 0), 3);
+        assert!(h.observe_read(runaway).is_err());
+        let fine = Version::new(pack(t + 500, 0), 3);
+        h.observe_read(fine).unwrap();
+        assert!(h.now() > fine, "folded in");
     }
 
     #[test]

@@ -305,8 +305,15 @@ impl Request {
                 Request::WriteBatch { items } => items.len() * 5,
                 Request::Gossip { .. } => gossip_answer_bytes(MAX_MEMBERS),
                 Request::TreeHashes { indices, .. } => indices.len() * 9,
+                // Items as the responder counts them (data key + 24 bytes
+                // each), at least one however small `max_bytes` is, then the
+                // cursor to resume from (a data key of up to 8 + key bytes).
                 Request::LeafVersions { max_bytes, .. } => {
-                    (*max_bytes as usize).clamp(1, page) + MAX_KEY_BYTES + 64
+                    (*max_bytes as usize)
+                        .clamp(1, page)
+                        .max(LEAF_VERSION_ITEM_BYTES)
+                        + MAX_KEY_BYTES
+                        + 64
                 }
                 Request::ReadMany { max_bytes, .. } => {
                     (*max_bytes as usize).clamp(1, page).max(one_record)
@@ -338,6 +345,11 @@ impl Request {
         }
     }
 }
+
+/// The most one `LeafVersions` item (a data key of 8 + [`MAX_KEY_BYTES`]
+/// bytes, a version) counts for in the responder's page budget; its
+/// encoding is smaller.
+pub const LEAF_VERSION_ITEM_BYTES: usize = 8 + MAX_KEY_BYTES + 24;
 
 /// Upper bound of a gossip answer carrying `members` entries.
 pub fn gossip_answer_bytes(members: usize) -> usize {
@@ -624,9 +636,18 @@ pub fn encode_body(frame: &Frame) -> Result<Vec<u8>, CodecError> {
     Ok(rmp_serde::to_vec_named(frame)?)
 }
 
+/// How deeply a frame's MessagePack may nest. Our frames nest a handful of
+/// levels; the decoder recurses once per level (also when it skips an
+/// unknown field), so a hostile frame of a kilobyte nesting a thousand
+/// arrays could overflow a thread's stack.
+pub const MAX_NESTING: usize = 32;
+
 /// Decodes one frame body (without the length prefix).
 pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
-    Ok(rmp_serde::from_slice(body)?)
+    use serde::Deserialize;
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MAX_NESTING);
+    Ok(Frame::deserialize(&mut de)?)
 }
 
 /// Encodes a whole frame, length prefix included; refuses one whose body

@@ -348,3 +348,46 @@ fn worst_case_answers_fit_their_reservation() {
             .max_response_bytes(max_value, page)
     );
 }
+
+/// Finding F3 of the fuzzer (docs/RELIABILITY.md): a `LeafVersions` answer
+/// always carries its first item, even when that alone is over `max_bytes`,
+/// and then a cursor repeating that item's data key. With a 1024-byte key
+/// and `max_bytes` 0 that was 2,136 bytes on the wire, while the server
+/// reserved 1,857 for it.
+#[test]
+fn leaf_versions_answers_fit_their_reservation_whatever_max_bytes() {
+    let page = 1 << 20;
+    let data_key = |fill: u8, key_len: usize| Bytes::from(vec![fill; 8 + key_len]);
+    let encoded = |body: Response| {
+        encode_body(&Frame::Response { id: u64::MAX, body })
+            .unwrap()
+            .len()
+    };
+    for max_bytes in [0, 1, 100, 1055, 1056, 1057, 5000, 100_000, u32::MAX] {
+        let request = Request::LeafVersions {
+            session: u64::MAX,
+            leaves: vec![0],
+            after: None,
+            max_bytes,
+        };
+        let reserved = request.max_response_bytes(1 << 20, page);
+        // As the responder pages: items while they fit in `max_bytes` by
+        // its count (data key + 24), at least one; then the cursor.
+        let budget = (max_bytes as usize).clamp(1, page);
+        for key_len in [1, 100, MAX_KEY_BYTES] {
+            let mut items = Vec::new();
+            let mut counted = 0;
+            while items.is_empty() || counted + 8 + key_len + 24 <= budget {
+                counted += 8 + key_len + 24;
+                items.push((data_key(items.len() as u8, key_len), u64::MAX, u64::MAX));
+            }
+            let next = Some(data_key(0xff, MAX_KEY_BYTES));
+            let len = encoded(Response::Versions { items, next });
+            assert!(
+                len <= reserved,
+                "max_bytes {max_bytes}, keys of {key_len} bytes: an answer of {len} bytes, \
+                 {reserved} reserved"
+            );
+        }
+    }
+}

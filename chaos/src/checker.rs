@@ -26,7 +26,15 @@ pub struct Final {
     /// Per replica: the id it stores as a live value (`None`: nothing or a
     /// tombstone).
     pub replicas: Vec<(String, Option<String>)>,
+    /// Whether every replica answered (else `replicas` proves nothing).
+    pub replicas_ok: bool,
 }
+
+/// How long after an indeterminate write was first seen a later write must
+/// begin to be guaranteed a higher version: the cluster's allowed clock drift
+/// (`cluster.max_clock_drift_ms` of the suite's nodes). See ARCHITECTURE.md,
+/// "A write is versioned above what the cluster has stored".
+pub const VISIBLE_MARGIN_MS: u64 = 5_000;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -39,6 +47,8 @@ pub struct Report {
     pub never_written: u64,
     pub failed_appeared: u64,
     pub resurrected: u64,
+    /// Keys whose final state could not be read from every replica.
+    pub unverified: u64,
     pub converge_ms: Option<u64>,
     pub crashes: u64,
     /// One line per anomaly (capped), for the log.
@@ -52,6 +62,7 @@ impl Report {
             && self.never_written == 0
             && self.failed_appeared == 0
             && self.resurrected == 0
+            && self.unverified == 0
             && self.crashes == 0
             && self.converge_ms.is_some()
     }
@@ -93,6 +104,13 @@ pub fn check_set(history: &[Op], finals: &HashMap<String, Final>, report: &mut R
                         op.key, op.complete_ms, f.read
                     ));
                 }
+                if !f.replicas_ok {
+                    report.unverified += 1;
+                    report.note(format!(
+                        "unverified: a replica of {} did not answer",
+                        op.key
+                    ));
+                }
                 for (node, held) in &f.replicas {
                     if held.as_deref() != op.value.as_deref() {
                         report.lost += 1;
@@ -132,6 +150,18 @@ pub fn check_register(history: &[Op], report: &mut Report) {
         .flatten()
         .filter_map(|w| w.value.as_deref().map(|v| ((w.key.as_str(), v), *w)))
         .collect();
+    // An indeterminate write took effect by the end of the first read that
+    // returned it.
+    let mut first_seen: HashMap<(&str, &str), u64> = HashMap::new();
+    for read in history
+        .iter()
+        .filter(|o| o.kind == Kind::Get && o.key.starts_with('r') && o.outcome == Outcome::Ok)
+    {
+        if let Some(v) = read.value.as_deref() {
+            let seen = first_seen.entry((read.key.as_str(), v)).or_insert(u64::MAX);
+            *seen = (*seen).min(read.complete_ms);
+        }
+    }
     for read in history
         .iter()
         .filter(|o| o.kind == Kind::Get && o.key.starts_with('r') && o.outcome == Outcome::Ok)
@@ -169,12 +199,19 @@ pub fn check_register(history: &[Op], report: &mut Report) {
                     report.note(format!("failed write appeared: {key} read {v:?}"));
                     continue;
                 }
-                if w.outcome != Outcome::Ok {
-                    continue; // in flight forever: any later read may see it
-                }
+                // When it surely took effect: its acknowledgement; for an
+                // indeterminate write, the first read of it plus the margin
+                // within which a later write may still be versioned below it.
+                let settled = if w.outcome == Outcome::Ok {
+                    w.complete_ms
+                } else {
+                    first_seen
+                        .get(&(key, v))
+                        .map_or(u64::MAX, |t| t.saturating_add(VISIBLE_MARGIN_MS))
+                };
                 if let Some(newer) = acked.iter().find(|w2| {
                     w2.outcome == Outcome::Ok
-                        && w.complete_ms < w2.invoke_ms
+                        && settled < w2.invoke_ms
                         && w2.complete_ms < read.invoke_ms
                 }) {
                     report.stale += 1;
@@ -189,8 +226,24 @@ pub fn check_register(history: &[Op], report: &mut Report) {
 }
 
 /// The delete check over keys starting with `d`: reads during the run, and
-/// the final state.
+/// the final state — deleted keys stay absent, and a key whose delete failed
+/// (`not_applied`) still holds its value.
 pub fn check_delete(history: &[Op], finals: &HashMap<String, Final>, report: &mut Report) {
+    for op in history
+        .iter()
+        .filter(|o| o.kind == Kind::Delete && o.outcome == Outcome::Fail && o.key.starts_with('d'))
+    {
+        let Some(f) = finals.get(&op.key) else {
+            continue;
+        };
+        if f.read_ok && f.read.is_none() {
+            report.failed_appeared += 1;
+            report.note(format!(
+                "failed delete took effect: {} ({} {})",
+                op.key, op.status, op.error
+            ));
+        }
+    }
     let deleted: HashMap<&str, u64> = history
         .iter()
         .filter(|o| o.kind == Kind::Delete && o.outcome == Outcome::Ok && o.key.starts_with('d'))
@@ -212,6 +265,12 @@ pub fn check_delete(history: &[Op], finals: &HashMap<String, Final>, report: &mu
     }
     for key in deleted.keys() {
         let Some(f) = finals.get(*key) else { continue };
+        if !f.read_ok || !f.replicas_ok {
+            report.unverified += 1;
+            report.note(format!(
+                "unverified: the final state of {key} could not be read"
+            ));
+        }
         if f.read.is_some() || f.replicas.iter().any(|(_, h)| h.is_some()) {
             report.resurrected += 1;
             report.note(format!(
@@ -293,6 +352,7 @@ mod tests {
                 read: Some("s1".into()),
                 read_ok: true,
                 replicas: vec![("n1".into(), Some("s1".into())), ("n2".into(), None)],
+                replicas_ok: true,
             },
         );
         finals.insert(
@@ -301,6 +361,7 @@ mod tests {
                 read: None,
                 read_ok: true,
                 replicas: vec![("n1".into(), Some("s2".into()))],
+                replicas_ok: true,
             },
         );
         finals.insert("d1".to_string(), Final::default());
@@ -308,10 +369,55 @@ mod tests {
         check_set(&h, &finals, &mut r);
         check_delete(&h, &finals, &mut r);
         assert_eq!(
-            (r.lost, r.failed_appeared, r.resurrected),
-            (1, 1, 1),
+            (r.lost, r.failed_appeared, r.resurrected, r.unverified),
+            (1, 1, 1, 1),
             "{:?}",
             r.anomalies
         );
+        assert!(!r.clean());
+    }
+
+    /// Review of 06: an indeterminate write counted as "in flight forever",
+    /// so reading it after a later acknowledged overwrite was never stale.
+    #[test]
+    fn an_indeterminate_write_is_settled_once_read() {
+        let m = VISIBLE_MARGIN_MS;
+        let h = vec![
+            op(Put, "r1", Some("w"), (0, 2 * m), Indeterminate),
+            op(Get, "r1", Some("w"), (100, 110), Ok),
+            // Begun within the margin after w was seen: may be ordered below.
+            op(Put, "r1", Some("w2"), (200, 210), Ok),
+            op(Get, "r1", Some("w"), (300, 310), Ok),
+        ];
+        let mut r = Report::default();
+        check_register(&h, &mut r);
+        assert_eq!(r.stale, 0, "{:?}", r.anomalies);
+        let mut h = h;
+        h.push(op(Put, "r1", Some("w3"), (110 + m + 1, 110 + m + 5), Ok));
+        h.push(op(Get, "r1", Some("w"), (110 + m + 10, 110 + m + 20), Ok));
+        let mut r = Report::default();
+        check_register(&h, &mut r);
+        assert_eq!(r.stale, 1, "{:?}", r.anomalies);
+    }
+
+    #[test]
+    fn a_failed_delete_that_took_effect_is_caught() {
+        let h = vec![
+            op(Put, "d2", Some("d2"), (0, 1), Ok),
+            op(Delete, "d2", None, (2, 3), Fail),
+        ];
+        let mut finals = HashMap::new();
+        finals.insert(
+            "d2".to_string(),
+            Final {
+                read: None,
+                read_ok: true,
+                replicas: vec![],
+                replicas_ok: true,
+            },
+        );
+        let mut r = Report::default();
+        check_delete(&h, &finals, &mut r);
+        assert_eq!(r.failed_appeared, 1, "{:?}", r.anomalies);
     }
 }

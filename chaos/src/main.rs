@@ -191,7 +191,7 @@ fn main() -> ExitCode {
                 let clean = report.clean();
                 all_clean &= clean;
                 println!(
-                    "chaos {name}: {} in {:.0?}; attempted {}, ok {}, failed {}, indeterminate {}, lost {}, stale {}, never-written {}, failed-appeared {}, resurrected {}, converged in {}, crashes {}",
+                    "chaos {name}: {} in {:.0?}; attempted {}, ok {}, failed {}, indeterminate {}, lost {}, stale {}, never-written {}, failed-appeared {}, resurrected {}, unverified {}, converged in {}, crashes {}",
                     if clean { "CLEAN" } else { "ANOMALIES" },
                     started.elapsed(),
                     report.attempted,
@@ -203,6 +203,7 @@ fn main() -> ExitCode {
                     report.never_written,
                     report.failed_appeared,
                     report.resurrected,
+                    report.unverified,
                     report
                         .converge_ms
                         .map_or("never".to_string(), |ms| format!("{ms} ms")),
@@ -384,10 +385,13 @@ fn settle(ns: &str, addrs: &[SocketAddrV4], nodes: &mut [Node]) -> Result<Option
         let deadline = Instant::now() + SETTLE;
         // Hints drain.
         while Instant::now() < deadline {
+            // A node that does not answer counts as holding hints.
             let pending: u64 = addrs
                 .iter()
-                .filter_map(|a| json(&format!("http://{a}/v1/cluster")))
-                .map(|s| s["hints"]["pending"].as_u64().unwrap_or(1))
+                .map(|a| {
+                    json(&format!("http://{a}/v1/cluster"))
+                        .map_or(1, |s| s["hints"]["pending"].as_u64().unwrap_or(1))
+                })
                 .sum();
             if pending == 0 {
                 break;
@@ -445,7 +449,9 @@ fn final_state(
         .iter()
         .filter(|o| {
             (o.key.starts_with('s') && o.kind == Kind::Put && o.outcome != Outcome::Indeterminate)
-                || (o.key.starts_with('d') && o.kind == Kind::Delete && o.outcome == Outcome::Ok)
+                || (o.key.starts_with('d')
+                    && o.kind == Kind::Delete
+                    && matches!(o.outcome, Outcome::Ok | Outcome::Fail))
         })
         .map(|o| o.key.clone())
         .collect();
@@ -521,14 +527,20 @@ fn read_final(
         Err(ureq::Error::Status(404, _)) => f.read_ok = true,
         Err(_) => {}
     }
+    f.replicas_ok = true;
     for replica in ring.preference_list(key.as_bytes(), 3) {
         let i: usize = replica[1..].parse::<usize>().unwrap_or(1) - 1;
         let url = format!("http://{}/v1/admin/local/{key}?value_prefix=64", addrs[i]);
-        let held = agent
-            .get(&url)
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
+        // 404 is "holds nothing"; any other failure leaves the key unverified.
+        let doc = match agent.get(&url).call() {
+            Ok(r) => r.into_string().ok(),
+            Err(ureq::Error::Status(404, _)) => None,
+            Err(_) => {
+                f.replicas_ok = false;
+                None
+            }
+        };
+        let held = doc
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .filter(|v| v["tombstone"] == false)
             .and_then(|v| {

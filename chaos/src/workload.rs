@@ -85,9 +85,13 @@ fn value_len(rng: &mut Rng) -> usize {
     }
 }
 
-/// Maps an HTTP result to an outcome, status and error text.
+/// Maps an HTTP result to an outcome, status and error text. `resendable`:
+/// the request has no body and an idempotent method (GET, DELETE), which
+/// ureq sends again on a new connection when a pooled one was reset — so a
+/// failure to connect then does not prove nothing was sent.
 pub fn classify(
     result: Result<ureq::Response, ureq::Error>,
+    resendable: bool,
 ) -> (Outcome, u16, Option<Vec<u8>>, String) {
     match result {
         Ok(r) => {
@@ -116,7 +120,7 @@ pub fn classify(
         }
         Err(ureq::Error::Transport(t)) => {
             // Refused before anything was sent: certainly not applied.
-            let outcome = if t.kind() == ureq::ErrorKind::ConnectionFailed {
+            let outcome = if t.kind() == ureq::ErrorKind::ConnectionFailed && !resendable {
                 Outcome::Fail
             } else {
                 Outcome::Indeterminate
@@ -214,7 +218,7 @@ impl Ctx<'_> {
         let invoke = self.shared.recorder.now_ms();
         let body = value(id, len);
         let (outcome, status, _, error) =
-            classify(self.agent.put(&self.url(key)).send_bytes(&body));
+            classify(self.agent.put(&self.url(key)).send_bytes(&body), false);
         self.record(
             Kind::Put,
             key,
@@ -228,14 +232,14 @@ impl Ctx<'_> {
 
     fn delete(&self, key: &str) -> Outcome {
         let invoke = self.shared.recorder.now_ms();
-        let (outcome, status, _, error) = classify(self.agent.delete(&self.url(key)).call());
+        let (outcome, status, _, error) = classify(self.agent.delete(&self.url(key)).call(), true);
         self.record(Kind::Delete, key, None, 0, invoke, (outcome, status, error));
         outcome
     }
 
     fn get(&self, key: &str) {
         let invoke = self.shared.recorder.now_ms();
-        let (outcome, status, body, error) = classify(self.agent.get(&self.url(key)).call());
+        let (outcome, status, body, error) = classify(self.agent.get(&self.url(key)).call(), true);
         let (outcome, value) = match (outcome, status) {
             (Outcome::Ok, 200) => (Outcome::Ok, body.map(|b| id_of(&b))),
             (_, 404) => (Outcome::Ok, None),
@@ -243,5 +247,25 @@ impl Ctx<'_> {
             _ => (Outcome::Fail, None),
         };
         self.record(Kind::Get, key, value, 0, invoke, (outcome, status, error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review of 06: ureq sends a DELETE again on a new connection when a
+    /// pooled one was reset after sending it; if that reconnect is refused
+    /// the first may still have applied, so the outcome is indeterminate.
+    /// A PUT (with a body, never resent) refused at connect was not sent.
+    #[test]
+    fn a_refused_connection_proves_nothing_for_resendable_requests() {
+        // Nothing listens on port 1 of loopback.
+        let refused = ureq::delete("http://127.0.0.1:1/v1/kv/k").call();
+        let (outcome, ..) = classify(refused, true);
+        assert_eq!(outcome, Outcome::Indeterminate);
+        let put = ureq::put("http://127.0.0.1:1/v1/kv/k").send_bytes(b"v");
+        let (outcome, ..) = classify(put, false);
+        assert_eq!(outcome, Outcome::Fail);
     }
 }

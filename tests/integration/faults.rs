@@ -494,8 +494,10 @@ fn tombstones_outlive_a_down_replica_and_are_purged_after_repair() {
         let r = node.client().get(&kv_at("gc", Some("all")));
         r.expect_error(404, "not_found");
     }
+    // Once older than the grace period and than anything still in flight
+    // (3 members: 2 s × 4 + 10 s + 5 s = 23 s, `gc::in_flight_ms`).
     c.wait_until(
-        Duration::from_secs(15),
+        Duration::from_secs(40),
         "the tombstone is purged everywhere",
         || {
             let held: Vec<Option<Value>> = c.nodes.iter().map(|n| n.local("gc")).collect();

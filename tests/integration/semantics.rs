@@ -36,7 +36,7 @@ fn five(spec: ClusterSpec) -> Cluster {
 
 /// Issue 06, finding 1: B and C down, X written through A (applied on A,
 /// hints for B and C at two other nodes); B and C return; before the hints
-/// are replayed, Y is written through D, whose clock runs 3 s behind, while A
+/// are replayed, Y is written through D, whose clock runs 2 s behind, while A
 /// is slow to answer — B and C acknowledge Y before A's `Superseded`
 /// arrives. X's hints then overwrote Y everywhere: an acknowledged write lost
 /// to an older in-flight hint. Every node now folds the cluster's highest
@@ -58,7 +58,7 @@ fn a_strict_write_is_not_lost_to_an_older_hint() {
         .map(|id| id[1..].parse::<usize>().unwrap() - 1)
         .collect();
     let d = walk[5];
-    let spec = ClusterSpec::fast(6, 3).clock_offset(d, -3_000);
+    let spec = ClusterSpec::fast(6, 3).clock_offset(d, -2_000);
     let mut c = Cluster::start(spec);
     c.wait_replicas_reachable();
     c.node_mut(1).kill9();
@@ -147,6 +147,63 @@ fn a_conditional_write_that_loses_a_race_answers_412() {
     r.expect_error(412, "precondition_failed");
     let now = c.node(2).client().get(&kv_at(&key, Some("all")));
     assert_eq!((now.status, now.text()), (200, "w2".to_string()), "{now}");
+}
+
+/// Review of 06: a conditional write answered success as soon as W replicas
+/// acknowledged; a `Superseded` arriving later from the third (proof that a
+/// concurrent write broke the condition) was ignored. A conditional write
+/// now hears every replica out.
+#[test]
+fn a_late_superseded_still_breaks_a_conditional_write() {
+    use ringkv_actors::wire::{Request, Response, WireRecord};
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
+    c.wait_replicas_reachable();
+    let key = "late-superseded";
+    let first = c.node(0).client().put(&kv_at(key, Some("all")), b"v1");
+    assert_eq!(first.status, 201, "{first}");
+    let etag = first.etag();
+    // n3 alone takes a newer write (as if from a coordinator whose other
+    // replica writes are still on their way), and answers its peers slowly.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut raw = crate::hostile::Raw::connect(&c, 2, "n2");
+    let r = raw.call(
+        1,
+        Request::Write {
+            key: bytes::Bytes::from_static(key.as_bytes()),
+            record: WireRecord {
+                ts: (now_ms + 3_000) << 16,
+                node: 2,
+                value: Some(bytes::Bytes::from_static(b"concurrent")),
+            },
+        },
+    );
+    assert!(matches!(r, Response::Write { applied: true, .. }), "{r:?}");
+    // n3 freezes for 700 ms: n1 and n2 hold v1, so the condition holds on
+    // a quorum read and both acknowledge at once; n3's `Superseded` comes
+    // when it wakes, well within the request deadline.
+    let pid = c.node_mut(2).pid().unwrap();
+    c.node_mut(2).sigstop();
+    let wake = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        // SAFETY: kill(2) on the harness's own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    });
+    let r = c
+        .node(0)
+        .client_with_timeout(Duration::from_secs(10))
+        .put_with(
+            &kv_at(key, Some("quorum")),
+            &[("If-Match", etag.as_str())],
+            b"cas",
+        );
+    wake.join().unwrap();
+    c.node_mut(2).sigcont();
+    assert!(r.status >= 400, "a broken condition won: {r}");
+    let body = r.expect_error(503, "unavailable");
+    assert_eq!(body["outcome"], "indeterminate", "{r}");
 }
 
 /// Issue 06, finding 4: with strict quorum, a coordinator that reached none
