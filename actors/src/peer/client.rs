@@ -49,6 +49,9 @@ use tokio::sync::{oneshot, Notify};
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(500);
 /// Frames are written in pieces of this size, each within [`WRITE_STALL`].
 const WRITE_CHUNK: usize = 256 << 10;
+/// Frames queued together are written in one go up to this many bytes (one
+/// syscall, and one packet with TCP_NODELAY, instead of one per frame).
+pub(crate) const COALESCE_BYTES: usize = 64 << 10;
 
 type Reply = oneshot::Sender<Result<Response, PeerError>>;
 
@@ -463,13 +466,64 @@ async fn write_loop(link: &Link, mut writer: FrameWriter, conn: u64) -> String {
     loop {
         match link.next_to_write(conn) {
             Err(()) => return "replaced".into(),
-            Ok(Some(bytes)) => {
-                if let Err(why) = write_stalling(&mut writer, &bytes).await {
+            Ok(Some(first)) => {
+                let mut batch = Coalesced::new(first);
+                let mut replaced = false;
+                while batch.wants_more() {
+                    match link.next_to_write(conn) {
+                        Ok(Some(more)) => batch.push(&more),
+                        Ok(None) => break,
+                        Err(()) => {
+                            replaced = true;
+                            break;
+                        }
+                    }
+                }
+                if let Err(why) = write_stalling(&mut writer, batch.bytes()).await {
                     return why;
+                }
+                if replaced {
+                    return "replaced".into();
                 }
             }
             Ok(None) => link.wake.notified().await,
         }
+    }
+}
+
+/// Frames gathered for one write: the first as it is (no copy when it goes
+/// alone), more appended until [`COALESCE_BYTES`].
+pub(crate) struct Coalesced {
+    first: Bytes,
+    joined: Option<bytes::BytesMut>,
+}
+
+impl Coalesced {
+    pub(crate) fn new(first: Bytes) -> Self {
+        Coalesced {
+            first,
+            joined: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.joined.as_ref().map_or(self.first.len(), |j| j.len())
+    }
+
+    /// Whether another queued frame may join.
+    pub(crate) fn wants_more(&self) -> bool {
+        self.len() < COALESCE_BYTES
+    }
+
+    pub(crate) fn push(&mut self, more: &[u8]) {
+        let first = &self.first;
+        self.joined
+            .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
+            .extend_from_slice(more);
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.joined.as_deref().unwrap_or(&self.first)
     }
 }
 
@@ -552,5 +606,30 @@ impl Peers {
         for c in self.clients.values() {
             c.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    /// Frames queued together go out as one write, in order, up to
+    /// [`COALESCE_BYTES`]; a frame alone is written as it is.
+    #[test]
+    fn queued_frames_join_in_order_up_to_the_bound() {
+        let alone = Coalesced::new(Bytes::from_static(b"one"));
+        assert_eq!(alone.bytes(), b"one");
+        let mut batch = Coalesced::new(Bytes::from_static(b"a"));
+        batch.push(b"b");
+        batch.push(b"c");
+        assert_eq!(batch.bytes(), b"abc");
+        let chunk = vec![7u8; 20 << 10];
+        let mut pushed = 0;
+        while batch.wants_more() {
+            batch.push(&chunk);
+            pushed += 1;
+        }
+        assert_eq!(pushed, 4, "stops once 64 KiB are gathered");
+        assert_eq!(batch.bytes().len(), 3 + 4 * (20 << 10));
     }
 }

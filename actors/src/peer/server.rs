@@ -30,7 +30,7 @@
 //!
 //! Everything here runs on one arbiter (the peer thread), hence `Rc`.
 
-use super::client::write_stalling;
+use super::client::{write_stalling, Coalesced};
 use super::handshake::{accept, admissible, revalidate, tune, FrameReader, FrameWriter};
 use super::{
     PeerSettings, MAX_HANDSHAKES, MAX_SESSIONS, MAX_SESSIONS_PER_MEMBER, MAX_SESSION_IN_FLIGHT,
@@ -487,10 +487,24 @@ fn encode_response(id: u64, body: Response, max: usize, from: &str, kind: &str) 
 }
 
 async fn write_responses(mut writer: FrameWriter, mut rx: mpsc::Receiver<Answer>) -> String {
-    while let Some((bytes, _permit)) = rx.recv().await {
-        if let Err(why) = write_stalling(&mut writer, &bytes).await {
+    while let Some((bytes, permit)) = rx.recv().await {
+        // Answers ready together share a write; their reservations are held
+        // until it is done.
+        let mut held = vec![permit];
+        let mut batch = Coalesced::new(bytes);
+        while batch.wants_more() {
+            match rx.try_recv() {
+                Ok((more, permit)) => {
+                    batch.push(&more);
+                    held.push(permit);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(why) = write_stalling(&mut writer, batch.bytes()).await {
             return why;
         }
+        drop(held);
     }
     "session closed".into()
 }
