@@ -25,7 +25,8 @@ if [ "${CHAOS:-1}" != 0 ]; then
     cargo build -p ringkv-chaos -p ringkv 2>&1 | tail -3
     seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
     chaos_status=0
-    ./target/debug/ringkv-chaos --short --seed "$seed" --bin ./target/debug/ringkv 2>&1 | tee -a "$log" ||
+    bin=${CARGO_TARGET_DIR:-target}/debug
+    "$bin/ringkv-chaos" --short --seed "$seed" --bin "$bin/ringkv" 2>&1 | tee -a "$log" ||
         chaos_status=$?
     if grep -q '^chaos: SKIPPED' "$log"; then
         chaos="SKIPPED ($(grep '^chaos: SKIPPED' "$log" | sed 's/^chaos: SKIPPED: //'))"
