@@ -136,6 +136,14 @@ pub fn client(id: u32, seed: u64, shared: Arc<Shared>) {
         .timeout(Duration::from_secs(5))
         .redirects(0)
         .build();
+    // DELETEs go on fresh connections: on a pooled one that was reset, ureq
+    // would send them again, and an answer to the second copy would then
+    // hide that the first may have been applied.
+    let once = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .redirects(0)
+        .max_idle_connections(0)
+        .build();
     let mut rng = Rng::new(seed ^ (u64::from(id) << 32));
     let mut n = 0u64;
     let mut deleted: Vec<String> = Vec::new();
@@ -146,6 +154,7 @@ pub fn client(id: u32, seed: u64, shared: Arc<Shared>) {
         let pick = rng.below(u64::from(total)) as u32;
         let ctx = Ctx {
             agent: &agent,
+            once: &once,
             shared: &shared,
             client: id,
             node,
@@ -179,6 +188,8 @@ pub fn client(id: u32, seed: u64, shared: Arc<Shared>) {
 
 struct Ctx<'a> {
     agent: &'a ureq::Agent,
+    /// Without pooled connections (see [`client`]).
+    once: &'a ureq::Agent,
     shared: &'a Shared,
     client: u32,
     node: SocketAddrV4,
@@ -232,7 +243,7 @@ impl Ctx<'_> {
 
     fn delete(&self, key: &str) -> Outcome {
         let invoke = self.shared.recorder.now_ms();
-        let (outcome, status, _, error) = classify(self.agent.delete(&self.url(key)).call(), true);
+        let (outcome, status, _, error) = classify(self.once.delete(&self.url(key)).call(), false);
         self.record(Kind::Delete, key, None, 0, invoke, (outcome, status, error));
         outcome
     }
