@@ -35,10 +35,16 @@ pub type FrameReader = FramedRead<ReadHalf<PeerStream>, FrameCodec>;
 /// The writing side of a connection.
 pub type FrameWriter = WriteHalf<PeerStream>;
 
-/// Sets TCP_NODELAY and keepalive on a fresh connection.
+/// Sets TCP_NODELAY and keepalive on a fresh connection, and an abortive
+/// close: a connection we give up on (silent, stalled, replaced) must not
+/// leave its unsent frames to the kernel, which would go on retransmitting
+/// them and deliver a write — say one of a value deleted since — long after
+/// every deadline, when the partition heals. With a linger of zero, closing
+/// discards them and resets the connection.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_linger(Some(std::time::Duration::ZERO));
     let _ = sock.set_tcp_keepalive(
         &socket2::TcpKeepalive::new()
             .with_time(KEEPALIVE)

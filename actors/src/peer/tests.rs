@@ -420,3 +420,44 @@ async fn a_silent_connection_is_replaced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A chaos run found a delete that came back: a write frame left in the
+/// kernel's send queue of a connection we had given up on was retransmitted
+/// and delivered after the partition healed — after the tombstone had been
+/// purged. Peer connections now close abortively: what was not yet delivered
+/// is discarded, never delivered late.
+#[actix::test]
+async fn a_connection_given_up_on_delivers_nothing_later() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut sender = TcpStream::connect(addr).await.unwrap();
+    let (mut receiver, _) = listener.accept().await.unwrap();
+    handshake::tune(&sender);
+    assert_eq!(
+        socket2::SockRef::from(&sender).linger().unwrap(),
+        Some(Duration::ZERO)
+    );
+    // The receiver reads nothing (a partition): the send queue fills.
+    let chunk = vec![7u8; 64 << 10];
+    let mut queued = 0usize;
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(100), sender.write(&chunk)).await
+    {
+        queued += n;
+    }
+    drop(sender);
+    // The partition heals: the receiver gets what its own buffer held, then
+    // a reset — not the rest of what was queued.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    let ended = loop {
+        match tokio::time::timeout(T, receiver.read(&mut buf)).await {
+            Ok(Ok(0)) => break "eof",
+            Ok(Ok(n)) => got += n,
+            Ok(Err(_)) => break "reset",
+            Err(_) => break "silence",
+        }
+    };
+    assert_eq!(ended, "reset", "after {got} of {queued} bytes");
+    assert!(got < queued, "all {queued} queued bytes were delivered");
+}
