@@ -206,6 +206,16 @@ fn a_late_superseded_still_breaks_a_conditional_write() {
     assert_eq!(body["outcome"], "indeterminate", "{r}");
 }
 
+/// Kills n1, n2 and n3 (a key's replicas) and waits until n4 sees them down.
+fn kill_first_three(c: &mut Cluster) {
+    for i in 0..3 {
+        c.node_mut(i).kill9();
+    }
+    for id in ["n1", "n2", "n3"] {
+        wait_member(c, 3, id, "down");
+    }
+}
+
 /// Issue 06, finding 4: with strict quorum, a coordinator that reached none
 /// of a key's replicas stored hints and answered `not_applied`; after the
 /// heal the hints were replayed and the value appeared. A stored hint makes
@@ -214,12 +224,7 @@ fn a_late_superseded_still_breaks_a_conditional_write() {
 fn a_write_that_left_hints_is_indeterminate() {
     let mut c = five(ClusterSpec::fast(5, 3));
     let key = key_on(5, &[0, 1, 2], "f4");
-    for i in 0..3 {
-        c.node_mut(i).kill9();
-    }
-    for id in ["n1", "n2", "n3"] {
-        wait_member(&c, 3, id, "down");
-    }
+    kill_first_three(&mut c);
     let r = c
         .node(3)
         .client()
@@ -248,12 +253,7 @@ fn hints_of_an_acknowledged_write_outlive_their_age() {
         .section_toml("hints", "max_age_ms = 1000");
     let mut c = five(spec);
     let key = key_on(5, &[0, 1, 2], "f7");
-    for i in 0..3 {
-        c.node_mut(i).kill9();
-    }
-    for id in ["n1", "n2", "n3"] {
-        wait_member(&c, 3, id, "down");
-    }
+    kill_first_three(&mut c);
     let r = c
         .node(3)
         .client()
