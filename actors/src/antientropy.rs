@@ -702,7 +702,24 @@ impl Mover<'_> {
             Metrics::add(&stats.ae_keys_pulled, records.len() as u64);
             Metrics::add(&stats.ae_bytes, bytes);
             if !records.is_empty() {
-                self.svc.core.local.write_batch(records).await?;
+                let unmeasured = self.svc.core.hlc.stepped();
+                let outcome = self.svc.core.local.write_batch(records).await?;
+                if !outcome.refused.is_empty() {
+                    if unmeasured {
+                        // Our lagging clock may be why: this exchange did
+                        // not bring us up to date, and a node that waits for
+                        // a pass before serving reads must keep waiting.
+                        return Err(SyncError::Protocol(format!(
+                            "refused {} pulled records before gossip measured this node's clock",
+                            outcome.refused.len()
+                        )));
+                    }
+                    log::warn!(
+                        "anti-entropy refused {} pulled records (a runaway clock's versions, \
+                         or records that failed on their own)",
+                        outcome.refused.len()
+                    );
+                }
             }
             self.moved += bytes;
             self.svc.throttle(self.moved, self.started).await;

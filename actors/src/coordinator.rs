@@ -383,10 +383,27 @@ impl NodeCore {
     /// drift comes from a runaway clock and was never acknowledged: it is
     /// ignored (and counted), as if the replica held nothing, so it cannot
     /// win a read.
+    ///
+    /// That judgement needs the cluster's time. Until gossip has measured our
+    /// clock (just started, or the wall clock stepped) a version "ahead" may
+    /// only mean that our clock lags, so such a record is no answer at all (a
+    /// `clock_skew` error), never an absence: a lagging node read keys that
+    /// held acknowledged values as absent right after a restart (chaos suite,
+    /// `a_lagging_node_just_restarted_never_reads_a_written_key_as_absent`).
     fn sane(&self, record: Option<Record>) -> Result<Option<Record>> {
         if let Some(r) = &record {
+            // Read before judging: a vouch in between only makes us stricter.
+            let unmeasured = self.hlc.stepped();
             if let Err(e) = self.hlc.observe_read(r.version) {
                 Metrics::add(&self.local.stats.clock_refusals, 1);
+                if unmeasured {
+                    return Err(Error::ClockSkew(format!(
+                        "a replica answered a version ahead of this node's clock ({e}); until \
+                         gossip has measured this node's clock (within a few rounds) it cannot \
+                         tell a runaway version from its own lagging clock — send the request \
+                         to another node"
+                    )));
+                }
                 log::warn!("ignoring a stored version from a runaway clock: {e}");
                 return Ok(None);
             }

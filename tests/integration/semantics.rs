@@ -272,3 +272,66 @@ fn hints_of_an_acknowledged_write_outlive_their_age() {
     let r = c.node(1).client().get(&kv_at(&key, Some("one")));
     assert_eq!((r.status, r.text()), (200, "only-hints".to_string()), "{r}");
 }
+
+/// Chaos suite finding (clock-behind run, seed 546984687), second half: a
+/// node restarted after more than the tombstone grace period serves no reads
+/// until an anti-entropy pass completes. A node whose clock lags ran that
+/// pass before gossip had measured its clock; its replica refused every
+/// pulled version (60 s "ahead" of its clock) and the pass still counted as
+/// complete, so it served reads without the writes it had missed. Now a
+/// refused pull fails the exchange while the clock is unmeasured.
+#[test]
+fn a_lagging_node_finishes_no_repair_before_its_clock_is_measured() {
+    let spec = ClusterSpec::fast(5, 3)
+        .clock_offset(4, -60_000)
+        .section_toml("repair", "tombstone_grace_ms = 1000");
+    let mut c = five(spec);
+    c.wait_clocks_vouched();
+    let key = key_on(5, &[0, 3, 4], "lag");
+    c.node_mut(4).kill9();
+    wait_member(&c, 3, "n5", "down");
+    let r = c
+        .node(3)
+        .client()
+        .put(&kv_at(&key, Some("quorum")), b"missed");
+    assert_eq!(r.status, 201, "{r}");
+    // n5 alone with n4 is no majority: nobody can measure its clock.
+    kill_first_three(&mut c);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.node_mut(4).start();
+    for id in ["n1", "n2", "n3"] {
+        wait_member(&c, 4, id, "down");
+    }
+    let seen = c.cluster_status(4)["repair"]["passes"]
+        .as_u64()
+        .unwrap_or(0);
+    let s = c.wait_until(SLOW, "n5 ran two more passes, or served reads", || {
+        let s = c.cluster_status(4);
+        let passes = s["repair"]["passes"].as_u64().unwrap_or(0);
+        if passes >= seen + 2 || s["repair"]["serving_reads"] == true {
+            Poll::Ready(s)
+        } else {
+            Poll::Pending(s["repair"].to_string())
+        }
+    });
+    assert_eq!(s["clock"]["vouched"], false, "{}", s["clock"]);
+    assert_eq!(s["repair"]["serving_reads"], false, "{}", s["repair"]);
+    assert!(
+        c.node(4).local(&key).is_none(),
+        "n5 took a version ahead of it"
+    );
+    // Once the others return, gossip measures n5's clock and repair completes.
+    for i in 0..3 {
+        c.node_mut(i).start();
+    }
+    c.wait_until(SLOW, "n5 serves reads with the write it missed", || {
+        let s = c.cluster_status(4);
+        match (
+            s["repair"]["serving_reads"].as_bool(),
+            c.node(4).local_value(&key),
+        ) {
+            (Some(true), Some(v)) if v == "missed" => Poll::Ready(()),
+            other => Poll::Pending(format!("{other:?} {}", s["clock"])),
+        }
+    });
+}
