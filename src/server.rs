@@ -139,6 +139,18 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     }
     let grace = cfg.repair.tombstone_grace_ms;
     let repairing = match store.last_alive_ms()? {
+        // The wall clock is now before the last time this node recorded
+        // being alive (it stepped back, or ran ahead then): how long it was
+        // down is unknown, so it may have missed a purge.
+        Some(t) if clock.now_ms() < t => {
+            log::warn!(
+                "the wall clock reads {} ms before this node last recorded being alive: it \
+                 cannot tell how long it was down, so it serves no reads until anti-entropy \
+                 completes",
+                t - clock.now_ms()
+            );
+            true
+        }
         Some(t) if clock.now_ms().saturating_sub(t) > grace => {
             log::warn!(
                 "this node was down {} ms, longer than the tombstone grace period ({grace} ms): \

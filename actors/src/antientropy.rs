@@ -777,7 +777,25 @@ impl Mover<'_> {
                 .call(self.peer, Request::WriteBatch { items })
                 .await?
             {
-                Response::Batch { .. } => {}
+                Response::Batch { refused, .. } => {
+                    if !refused.is_empty() {
+                        // Most likely a peer whose clock is not measured yet:
+                        // exchange with it again soon rather than at the next
+                        // full pass.
+                        log::warn!(
+                            "{} refused {} records anti-entropy pushed; another exchange is queued",
+                            self.peer,
+                            refused.len()
+                        );
+                        self.svc
+                            .core
+                            .local
+                            .repair_wanted
+                            .lock()
+                            .expect("repair_wanted")
+                            .insert(self.peer.to_string());
+                    }
+                }
                 _ => {
                     return Err(SyncError::Protocol(
                         "unexpected answer to WriteBatch".into(),

@@ -57,8 +57,9 @@ pub fn sample_offset(peer_wall_ms: u64, sent_wall_ms: u64, rtt_ms: u64) -> Optio
 pub struct Decision {
     /// The offset to add to our clock to get the cluster's time.
     pub offset_ms: i64,
-    /// Whether a majority of the members (counting us) had fresh samples:
-    /// only then does the decision vouch for our clock.
+    /// Whether a strict majority of the members (counting us) had fresh
+    /// samples agreeing, within half the drift, on the time chosen: only then
+    /// does the decision vouch for our clock.
     pub fresh_majority: bool,
 }
 
@@ -83,8 +84,24 @@ pub fn decide(
             fresh_majority: false,
         };
     }
+    let offset_ms = cluster_offset(&fresh, max_drift_ms);
+    // Vouch only for a time a strict majority of the members (us included
+    // when we keep our clock) agree with: one peer 60 s away from us in a
+    // cluster of three is a tie, and cannot tell which of us lags.
+    let half = max_drift_ms.unsigned_abs() / 2;
+    let peers_agreeing = fresh
+        .iter()
+        .filter(|o| o.abs_diff(offset_ms) <= half)
+        .count();
+    let supporters = peers_agreeing + usize::from(offset_ms == 0);
+    if supporters * 2 <= members {
+        return Decision {
+            offset_ms: current,
+            fresh_majority: false,
+        };
+    }
     Decision {
-        offset_ms: cluster_offset(&fresh, max_drift_ms),
+        offset_ms,
         fresh_majority: true,
     }
 }
@@ -115,6 +132,10 @@ pub fn cluster_offset(offsets: &[i64], max_drift_ms: i64) -> i64 {
 pub struct StepDetector {
     baseline_ms: i64,
     stepped: bool,
+    /// Steps seen so far: each one moves the baseline, so a second step
+    /// while still unvouched is noticed too (gossip then drops the samples
+    /// taken before it).
+    steps: u64,
 }
 
 impl StepDetector {
@@ -122,6 +143,7 @@ impl StepDetector {
         StepDetector {
             baseline_ms: diff(wall_ms, mono_ms),
             stepped: false,
+            steps: 0,
         }
     }
 
@@ -138,11 +160,18 @@ impl StepDetector {
     /// Looks at the clocks now; answers whether the wall clock has stepped
     /// since the baseline (it stays stepped until [`StepDetector::rebase`]).
     pub fn check(&mut self, wall_ms: u64, mono_ms: u64) -> bool {
-        let moved = diff(wall_ms, mono_ms).saturating_sub(self.baseline_ms);
-        if moved.unsigned_abs() > STEP_TOLERANCE_MS.unsigned_abs() {
+        let now = diff(wall_ms, mono_ms);
+        if now.saturating_sub(self.baseline_ms).unsigned_abs() > STEP_TOLERANCE_MS.unsigned_abs() {
             self.stepped = true;
+            self.steps += 1;
+            self.baseline_ms = now;
         }
         self.stepped
+    }
+
+    /// How many steps were seen since this detector was made.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// A fresh majority vouched for the clock: this is the new baseline.
@@ -245,6 +274,55 @@ mod tests {
         );
     }
 
+    /// Review of the clock-behind chaos fix: with one peer of three down,
+    /// a node 60 s behind had a single sample (+60 s), found no outlier in a
+    /// tie, and vouched for its clock uncorrected; it then read the others'
+    /// versions as a runaway clock's. A tie vouches for nobody.
+    #[test]
+    fn a_tie_vouches_for_no_clock() {
+        let d = decide(&[s(60_000, 0)], 3, 5_000, 1_000, 0);
+        assert!(!d.fresh_majority, "{d:?}");
+        assert_eq!(d.offset_ms, 0, "the correction in force is kept");
+        // The same for the peer on the other side of the tie.
+        assert!(!decide(&[s(-60_000, 0)], 3, 5_000, 1_000, 0).fresh_majority);
+        // Five members, two peers answering, one of them agreeing with us.
+        let d = decide(&[s(60_000, 0), s(10, 0)], 5, 5_000, 1_000, 0);
+        assert!(!d.fresh_majority, "{d:?}");
+        // Two of three agreeing (us and one peer) is a majority.
+        let d = decide(&[s(10, 0)], 3, 5_000, 1_000, 0);
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: 0,
+                fresh_majority: true
+            }
+        );
+        // Five members: three peers agree we lag; the fourth is silent.
+        let d = decide(
+            &[s(60_000, 0), s(60_010, 0), s(59_990, 0)],
+            5,
+            5_000,
+            1_000,
+            0,
+        );
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: 60_000,
+                fresh_majority: true
+            }
+        );
+        // Peers that disagree among themselves back no time.
+        let d = decide(&[s(60_000, 0), s(-60_000, 0)], 3, 5_000, 1_000, 7);
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: 7,
+                fresh_majority: false
+            }
+        );
+    }
+
     #[test]
     fn a_step_of_the_wall_clock_is_noticed_until_rebased() {
         let mut d = StepDetector::new(1_000_000, 50);
@@ -257,5 +335,23 @@ mod tests {
         d.rebase(1_000_200, 1_200);
         assert!(!d.check(1_000_300, 1_300));
         assert!(d.check(940_000, 1_400), "a minute back");
+        assert_eq!(d.steps(), 3);
+    }
+
+    /// Review of the clock-behind chaos fix: a node that booted unvouched
+    /// and was then stepped (NTP's first sync) kept the samples taken before
+    /// the step, vouched on them and rebased onto the stepped clock. Every
+    /// step is counted, so the samples before each can be dropped.
+    #[test]
+    fn each_step_is_counted_even_while_unvouched() {
+        let mut d = StepDetector::unvouched(1_000_000, 0);
+        assert!(d.check(1_000_500, 500));
+        assert_eq!(d.steps(), 0, "unvouched is not a step");
+        assert!(d.check(1_061_000, 1_000), "NTP steps it a minute forward");
+        assert_eq!(d.steps(), 1);
+        assert!(d.check(1_061_500, 1_500));
+        assert_eq!(d.steps(), 1, "time passing after the step is no step");
+        assert!(d.check(1_001_600, 1_600), "and back");
+        assert_eq!(d.steps(), 2);
     }
 }

@@ -102,11 +102,12 @@ impl TombstoneGc {
             hlc.max_drift_ms(),
         );
         let own = self.core.local.store.hints_floor();
-        let floor = effective_floor(own, now_ms, in_flight).min(
-            self.core
-                .liveness
-                .min_hint_floor(peers.iter().map(String::as_str), in_flight),
-        );
+        let floor = effective_floor(own, now_ms, in_flight).min(self.core.liveness.min_hint_floor(
+            peers.iter().map(String::as_str),
+            in_flight,
+            now_ms,
+            hlc.mono_ms(),
+        ));
         let cutoff = pack(cutoff_ms, 0).min(floor);
         let mut purged = 0;
         let mut after: Option<Vec<u8>> = None;
@@ -422,7 +423,11 @@ mod tests {
     fn a_floor_reported_long_ago_holds_gc_back() {
         use crate::gossip::Liveness;
         let live = Liveness::new(["n2".to_string()]);
-        assert_eq!(live.min_hint_floor(["n2"], 0), 0, "never heard from");
+        assert_eq!(
+            live.min_hint_floor(["n2"], 0, 100_000, 0),
+            0,
+            "never heard from"
+        );
         assert_eq!(
             effective_floor(u64::MAX, 100_000, 20_000),
             pack(80_000, 0),
@@ -431,6 +436,30 @@ mod tests {
         assert_eq!(
             effective_floor(pack(50_000, 0), 100_000, 20_000),
             pack(50_000, 0)
+        );
+    }
+
+    /// Review of the clock-behind chaos fix: a floor's arrival was dated on
+    /// the cluster's time by our clock, which after a step (before gossip
+    /// measured it again) could read a minute ahead; the floor then seemed
+    /// to cover writes issued a minute after it arrived. Arrivals are dated
+    /// on the monotonic clock: a floor's age is real time, whatever the wall
+    /// clock did meanwhile.
+    #[test]
+    fn a_floor_is_dated_by_its_age_not_by_the_wall_clock() {
+        use crate::gossip::Liveness;
+        let live = Liveness::new(["n2".to_string()]);
+        // Reported 30 s ago (monotonic 10 s), nothing held then.
+        live.set_floor("n2", u64::MAX, 10_000);
+        assert_eq!(
+            live.min_hint_floor(["n2"], 5_000, 1_000_000, 40_000),
+            pack(1_000_000 - 30_000 - 5_000, 0)
+        );
+        // The wall clock stepped back a minute since: the same report is
+        // still 30 s old.
+        assert_eq!(
+            live.min_hint_floor(["n2"], 5_000, 940_000, 40_000),
+            pack(940_000 - 30_000 - 5_000, 0)
         );
     }
 

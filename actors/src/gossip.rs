@@ -45,8 +45,8 @@ pub const MIN_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(1);
 const EXCHANGE_TIMEOUT_ROUNDS: u32 = 5;
 
 /// Liveness of every peer as this node's failure detector sees it, and the
-/// hint floor each peer last gossiped (with the cluster time, by our clock,
-/// when it arrived). Shared with coordinators (which read liveness on every
+/// hint floor each peer last gossiped (with our monotonic time when it
+/// arrived: a wall clock stepped or not yet measured then cannot misdate it). Shared with coordinators (which read liveness on every
 /// request) and tombstone GC (which reads the floors).
 #[derive(Debug, Default)]
 pub struct Liveness(
@@ -77,16 +77,21 @@ impl Liveness {
     /// hints stored after it was reported, whose versions may be up to
     /// `in_flight_ms` older than the report ([`effective_floor`]), so a
     /// peer silent for long (down, cut off) holds GC back.
+    /// `now_ms` is the cluster's time and `now_mono_ms` our monotonic time
+    /// now: a report's cluster time is `now_ms` less its age.
     pub fn min_hint_floor<'a>(
         &self,
         peers: impl IntoIterator<Item = &'a str>,
         in_flight_ms: u64,
+        now_ms: u64,
+        now_mono_ms: u64,
     ) -> u64 {
         let floors = self.1.read().expect("floors lock");
         peers
             .into_iter()
             .map(|p| {
-                floors.get(p).map_or(0, |&(floor, at_ms)| {
+                floors.get(p).map_or(0, |&(floor, at_mono_ms)| {
+                    let at_ms = now_ms.saturating_sub(now_mono_ms.saturating_sub(at_mono_ms));
                     effective_floor(floor, at_ms, in_flight_ms)
                 })
             })
@@ -94,11 +99,12 @@ impl Liveness {
             .unwrap_or(u64::MAX)
     }
 
-    fn set_floor(&self, node: &str, floor: u64, at_ms: u64) {
+    /// Records `node`'s hint floor, reported at our monotonic `at_mono_ms`.
+    pub fn set_floor(&self, node: &str, floor: u64, at_mono_ms: u64) {
         self.1
             .write()
             .expect("floors lock")
-            .insert(node.to_string(), (floor, at_ms));
+            .insert(node.to_string(), (floor, at_mono_ms));
     }
 
     pub fn is_down(&self, node: &str) -> bool {
@@ -174,6 +180,8 @@ pub struct GossipActor {
     in_flight: std::collections::HashSet<String>,
     /// The cluster vouched for our clock at least once since we started.
     vouched_once: bool,
+    /// Wall-clock steps seen ([`Hlc::step_count`]) at the last round.
+    steps_seen: u64,
 }
 
 /// What a gossip actor starts with.
@@ -234,6 +242,7 @@ impl GossipActor {
             epoch: Instant::now(),
             in_flight: Default::default(),
             vouched_once: false,
+            steps_seen: 0,
         }
     }
 
@@ -286,8 +295,15 @@ impl GossipActor {
     /// Decides, every round, whether our clock is the outlier
     /// ([`crate::clock_check::decide`]), and whether the cluster vouches for it.
     fn check_clock(&mut self) {
-        if self.hlc.stepped() && self.step_noticed_mono.is_none() {
-            if self.vouched_once {
+        let steps = self.hlc.step_count();
+        let new_step = steps != self.steps_seen;
+        self.steps_seen = steps;
+        if self.hlc.stepped() && (self.step_noticed_mono.is_none() || new_step) {
+            if self.step_noticed_mono.is_some() {
+                log::warn!(
+                    "the wall clock stepped again before gossip measured it: measuring it afresh"
+                );
+            } else if self.vouched_once {
                 log::warn!(
                     "the wall clock stepped: this node refuses to coordinate writes until gossip \
                      has measured it against the cluster again"
@@ -352,7 +368,7 @@ impl GossipActor {
             }
             if let Some(m) = self.membership.get(id) {
                 self.liveness
-                    .set_floor(id, m.hints_floor, self.hlc.cluster_ms());
+                    .set_floor(id, m.hints_floor, self.hlc.mono_ms());
                 // Versions above every write another node stored before now;
                 // a runaway clock's (beyond the drift) is not folded in.
                 let _ = self.hlc.observe(crate::version::Version::new(m.hlc_ts, 0));
@@ -405,6 +421,7 @@ impl GossipActor {
             };
             let target = pick.clone();
             let (sent_wall, sent_mono) = (self.clock.now_ms(), self.hlc.mono_ms());
+            let sent_steps = self.hlc.step_count();
             ctx.spawn(
                 async move { peers.call(&target, request, timeout).await }
                     .into_actor(self)
@@ -414,7 +431,9 @@ impl GossipActor {
                             Ok(Response::Gossip { members }) => {
                                 Metrics::add(&act.metrics.gossip_rounds, 1);
                                 act.metrics.jobs.progress(Job::Gossip);
-                                act.measure_clock(&pick, &members, sent_wall, sent_mono);
+                                if act.hlc.step_count() == sent_steps {
+                                    act.measure_clock(&pick, &members, sent_wall, sent_mono);
+                                }
                                 act.merge(&members, Source::Dialed(&pick));
                             }
                             Ok(_) => log::warn!("gossip to {pick}: unexpected answer"),

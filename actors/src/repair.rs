@@ -105,18 +105,23 @@ impl RepairActor {
         self.running = true;
         self.svc.status.lock().expect("status").running = true;
         let svc = self.svc.clone();
-        let complete_pass = only.is_none();
+        // A pass run (even partly) before gossip measured our clock may have
+        // refused what it pulled: it cannot be the one a restarted node
+        // waits for before serving reads.
+        let full_pass = only.is_none();
+        let measured = !svc.core.hlc.stepped();
         ctx.spawn(
             async move { run_pass(&svc, only).await }
                 .into_actor(self)
                 .map(move |sum, act, ctx| {
-                    if !complete_pass {
+                    let measured = measured && !act.svc.core.hlc.stepped();
+                    if !full_pass {
                         // A peer wanted for dropped hints stays wanted until
                         // an exchange with it succeeds.
                         let mut wanted = act.svc.core.local.repair_wanted.lock().expect("wanted");
                         wanted.extend(sum.peers_failed.iter().map(|(p, _)| p.clone()));
                     }
-                    act.finish_pass(sum, complete_pass, ctx)
+                    act.finish_pass(sum, full_pass && measured, ctx)
                 }),
         );
     }

@@ -205,6 +205,15 @@ impl Hlc {
             .check(wall, mono)
     }
 
+    /// How many steps of the wall clock were seen (each one invalidates the
+    /// clock samples gossip took before it).
+    pub fn step_count(&self) -> u64 {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        let mut d = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        d.check(wall, mono);
+        d.steps()
+    }
+
     /// Until the cluster first vouches for this clock ([`Hlc::vouch`]), treat
     /// it as stepped: a node with peers coordinates no write before gossip
     /// measured its clock against theirs.

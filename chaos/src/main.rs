@@ -524,7 +524,7 @@ fn read_final(
             f.read = Some(workload::id_of(&body));
             f.read_ok = true;
         }
-        Err(ureq::Error::Status(404, _)) => f.read_ok = true,
+        Err(ureq::Error::Status(404, r)) => f.read_ok = not_found(r),
         Err(_) => {}
     }
     f.replicas_ok = true;
@@ -534,7 +534,10 @@ fn read_final(
         // 404 is "holds nothing"; any other failure leaves the key unverified.
         let doc = match agent.get(&url).call() {
             Ok(r) => r.into_string().ok(),
-            Err(ureq::Error::Status(404, _)) => None,
+            Err(ureq::Error::Status(404, r)) => {
+                f.replicas_ok &= not_found(r);
+                None
+            }
             Err(_) => {
                 f.replicas_ok = false;
                 None
@@ -551,4 +554,10 @@ fn read_final(
         f.replicas.push((replica.to_string(), held));
     }
     f
+}
+
+/// Whether a 404 is the store's own "not found" (not, say, a router's).
+fn not_found(r: ureq::Response) -> bool {
+    let text = r.into_string().unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["code"] == "not_found")
 }

@@ -253,7 +253,9 @@ impl Ctx<'_> {
         let (outcome, status, body, error) = classify(self.agent.get(&self.url(key)).call(), true);
         let (outcome, value) = match (outcome, status) {
             (Outcome::Ok, 200) => (Outcome::Ok, body.map(|b| id_of(&b))),
-            (_, 404) => (Outcome::Ok, None),
+            // Only the store's own "not found" says absent (not, say, a
+            // router's 404).
+            (_, 404) if error == "not_found" => (Outcome::Ok, None),
             // A read that failed tells nothing.
             _ => (Outcome::Fail, None),
         };

@@ -121,8 +121,13 @@ impl From<Error> for ApiError {
                 message,
                 retry_after_ms,
             } => ApiError::overloaded(message, retry_after_ms),
-            Error::ClockSkew(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
-                .with("outcome", "not_applied"),
+            Error::ClockSkew(m) => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_skew", m)
+                    .with("outcome", "not_applied");
+                // Gossip measures a clock within a few rounds.
+                e.retry_after_s = Some(1);
+                e
+            }
             Error::DiskFull(m) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",
