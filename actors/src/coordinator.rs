@@ -250,7 +250,15 @@ impl NodeCore {
     /// A fresh version above `floor`, covered by a durable clock reservation
     /// (so this node never issues it again, even after a restart).
     async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
-        let v = self.hlc.next_after(floor);
+        // Checked again here, not only when the write began: a write that
+        // retries, or reads first (conditional), may outlive a step.
+        let v = self.hlc.next_after_vouched(floor).map_err(|e| {
+            Metrics::add(&self.local.stats.clock_refusals, 1);
+            Error::ClockSkew(format!(
+                "{e}: this node coordinates writes once gossip has measured its clock (within a \
+                 few rounds) — send the request to another node"
+            ))
+        })?;
         // Without peers nobody else judges our versions: only the order of
         // our own matters, and the clock keeps it.
         let judged = !self.view().peers.is_empty();

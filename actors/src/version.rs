@@ -132,6 +132,20 @@ pub struct ClockDriftError {
     pub max_drift_ms: u64,
 }
 
+/// The wall clock stepped since the cluster last vouched for it (or it was
+/// never vouched for): no version is issued until gossip measures it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockStepped;
+
+impl fmt::Display for ClockStepped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the wall clock stepped (or was never measured against the cluster) and gossip \
+             has not measured it since",
+        )
+    }
+}
+
 impl fmt::Display for ClockDriftError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -305,10 +319,39 @@ impl Hlc {
         self.issue(prev.map(|v| v.ts).unwrap_or(0))
     }
 
+    /// Like [`Hlc::next_after`], but issues nothing when the wall clock has
+    /// stepped since the cluster last vouched for it: the correction in force
+    /// was measured against the clock before the step. A lagging node set
+    /// right by NTP would otherwise add its old correction to the corrected
+    /// clock and issue versions a minute ahead — refused by its peers, kept
+    /// by its own replica, and raising its high-water mark so that every
+    /// later version is ahead too. The step is judged on the very reading
+    /// the version is made from, so no step can slip in between.
+    pub fn next_after_vouched(&self, prev: Option<Version>) -> Result<Version, ClockStepped> {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        if self
+            .steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(wall, mono)
+        {
+            return Err(ClockStepped);
+        }
+        Ok(self.issue_at(wall, prev.map(|v| v.ts).unwrap_or(0)))
+    }
+
     fn issue(&self, floor: u64) -> Version {
+        self.issue_at(self.clock.now_ms(), floor)
+    }
+
+    /// Issues from the wall-clock reading `wall_ms`.
+    fn issue_at(&self, wall_ms: u64, floor: u64) -> Version {
         // A clock known to lag issues at the cluster's time, not its own
         // (one known to run ahead cannot go back; it is refused elsewhere).
-        let wall = pack(self.clock.now_ms().max(self.cluster_ms()), 0);
+        let cluster = (wall_ms as i64)
+            .saturating_add(self.cluster_offset_ms())
+            .max(0) as u64;
+        let wall = pack(wall_ms.max(cluster), 0);
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
             let next = wall.max(cur + 1).max(floor + 1);
@@ -407,6 +450,29 @@ mod tests {
         h.set_cluster_offset_ms(60_000);
         assert!(h.now().physical_ms() >= t);
         assert!(h.needs_reservation(h.now()).unwrap() >= t);
+    }
+
+    /// Chaos suite finding: a lagging node whose clock NTP set right (a
+    /// minute forward) issued versions from the new clock plus its old +60 s
+    /// correction, a minute ahead, before gossip had measured it again.
+    #[test]
+    fn a_stepped_clock_issues_nothing_until_measured_again() {
+        let t = 10_000_000;
+        let (clock, h) = hlc(t - 60_000);
+        h.set_cluster_offset_ms(60_000);
+        let v = h.next_after_vouched(None).unwrap();
+        assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
+        clock.set(t + 10);
+        assert!(matches!(h.next_after_vouched(None), Err(ClockStepped)));
+        assert!(
+            h.high_water() < pack(t + 1_000, 0),
+            "nothing issued from the future"
+        );
+        // Gossip measures it again: no correction now.
+        h.set_cluster_offset_ms(0);
+        h.vouch();
+        let v = h.next_after_vouched(None).unwrap();
+        assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
     }
 
     /// Review of 06: a version within twice the drift (issued by a member

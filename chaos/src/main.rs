@@ -304,6 +304,7 @@ fn run(
         net: &net,
         bin,
         config: &config,
+        keep_clock: plan.fixed_clock,
     };
     for step in &steps {
         println!(
@@ -313,7 +314,7 @@ fn run(
         );
         nemesis.apply(&mut nodes, &step.fault)?;
         watch(&mut nodes, Duration::from_secs(step.hold_s));
-        nemesis.heal(&mut nodes, plan.fixed_clock)?;
+        nemesis.heal(&mut nodes)?;
         watch(&mut nodes, Duration::from_secs(step.heal_s));
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -321,7 +322,7 @@ fn run(
         let _ = c.join();
     }
     shared.recorder.flush();
-    nemesis.heal(&mut nodes, plan.fixed_clock)?;
+    nemesis.heal(&mut nodes)?;
     nodes::wait_healthy(&net.client_ns(), &addrs)?;
 
     let mut report = Report::default();

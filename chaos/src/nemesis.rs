@@ -118,9 +118,20 @@ pub struct Nemesis<'a> {
     pub net: &'a Net,
     pub bin: &'a Path,
     pub config: &'a Path,
+    /// The run's fixed clock offset (node, ms): every fault file written for
+    /// that node keeps it, so other faults never step its clock.
+    pub keep_clock: Option<(usize, i64)>,
 }
 
 impl Nemesis<'_> {
+    /// Node `i`'s fault-file lines outside any fault.
+    fn base(&self, i: usize) -> String {
+        match self.keep_clock {
+            Some((c, ms)) if c == i => format!("clock_offset_ms = {ms}\n"),
+            _ => String::new(),
+        }
+    }
+
     pub fn apply(&self, nodes: &mut [Node], fault: &Fault) -> Result<(), String> {
         let peers = |i: usize| (0..nodes.len()).filter(move |j| *j != i);
         match fault {
@@ -148,7 +159,9 @@ impl Nemesis<'_> {
                     self.net.drop_between(*i, self.net.node_ip(j), *p)?;
                 }
             }
-            Fault::Latency(i, ms) => nodes[*i].set_faults(&format!("peer_delay_ms = {ms}\n")),
+            Fault::Latency(i, ms) => {
+                nodes[*i].set_faults(&format!("{}peer_delay_ms = {ms}\n", self.base(*i)))
+            }
             Fault::Slow(i) => self.net.slow(*i, "4mbit")?,
             Fault::Clock(i, ms) => nodes[*i].set_faults(&format!("clock_offset_ms = {ms}\n")),
             Fault::KillMidTransfer(i) => {
@@ -164,15 +177,12 @@ impl Nemesis<'_> {
         Ok(())
     }
 
-    /// Heals everything: links, paused and killed nodes, fault switches.
-    /// `keep_clock`: the run's fixed clock offset, kept on that node.
-    pub fn heal(&self, nodes: &mut [Node], keep_clock: Option<(usize, i64)>) -> Result<(), String> {
+    /// Heals everything: links, paused and killed nodes, fault switches
+    /// (the run's fixed clock offset stays).
+    pub fn heal(&self, nodes: &mut [Node]) -> Result<(), String> {
         self.net.heal_all()?;
         for (i, n) in nodes.iter_mut().enumerate() {
-            match keep_clock {
-                Some((c, ms)) if c == i => n.set_faults(&format!("clock_offset_ms = {ms}\n")),
-                _ => n.set_faults(""),
-            }
+            n.set_faults(&self.base(i));
             if n.paused {
                 n.resume();
             }

@@ -626,6 +626,51 @@ fn a_node_whose_clock_went_back_while_down_waits_for_repair() {
     });
 }
 
+/// Chaos suite finding (clock-behind run, seed 100325672): a fault on the
+/// lagging node rewrote its fault file without the clock offset, so its clock
+/// stepped a minute forward — what NTP does when it sets a lagging clock
+/// right. A write already past the entry check ("can this node vouch for its
+/// clock?") issued its version from the stepped clock plus the old
+/// correction: a minute ahead. Peers refused it, the node's own replica kept
+/// it, and the clock's high-water mark put every later version a minute
+/// ahead too. Now a version is issued only from a clock reading the step
+/// detector has judged. A conditional write, whose read is made slow here,
+/// spans the step.
+#[test]
+fn a_write_in_flight_across_a_clock_step_issues_nothing_from_the_future() {
+    let spec = ClusterSpec::fast(3, 3).with_fault_files();
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    c.node(2).set_faults("clock_offset_ms = -60000\n");
+    c.wait_until(SLOW, "n3 measured its lag and vouches again", || {
+        let s = c.cluster_status(2);
+        let lag = s["clock"]["cluster_offset_ms"].as_i64().unwrap_or(0);
+        if lag > 50_000 && s["clock"]["vouched"] == true {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(s["clock"].to_string())
+        }
+    });
+    let path = kv_at("stepped", Some("quorum"));
+    let r = c.node(2).client().put(&path, b"v1");
+    assert_eq!(r.status, 201, "{r}");
+    assert_stamped_now(&c, 2, "stepped");
+    let etag = r.etag();
+    // Every frame n3 sends its peers now waits 1 s: the write's read is slow.
+    c.node(2)
+        .set_faults("clock_offset_ms = -60000\npeer_delay_ms = 1000\n");
+    let n3 = c.node(2).client_with_timeout(Duration::from_secs(20));
+    let writer = std::thread::spawn(move || n3.put_with(&path, &[("If-Match", &etag)], b"v2"));
+    // Meanwhile n3's clock is set right: a minute forward.
+    std::thread::sleep(Duration::from_millis(200));
+    c.node(2).set_faults("peer_delay_ms = 1000\n");
+    let r = writer.join().expect("writer");
+    c.node(2).set_faults("");
+    assert_stamped_now(&c, 2, "stepped");
+    let body = r.expect_error(503, "clock_skew");
+    assert_eq!(body["outcome"], "not_applied", "{r}");
+}
+
 /// Asserts that node `i` stamped its record of `key` within 5 s of real time.
 fn assert_stamped_now(c: &Cluster, i: usize, key: &str) {
     let rec = c
