@@ -86,7 +86,13 @@ fn prepare_security(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_prefixed(id: &str, out: impl AsyncRead + Unpin + Send + 'static, err: bool) {
+/// Relays a child's output line by line, prefixed with its node id; the
+/// handle ends once the child closed it.
+fn spawn_prefixed(
+    id: &str,
+    out: impl AsyncRead + Unpin + Send + 'static,
+    err: bool,
+) -> tokio::task::JoinHandle<()> {
     let prefix = format!("[{id}] ");
     tokio::spawn(async move {
         let mut lines = BufReader::new(out).lines();
@@ -97,7 +103,14 @@ fn spawn_prefixed(id: &str, out: impl AsyncRead + Unpin + Send + 'static, err: b
                 println!("{prefix}{line}");
             }
         }
-    });
+    })
+}
+
+/// Waits (a bounded time) until the relays have passed on everything the
+/// stopped nodes wrote, their last lines ("stopped cleanly") included.
+async fn drain_relays(relays: Vec<tokio::task::JoinHandle<()>>) {
+    let all = futures_util::future::join_all(relays);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), all).await;
 }
 
 async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
@@ -109,6 +122,7 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
         }
     };
     let mut children: Vec<(String, Child)> = Vec::new();
+    let mut relays = Vec::new();
     for node in &cfg.nodes {
         let spawned = Command::new(&exe)
             .args(["serve", "--config"])
@@ -127,8 +141,16 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        spawn_prefixed(&node.id, child.stdout.take().expect("piped"), false);
-        spawn_prefixed(&node.id, child.stderr.take().expect("piped"), true);
+        relays.push(spawn_prefixed(
+            &node.id,
+            child.stdout.take().expect("piped"),
+            false,
+        ));
+        relays.push(spawn_prefixed(
+            &node.id,
+            child.stderr.take().expect("piped"),
+            true,
+        ));
         let scheme = match &cfg.security {
             Some(s) if s.http_tls => "https",
             _ => "http",
@@ -177,6 +199,7 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
     }
     println!("stopping {} nodes", children.len());
     stop_all(&mut children).await;
+    drain_relays(relays).await;
     ExitCode::SUCCESS
 }
 

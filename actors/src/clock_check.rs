@@ -52,6 +52,21 @@ pub fn sample_offset(peer_wall_ms: u64, sent_wall_ms: u64, rtt_ms: u64) -> Optio
     Some(offset.clamp(i128::from(-i64::MAX), i128::from(i64::MAX)) as i64)
 }
 
+/// A sample taken when our wall − monotonic time was `then_ms`, against our
+/// clock now that it is `now_ms`: whatever moved our wall clock since (steps
+/// too small to count as one, slewing) moved every peer's offset the other
+/// way. Without this, steps of 900 ms each round, every one under the step
+/// tolerance and each vouched for on old samples, added up to a clock many
+/// seconds off that the cluster still vouched for.
+pub fn rebased(sample: Sample, then_ms: i64, now_ms: i64) -> Sample {
+    Sample {
+        offset_ms: sample
+            .offset_ms
+            .saturating_sub(now_ms.saturating_sub(then_ms)),
+        ..sample
+    }
+}
+
 /// What the samples say about our clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -321,6 +336,28 @@ mod tests {
                 fresh_majority: false
             }
         );
+    }
+
+    /// Review of the clock fixes: a node whose new samples were all
+    /// discarded (slow round trips) vouched every round on old ones while
+    /// its clock moved 900 ms a round, under the step tolerance; the steps
+    /// added up. Old samples now follow our clock's moves.
+    #[test]
+    fn old_samples_follow_our_clock() {
+        let old = s(0, 0);
+        // Our clock moved 9 s forward (ten small steps) since the sample.
+        let now = rebased(old, 1_000, 10_000);
+        assert_eq!(now.offset_ms, -9_000);
+        let d = decide(&[now, now], 3, 5_000, 100, 0);
+        assert_eq!(
+            d,
+            Decision {
+                offset_ms: -9_000,
+                fresh_majority: true
+            },
+            "the cluster says we run 9 s ahead"
+        );
+        assert_eq!(rebased(s(60_000, 0), 5, 5).offset_ms, 60_000);
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! Messages: [`GossipIn`] (a peer's exchange), [`ClusterStatus`] (for
 //! `GET /v1/cluster`). Timer: the gossip round.
 
-use crate::clock_check::{decide, sample_offset, Sample};
+use crate::clock_check::{decide, rebased, sample_offset, Sample};
 use crate::failure::{DetectorConfig, FailureDetector, Status};
 use crate::membership::{Bounds, Membership, Source};
 use crate::metrics::{Job, Metrics};
@@ -168,8 +168,9 @@ pub struct GossipActor {
     clock: Arc<dyn Clock>,
     hlc: Arc<Hlc>,
     interval: Duration,
-    /// Per peer: its wall clock minus ours (ms), measured at its last exchange.
-    offsets: HashMap<String, Sample>,
+    /// Per peer: its wall clock minus ours (ms), measured at its last
+    /// exchange, with our wall − monotonic time then (see [`rebased`]).
+    offsets: HashMap<String, (Sample, i64)>,
     hints_floor: HintFloor,
     /// When we noticed our wall clock stepped (monotonic ms), until the
     /// cluster vouches for it again.
@@ -282,14 +283,31 @@ impl GossipActor {
             Some(offset_ms) => {
                 self.offsets.insert(
                     from.to_string(),
-                    Sample {
-                        offset_ms,
-                        at_mono_ms: now_mono,
-                    },
+                    (
+                        Sample {
+                            offset_ms,
+                            at_mono_ms: now_mono,
+                        },
+                        sent_wall_ms as i64 - sent_mono_ms as i64,
+                    ),
                 );
             }
             None => log::debug!("clock sample from {from} discarded: round trip of {rtt} ms"),
         }
+    }
+
+    /// Our wall clock minus our monotonic one, now (ms).
+    fn wall_minus_mono(&self) -> i64 {
+        self.clock.now_ms() as i64 - self.hlc.mono_ms() as i64
+    }
+
+    /// The samples, each against our clock as it reads now.
+    fn samples_now(&self) -> Vec<Sample> {
+        let now = self.wall_minus_mono();
+        self.offsets
+            .values()
+            .map(|&(s, then)| rebased(s, then, now))
+            .collect()
     }
 
     /// Decides, every round, whether our clock is the outlier
@@ -317,17 +335,17 @@ impl GossipActor {
             self.step_noticed_mono = Some(self.hlc.mono_ms());
         }
         let drift = self.hlc.max_drift_ms() as i64;
-        let samples: Vec<Sample> = self.offsets.values().copied().collect();
+        let samples = self.samples_now();
         let members = self.peers.ids().len() + 1;
         let before = self.hlc.cluster_offset_ms();
         let d = decide(&samples, members, drift, self.hlc.mono_ms(), before);
         self.hlc.set_cluster_offset_ms(d.offset_ms);
-        if d.fresh_majority {
+        // Not on samples from before a step seen since this round began.
+        if d.fresh_majority && self.hlc.vouch_unless_stepped_since(steps) {
             if self.step_noticed_mono.take().is_some() {
                 log::info!("the cluster measured the local clock: coordinating writes");
             }
             self.vouched_once = true;
-            self.hlc.vouch();
         }
         let cluster_offset = d.offset_ms;
         if (before == 0) != (cluster_offset == 0) {
@@ -508,7 +526,10 @@ impl Handler<ClusterStatus> for GossipActor {
                             .map(|t| now.saturating_sub(t))
                     },
                     is_self,
-                    clock_offset_ms: self.offsets.get(&state.id).map(|s| s.offset_ms),
+                    clock_offset_ms: self
+                        .offsets
+                        .get(&state.id)
+                        .map(|&(s, then)| rebased(s, then, self.wall_minus_mono()).offset_ms),
                     state,
                 }
             })

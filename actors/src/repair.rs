@@ -109,12 +109,15 @@ impl RepairActor {
         // refused what it pulled: it cannot be the one a restarted node
         // waits for before serving reads.
         let full_pass = only.is_none();
+        let steps = svc.core.hlc.step_count();
         let measured = !svc.core.hlc.stepped();
         ctx.spawn(
             async move { run_pass(&svc, only).await }
                 .into_actor(self)
                 .map(move |sum, act, ctx| {
-                    let measured = measured && !act.svc.core.hlc.stepped();
+                    // Measured throughout: no step (and re-vouch) in between.
+                    let hlc = &act.svc.core.hlc;
+                    let measured = measured && !hlc.stepped() && hlc.step_count() == steps;
                     if !full_pass {
                         // A peer wanted for dropped hints stays wanted until
                         // an exchange with it succeeds.

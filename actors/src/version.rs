@@ -237,6 +237,20 @@ impl Hlc {
             crate::clock_check::StepDetector::unvouched(wall, mono);
     }
 
+    /// Like [`Hlc::vouch`], unless a step was seen since the step count read
+    /// `steps` (the decision was made on samples from before it): answers
+    /// whether it vouched.
+    pub fn vouch_unless_stepped_since(&self, steps: u64) -> bool {
+        let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
+        let mut d = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        d.check(wall, mono);
+        if d.steps() != steps {
+            return false;
+        }
+        d.rebase(wall, mono);
+        true
+    }
+
     /// A fresh majority of the cluster agreed on our clock's offset now.
     pub fn vouch(&self) {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
@@ -266,12 +280,11 @@ impl Hlc {
     /// If issuing `v` goes beyond the reservation: the new ceiling to make
     /// durable before `v` may be used.
     pub fn needs_reservation(&self, v: Version) -> Option<u64> {
-        (v.physical_ms() > self.reserved_ms()).then(|| {
-            v.physical_ms()
-                .max(self.clock.now_ms())
-                .max(self.cluster_ms())
-                .saturating_add(RESERVATION_LEASE_MS)
-        })
+        // From `v` alone (it was issued at or above the clock's reading): a
+        // clock read again here could have stepped since, and a ceiling in
+        // the future would put the node ahead after a restart.
+        (v.physical_ms() > self.reserved_ms())
+            .then(|| v.physical_ms().saturating_add(RESERVATION_LEASE_MS))
     }
 
     pub fn node(&self) -> NodeTag {
@@ -306,6 +319,23 @@ impl Hlc {
     /// measured offset when ours is an outlier.
     pub fn cluster_ms(&self) -> u64 {
         (self.clock.now_ms() as i64 + self.cluster_offset_ms()).max(0) as u64
+    }
+
+    /// The time other nodes' versions are judged against: the cluster's
+    /// time, except after a step of our wall clock not yet measured, when
+    /// the correction in force may be stale (a lagging clock set right still
+    /// carrying its +60 s): then never more than our own clock, so a stale
+    /// correction cannot make us accept, or fold in, versions from the
+    /// future. Stricter only: refusing a version loses nothing (its sender
+    /// keeps it).
+    fn judging_ms(&self) -> u64 {
+        if self.stepped() {
+            (self.clock.now_ms() as i64)
+                .saturating_add(self.cluster_offset_ms().min(0))
+                .max(0) as u64
+        } else {
+            self.cluster_ms()
+        }
     }
 
     /// A fresh version, greater than every one this clock issued or observed.
@@ -382,7 +412,7 @@ impl Hlc {
         if self.observe(v).is_ok() {
             return Ok(());
         }
-        let local_ms = self.cluster_ms();
+        let local_ms = self.judging_ms();
         if v.physical_ms() > local_ms.saturating_add(self.max_drift_ms.saturating_mul(2)) {
             return Err(ClockDriftError {
                 remote_ms: v.physical_ms(),
@@ -395,7 +425,7 @@ impl Hlc {
 
     /// Checks a version against the allowed drift without folding it in.
     pub fn check_drift(&self, v: Version) -> Result<(), ClockDriftError> {
-        let local_ms = self.cluster_ms();
+        let local_ms = self.judging_ms();
         if v.physical_ms() > local_ms.saturating_add(self.max_drift_ms) {
             return Err(ClockDriftError {
                 remote_ms: v.physical_ms(),
@@ -473,6 +503,23 @@ mod tests {
         h.vouch();
         let v = h.next_after_vouched(None).unwrap();
         assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
+    }
+
+    /// Review of the clock fixes: after a step not yet measured, a stale
+    /// +60 s correction made the node accept versions a minute ahead.
+    #[test]
+    fn a_stepped_clock_judges_with_no_stale_correction() {
+        let t = 10_000_000;
+        let (clock, h) = hlc(t - 60_000);
+        h.set_cluster_offset_ms(60_000);
+        let ahead = Version::new(pack(t + 30_000, 0), 3);
+        assert!(h.check_drift(Version::new(pack(t, 0), 3)).is_ok());
+        clock.set(t);
+        assert!(h.stepped());
+        assert!(h.check_drift(Version::new(pack(t, 0), 3)).is_ok());
+        assert!(h.check_drift(ahead).is_err(), "judged on t + 60 s");
+        assert!(h.observe(ahead).is_err());
+        assert!(h.high_water() < pack(t + 1_000, 0));
     }
 
     /// Review of 06: a version within twice the drift (issued by a member

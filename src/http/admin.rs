@@ -132,6 +132,11 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
                 "last_seen_ms_ago": m.last_seen_ms_ago,
                 "ring_epoch": m.state.ring_epoch,
                 "clock_offset_ms": m.clock_offset_ms,
+                // Our outbound peer connection to it is up (null: ourselves).
+                "connected": svc
+                    .peer_links
+                    .get(&m.state.id)
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed)),
                 "owned_share": view.ring.owned_share(&m.state.id),
                 "pending_hints": hints.count,
                 "pending_hint_bytes": hints.bytes,

@@ -662,13 +662,25 @@ fn a_write_in_flight_across_a_clock_step_issues_nothing_from_the_future() {
     let n3 = c.node(2).client_with_timeout(Duration::from_secs(20));
     let writer = std::thread::spawn(move || n3.put_with(&path, &[("If-Match", &etag)], b"v2"));
     // Meanwhile n3's clock is set right: a minute forward.
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(400));
     c.node(2).set_faults("peer_delay_ms = 1000\n");
     let r = writer.join().expect("writer");
     c.node(2).set_faults("");
     assert_stamped_now(&c, 2, "stepped");
     let body = r.expect_error(503, "clock_skew");
     assert_eq!(body["outcome"], "not_applied", "{r}");
+    // Refused where the version is issued, not at the entry check: the
+    // write really spanned the step.
+    assert!(r.text().contains("has not measured it since"), "{r}");
+    // Once measured again, n3 writes at real time: its clock kept nothing
+    // from the future.
+    c.wait_clocks_vouched();
+    let r = c
+        .node(2)
+        .client()
+        .put(&kv_at("after-step", Some("quorum")), b"v");
+    assert_eq!(r.status, 201, "{r}");
+    assert_stamped_now(&c, 2, "after-step");
 }
 
 /// Asserts that node `i` stamped its record of `key` within 5 s of real time.

@@ -37,14 +37,51 @@ const START_ATTEMPTS: usize = 3;
 // Ports and configuration
 // ---------------------------------------------------------------------------
 
-/// `n` distinct free 127.0.0.1 ports: bind port 0, read the port, drop the
-/// listeners (all held until the end, so the ports are distinct).
+/// `n` distinct free 127.0.0.1 ports, below the kernel's ephemeral range:
+/// a port from that range (what binding port 0 gives) can be taken as the
+/// source port of some outgoing connection while its node is down, and the
+/// node then cannot restart on it. Ports are walked from a per-process
+/// random start, so concurrent tests never pick the same one.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = high.saturating_sub(LOW);
+    if span < 1_000 {
+        let listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        return listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local_addr").port())
+            .collect();
+    }
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(7_919) ^ nanos) % span
+    });
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + k) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports below {high}");
+    held.iter()
         .map(|l| l.local_addr().expect("local_addr").port())
         .collect()
 }

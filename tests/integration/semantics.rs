@@ -98,6 +98,15 @@ fn a_strict_write_is_not_lost_to_an_older_hint() {
     c.node_mut(2).start();
     for target in ["n2", "n3"] {
         wait_member(&c, d, target, "up");
+        // Up in gossip is not yet D's own connection to it.
+        c.wait_until(SLOW, &format!("D connected to {target}"), || {
+            let m = crate::faults::status_of(&c, d, target);
+            if m["connected"] == true {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(m.to_string())
+            }
+        });
     }
     c.node_mut(0).sigstop();
     let r = c.node(d).client().put(&kv_at(&key, Some("quorum")), b"Y");
