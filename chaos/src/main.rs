@@ -351,6 +351,13 @@ fn run(
         }
         n.shutdown();
     }
+    // The private copy of the binary (hundreds of MB in a debug build) is
+    // not needed afterwards; the nodes' data is kept only when the run found
+    // anomalies, to inspect. Histories, logs and the report always stay.
+    let _ = std::fs::remove_file(bin);
+    if report.clean() {
+        let _ = std::fs::remove_dir_all(dir.join("data"));
+    }
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&report).unwrap_or_default(),
