@@ -702,29 +702,36 @@ impl Mover<'_> {
             Metrics::add(&stats.ae_keys_pulled, records.len() as u64);
             Metrics::add(&stats.ae_bytes, bytes);
             if !records.is_empty() {
-                let unmeasured = self.svc.core.hlc.stepped();
                 let outcome = self.svc.core.local.write_batch(records).await?;
-                if !outcome.refused.is_empty() {
-                    if unmeasured {
-                        // Our lagging clock may be why: this exchange did
-                        // not bring us up to date, and a node that waits for
-                        // a pass before serving reads must keep waiting.
-                        return Err(SyncError::Protocol(format!(
-                            "refused {} pulled records before gossip measured this node's clock",
-                            outcome.refused.len()
-                        )));
-                    }
-                    log::warn!(
-                        "anti-entropy refused {} pulled records (a runaway clock's versions, \
-                         or records that failed on their own)",
-                        outcome.refused.len()
-                    );
-                }
+                self.requeue_if_refused("we", outcome.refused.len());
             }
             self.moved += bytes;
             self.svc.throttle(self.moved, self.started).await;
         }
         Ok(())
+    }
+
+    /// Records that `by` (we, pulling, or the peer, pushed to) refused — most
+    /// likely versions ahead of a clock not measured yet — leave this
+    /// exchange incomplete: another one with the peer is queued rather than
+    /// left to the next full pass. (A pass run while our own clock was
+    /// unmeasured never ends a restarted node's wait for repair; see
+    /// `RepairActor::start_pass`.)
+    fn requeue_if_refused(&self, by: &str, refused: usize) {
+        if refused == 0 {
+            return;
+        }
+        log::warn!(
+            "anti-entropy with {}: {by} refused {refused} records; another exchange is queued",
+            self.peer
+        );
+        self.svc
+            .core
+            .local
+            .repair_wanted
+            .lock()
+            .expect("repair_wanted")
+            .insert(self.peer.to_string());
     }
 
     /// Sends our records of `keys` to the peer, in batches bounded in bytes.
@@ -778,23 +785,7 @@ impl Mover<'_> {
                 .await?
             {
                 Response::Batch { refused, .. } => {
-                    if !refused.is_empty() {
-                        // Most likely a peer whose clock is not measured yet:
-                        // exchange with it again soon rather than at the next
-                        // full pass.
-                        log::warn!(
-                            "{} refused {} records anti-entropy pushed; another exchange is queued",
-                            self.peer,
-                            refused.len()
-                        );
-                        self.svc
-                            .core
-                            .local
-                            .repair_wanted
-                            .lock()
-                            .expect("repair_wanted")
-                            .insert(self.peer.to_string());
-                    }
+                    self.requeue_if_refused(self.peer, refused.len());
                 }
                 _ => {
                     return Err(SyncError::Protocol(

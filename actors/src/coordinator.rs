@@ -252,7 +252,7 @@ impl NodeCore {
     async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
         // Checked again here, not only when the write began: a write that
         // retries, or reads first (conditional), may outlive a step.
-        let v = self.hlc.next_after_vouched(floor).map_err(|e| {
+        let v = self.hlc.next_after(floor).map_err(|e| {
             Metrics::add(&self.local.stats.clock_refusals, 1);
             Error::ClockSkew(format!(
                 "{e}: this node coordinates writes once gossip has measured its clock (within a \

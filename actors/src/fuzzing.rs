@@ -855,6 +855,18 @@ impl InputReport {
     pub fn assert_clean(&self) {
         assert!(self.findings.is_empty(), "findings: {:#?}", self.findings);
     }
+
+    /// What a cargo-fuzz target does with each input's report: panics on a
+    /// finding, else counts it in `target`'s progress line ([`tally`]).
+    pub fn assert_clean_and_tally(&self, target: &str) {
+        self.assert_clean();
+        tally(
+            target,
+            self.garbage,
+            u64::from(self.accepted),
+            u64::from(self.changed),
+        );
+    }
 }
 
 /// Valid requests that trigger a finding already reported and not fixed

@@ -210,7 +210,7 @@ impl Hlc {
 
     /// Whether the wall clock stepped since the cluster last vouched for it
     /// (see [`crate::clock_check::StepDetector`]); sticky until
-    /// [`Hlc::vouch`].
+    /// [`Hlc::vouch_unless_stepped_since`].
     pub fn stepped(&self) -> bool {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
         self.steps
@@ -228,8 +228,8 @@ impl Hlc {
         d.steps()
     }
 
-    /// Until the cluster first vouches for this clock ([`Hlc::vouch`]), treat
-    /// it as stepped: a node with peers coordinates no write before gossip
+    /// Until the cluster first vouches for this clock
+    /// ([`Hlc::vouch_unless_stepped_since`]), treat it as stepped: a node with peers coordinates no write before gossip
     /// measured its clock against theirs.
     pub fn require_vouching(&self) {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
@@ -237,8 +237,9 @@ impl Hlc {
             crate::clock_check::StepDetector::unvouched(wall, mono);
     }
 
-    /// Like [`Hlc::vouch`], unless a step was seen since the step count read
-    /// `steps` (the decision was made on samples from before it): answers
+    /// A fresh majority of the cluster agreed on our clock's offset now: the
+    /// clock is vouched for, unless a step was seen since the step count read
+    /// `steps` (the decision was made on samples from before it). Answers
     /// whether it vouched.
     pub fn vouch_unless_stepped_since(&self, steps: u64) -> bool {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
@@ -251,7 +252,9 @@ impl Hlc {
         true
     }
 
-    /// A fresh majority of the cluster agreed on our clock's offset now.
+    /// A fresh majority of the cluster agreed on our clock's offset now
+    /// (tests; gossip uses [`Hlc::vouch_unless_stepped_since`]).
+    #[cfg(test)]
     pub fn vouch(&self) {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
         self.steps
@@ -338,18 +341,16 @@ impl Hlc {
         }
     }
 
-    /// A fresh version, greater than every one this clock issued or observed.
+    /// A fresh version, greater than every one this clock issued or observed,
+    /// without the step check (tests of the clock itself).
+    #[cfg(test)]
     pub fn now(&self) -> Version {
-        self.issue(0)
+        self.issue_at(self.clock.now_ms(), 0)
     }
 
-    /// A fresh version strictly greater than `prev` (the version being replaced)
-    /// and than every one this clock issued or observed.
-    pub fn next_after(&self, prev: Option<Version>) -> Version {
-        self.issue(prev.map(|v| v.ts).unwrap_or(0))
-    }
-
-    /// Like [`Hlc::next_after`], but issues nothing when the wall clock has
+    /// A fresh version strictly greater than `prev` (the version being
+    /// replaced) and than every one this clock issued or observed; it issues
+    /// nothing when the wall clock has
     /// stepped since the cluster last vouched for it: the correction in force
     /// was measured against the clock before the step. A lagging node set
     /// right by NTP would otherwise add its old correction to the corrected
@@ -357,7 +358,7 @@ impl Hlc {
     /// by its own replica, and raising its high-water mark so that every
     /// later version is ahead too. The step is judged on the very reading
     /// the version is made from, so no step can slip in between.
-    pub fn next_after_vouched(&self, prev: Option<Version>) -> Result<Version, ClockStepped> {
+    pub fn next_after(&self, prev: Option<Version>) -> Result<Version, ClockStepped> {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
         if self
             .steps
@@ -368,10 +369,6 @@ impl Hlc {
             return Err(ClockStepped);
         }
         Ok(self.issue_at(wall, prev.map(|v| v.ts).unwrap_or(0)))
-    }
-
-    fn issue(&self, floor: u64) -> Version {
-        self.issue_at(self.clock.now_ms(), floor)
     }
 
     /// Issues from the wall-clock reading `wall_ms`.
@@ -490,10 +487,10 @@ mod tests {
         let t = 10_000_000;
         let (clock, h) = hlc(t - 60_000);
         h.set_cluster_offset_ms(60_000);
-        let v = h.next_after_vouched(None).unwrap();
+        let v = h.next_after(None).unwrap();
         assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
         clock.set(t + 10);
-        assert!(matches!(h.next_after_vouched(None), Err(ClockStepped)));
+        assert!(matches!(h.next_after(None), Err(ClockStepped)));
         assert!(
             h.high_water() < pack(t + 1_000, 0),
             "nothing issued from the future"
@@ -501,7 +498,7 @@ mod tests {
         // Gossip measures it again: no correction now.
         h.set_cluster_offset_ms(0);
         h.vouch();
-        let v = h.next_after_vouched(None).unwrap();
+        let v = h.next_after(None).unwrap();
         assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
     }
 
@@ -589,7 +586,7 @@ mod tests {
         // The local wall clock is 60 s behind the version being replaced.
         let (_c, h) = hlc(1_000_000);
         let stored = Version::new(pack(1_060_000, 3), 99);
-        let v = h.next_after(Some(stored));
+        let v = h.next_after(Some(stored)).unwrap();
         assert!(v > stored);
         assert_eq!(v.node, 7);
     }

@@ -4,15 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_actors::fuzzing::{peer_request, tally};
+use ringkv_actors::fuzzing::peer_request;
 
 fuzz_target!(|data: &[u8]| {
-    let r = peer_request(data);
-    r.assert_clean();
-    tally(
-        "peer_request",
-        r.garbage,
-        u64::from(r.accepted),
-        u64::from(r.changed),
-    );
+    peer_request(data).assert_clean_and_tally("peer_request");
 });

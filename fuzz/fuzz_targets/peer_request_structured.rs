@@ -3,15 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_actors::fuzzing::{peer_request_structured, tally};
+use ringkv_actors::fuzzing::peer_request_structured;
 
 fuzz_target!(|data: &[u8]| {
-    let r = peer_request_structured(data);
-    r.assert_clean();
-    tally(
-        "peer_request_structured",
-        r.garbage,
-        u64::from(r.accepted),
-        u64::from(r.changed),
-    );
+    peer_request_structured(data).assert_clean_and_tally("peer_request_structured");
 });
