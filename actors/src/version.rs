@@ -229,8 +229,9 @@ impl Hlc {
     }
 
     /// Until the cluster first vouches for this clock
-    /// ([`Hlc::vouch_unless_stepped_since`]), treat it as stepped: a node with peers coordinates no write before gossip
-    /// measured its clock against theirs.
+    /// ([`Hlc::vouch_unless_stepped_since`]), treat it as stepped: a node
+    /// with peers coordinates no write before gossip measured its clock
+    /// against theirs.
     pub fn require_vouching(&self) {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
         *self.steps.lock().unwrap_or_else(|p| p.into_inner()) =
