@@ -111,9 +111,33 @@ impl Default for StorageSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
-    /// Bytes of request bodies a node reads at once; a PUT beyond answers 503
-    /// `overloaded` with `Retry-After` before its body is read.
+    /// Bytes of request bodies a node holds at once (reserved as they
+    /// arrive); a body beyond answers 503 `overloaded` with `Retry-After`.
     pub max_inflight_body_bytes: usize,
+    /// Of those, what one client (a token, or an address without one) may
+    /// hold; 0: a quarter of `max_inflight_body_bytes` (at least
+    /// `storage.max_value_bytes`).
+    pub max_inflight_body_bytes_per_client: usize,
+    /// Client connections open at once; beyond, the one that has waited
+    /// longest for its next request is closed to make room (or, when none
+    /// can be, the new one answers 503). Lowered to fit the process's
+    /// descriptor limit.
+    pub max_connections: usize,
+    /// Client connections one address (IPv6: one /64) may hold.
+    pub max_connections_per_address: usize,
+    /// How long an idle connection is kept between requests.
+    pub keep_alive_ms: u64,
+    /// A request head must be complete this long after its first byte (a
+    /// fresh connection's first head, TLS handshake included, after the
+    /// accept).
+    pub head_timeout_ms: u64,
+    /// The longest pause between the bytes of a request head or body, and
+    /// the longest a response write may stay blocked.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive within this.
+    pub body_timeout_ms: u64,
+    /// A response must be written within this after its handler ends.
+    pub response_timeout_ms: u64,
     /// How long a stopping node lets in-flight requests finish.
     pub shutdown_grace_ms: u64,
 }
@@ -122,8 +146,27 @@ impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             max_inflight_body_bytes: 256 << 20,
+            max_inflight_body_bytes_per_client: 0,
+            max_connections: 4096,
+            max_connections_per_address: 512,
+            keep_alive_ms: 5_000,
+            head_timeout_ms: 5_000,
+            idle_timeout_ms: 3_000,
+            body_timeout_ms: 30_000,
+            response_timeout_ms: 30_000,
             shutdown_grace_ms: 5_000,
         }
+    }
+}
+
+impl HttpSection {
+    /// What one client may hold of the body budget.
+    pub fn body_bytes_per_client(&self, max_value_bytes: usize) -> usize {
+        match self.max_inflight_body_bytes_per_client {
+            0 => (self.max_inflight_body_bytes / 4).max(max_value_bytes),
+            n => n,
+        }
+        .min(self.max_inflight_body_bytes)
     }
 }
 
@@ -497,6 +540,44 @@ impl Config {
                     self.http.max_inflight_body_bytes
                 ),
             ));
+        }
+        let h = &self.http;
+        if h.max_inflight_body_bytes_per_client != 0
+            && h.max_inflight_body_bytes_per_client < max_value
+        {
+            return Err(self.err(
+                "http.max_inflight_body_bytes_per_client",
+                format!(
+                    "{} is smaller than storage.max_value_bytes ({max_value}) (0: automatic)",
+                    h.max_inflight_body_bytes_per_client
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return Err(self.err(
+                "http.max_connections",
+                format!("must be 1..=1000000, got {}", h.max_connections),
+            ));
+        }
+        if h.max_connections_per_address == 0 || h.max_connections_per_address > h.max_connections {
+            return Err(self.err(
+                "http.max_connections_per_address",
+                format!(
+                    "must be 1..=http.max_connections ({}), got {}",
+                    h.max_connections, h.max_connections_per_address
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("http.keep_alive_ms", h.keep_alive_ms),
+            ("http.head_timeout_ms", h.head_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+            ("http.response_timeout_ms", h.response_timeout_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                return Err(self.err(key, format!("must be 10..=3600000, got {v}")));
+            }
         }
         if self.http.shutdown_grace_ms > 600_000 {
             return Err(self.err(

@@ -12,10 +12,16 @@
 //! the process exits 0 — within seconds, whatever its peers are doing.
 
 use crate::config::{Config, Durability, NodeConfig};
+use crate::http::body::BodyDeadlines;
+use crate::http::body_budget::BodyBudget;
+use crate::http::conn::deadlines::ConnLimits;
+use crate::http::conn::guard::ConnGuard;
+use crate::http::conn::serve::{serve, ServeOptions};
+use crate::http::conn::table::TableLimits;
 use crate::http::{self, ApiState};
 use crate::secure::NodeSecurity;
 use actix::{Actor, Addr, Arbiter};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use ringkv_actors::antientropy::{RepairConfig, RepairService};
 use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
 use ringkv_actors::failure::DetectorConfig;
@@ -43,6 +49,14 @@ use std::time::Duration;
 const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client connections being closed to make room (beyond the cap) at most.
+const MAX_EVICTING: usize = 64;
+/// A client connection must have waited this long for its next request to
+/// be closed to make room for a new one.
+const EVICT_AFTER_MS: u64 = 100;
+/// Descriptors kept for everything but client connections: peer sessions,
+/// the store, logs, files being reloaded.
+const RESERVED_DESCRIPTORS: u64 = 256;
 
 /// Why a node could not start, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +86,12 @@ pub struct Services {
     /// Per peer: is its connection up now.
     pub peer_links: HashMap<String, Arc<AtomicBool>>,
     pub started: std::time::Instant,
-    /// Bytes of request bodies being read now (bounded by
-    /// `http.max_inflight_body_bytes`).
-    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Bytes of request bodies being read now (bounded node-wide and per
+    /// client).
+    pub body_budget: Arc<BodyBudget>,
+    pub body_deadlines: BodyDeadlines,
+    /// The client connections.
+    pub conns: Arc<ConnGuard>,
     /// Client tokens, when the config names a tokens file.
     pub auth: Option<Arc<crate::auth::Auth>>,
 }
@@ -256,6 +273,21 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         },
     )?;
 
+    let h = &cfg.http;
+    let conns = ConnGuard::new(
+        ConnLimits {
+            head_timeout_ms: h.head_timeout_ms,
+            idle_timeout_ms: h.idle_timeout_ms,
+            keep_alive_ms: h.keep_alive_ms,
+            response_timeout_ms: h.response_timeout_ms,
+        },
+        TableLimits {
+            max_connections: connection_cap(h.max_connections, cfg.nodes.len()),
+            max_per_address: h.max_connections_per_address,
+            max_evicting: MAX_EVICTING,
+            evict_after_ms: EVICT_AFTER_MS,
+        },
+    );
     let services = Arc::new(Services {
         core: core.clone(),
         gossip,
@@ -265,14 +297,20 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         config: cfg.clone(),
         peer_links,
         started: std::time::Instant::now(),
-        body_budget: Arc::new(tokio::sync::Semaphore::new(
-            cfg.http.max_inflight_body_bytes,
-        )),
+        body_budget: BodyBudget::new(
+            h.max_inflight_body_bytes,
+            h.body_bytes_per_client(cfg.storage.max_value_bytes),
+        ),
+        body_deadlines: BodyDeadlines {
+            total: Duration::from_millis(h.body_timeout_ms),
+            idle: Duration::from_millis(h.idle_timeout_ms),
+        },
+        conns: conns.clone(),
         auth: security.auth.clone(),
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
-    let server = HttpServer::new(move || {
+    let app = move || {
         // One coordinator per worker thread: no shared mailbox on the hot path.
         let partition = PartitionActor::new(core.clone()).start();
         App::new()
@@ -283,22 +321,27 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
                 max_value_bytes,
             }))
             .wrap(actix_web::middleware::from_fn(http::auth::guard))
+            .wrap(actix_web::middleware::from_fn(http::conn::track::track))
             .configure(http::routes)
-    })
-    .shutdown_timeout(cfg.http.shutdown_grace_ms.div_ceil(1000).max(1))
-    .disable_signals();
+    };
     let bind_err = |err| StartError::Bind {
         what: "HTTP",
         addr: node.http_addr.to_string(),
         err,
     };
     let scheme = if https.is_some() { "HTTPS" } else { "HTTP" };
-    let server = match https {
-        Some(tls) => server.bind_rustls_0_23(node.http_addr, tls),
-        None => server.bind(node.http_addr),
-    }
-    .map_err(bind_err)?
-    .run();
+    let listener = http_listener(node.http_addr).map_err(bind_err)?;
+    let server = serve(
+        listener,
+        app,
+        conns,
+        ServeOptions {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shutdown_timeout_s: cfg.http.shutdown_grace_ms.div_ceil(1000).max(1),
+            tls: https.map(Arc::new),
+        },
+    )
+    .map_err(bind_err)?;
     log::info!("node {} serving {scheme} on {}", node.id, node.http_addr);
     let handle = server.handle();
     actix_rt::spawn(async move {
@@ -318,6 +361,60 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     writer_arbiter.stop();
     log::info!("node {} stopped cleanly", node.id);
     Ok(())
+}
+
+/// The client port's listener (address reuse, a deep accept queue).
+fn http_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// `http.max_connections`, lowered so client connections cannot take the
+/// descriptors peers, the store and reloads need: raises the soft limit of
+/// open files to the hard one first.
+fn connection_cap(configured: usize, members: usize) -> usize {
+    let reserve = RESERVED_DESCRIPTORS + 8 * members as u64;
+    let limit = raise_open_files_limit();
+    let fits = limit.saturating_sub(reserve).max(16) as usize;
+    if configured > fits {
+        log::warn!(
+            "http.max_connections = {configured} does not fit the open-files limit ({limit}, \
+             {reserve} kept for peers and files): serving at most {fits} client connections \
+             (raise the limit, e.g. LimitNOFILE= or ulimit -n)"
+        );
+        fits
+    } else {
+        configured
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit; answers the soft
+/// limit in force.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Applies the test-only fault file now, then re-reads it every

@@ -19,6 +19,9 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
     /// Adds `WWW-Authenticate: Bearer realm="ringkv"` (401s).
     pub www_authenticate: bool,
+    /// Closes the connection after the answer (the rest of the request
+    /// body is not read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -31,6 +34,23 @@ impl ApiError {
             etag: None,
             retry_after_s: None,
             www_authenticate: false,
+            close: false,
+        }
+    }
+
+    /// The answer closes the connection.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// As the answer to a write: an error that does not say whether the
+    /// write took effect is `indeterminate` (it may have).
+    pub fn for_write(self) -> Self {
+        if self.details.contains_key("outcome") || self.status.is_client_error() {
+            self
+        } else {
+            self.with("outcome", "indeterminate")
         }
     }
 
@@ -77,6 +97,9 @@ impl ResponseError for ApiError {
         }
         if self.www_authenticate {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"ringkv\""));
+        }
+        if self.close {
+            resp.force_close();
         }
         resp.json(Value::Object(body))
     }

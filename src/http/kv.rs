@@ -1,5 +1,6 @@
 //! `GET|HEAD|PUT|DELETE /v1/kv/{key}`: the key-value routes.
 
+use super::body;
 use super::error::ApiError;
 use super::request::{self, KV_PREFIX};
 use super::ApiState;
@@ -74,11 +75,12 @@ pub async fn put(
     let key = request::key(&req, KV_PREFIX)?;
     let consistency = request::consistency(&req)?;
     let precondition = request::precondition(&req)?;
-    let (value, _in_flight) = request::body(
+    let (value, _in_flight) = body::read(
         &req,
         payload,
         state.max_value_bytes,
         &state.services.body_budget,
+        state.services.body_deadlines,
     )
     .await?;
     let result = state
@@ -89,7 +91,9 @@ pub async fn put(
             precondition,
             consistency,
         })
-        .await??;
+        .await
+        .map_err(|e| ApiError::from(e).for_write())?
+        .map_err(|e| ApiError::from(e).for_write())?;
     Ok(written(result, StatusCode::CREATED))
 }
 
@@ -108,6 +112,8 @@ pub async fn delete(
             precondition,
             consistency,
         })
-        .await??;
+        .await
+        .map_err(|e| ApiError::from(e).for_write())?
+        .map_err(|e| ApiError::from(e).for_write())?;
     Ok(written(result, StatusCode::NO_CONTENT))
 }

@@ -5,13 +5,19 @@
 //! * `GET /health` (the process is up), `GET /ready` (it serves requests)
 //! * [`cluster`]: `GET /v1/ring`, `GET /v1/admin/local/{key}`
 //! * [`admin`]: `GET /v1/cluster`, `POST /v1/admin/repair`, `GET /metrics`
-//! * [`request`]: keys, consistency levels, conditional headers, bounded bodies
+//! * [`request`]: keys, consistency levels, conditional headers
+//! * [`body`], [`body_budget`]: request bodies under deadlines and a
+//!   budget shared fairly between clients
+//! * [`conn`]: client connections under caps and deadlines
 //! * [`error`]: the JSON error shape every error response has
 //! * [`auth`]: token checks in front of every route but `/health`
 
 pub mod admin;
 pub mod auth;
+pub mod body;
+pub mod body_budget;
 pub mod cluster;
+pub mod conn;
 pub mod error;
 pub mod fuzzing;
 pub mod kv;

@@ -1,12 +1,11 @@
 //! Parsing what a client sends: the key from the raw path, the consistency
-//! level, the conditional headers and a bounded body.
+//! level and the conditional headers (bodies: `body.rs`).
 
 use super::error::ApiError;
 use crate::config::MAX_KEY_BYTES;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use ringkv_actors::quorum::Consistency;
 use ringkv_actors::storage::Precondition;
@@ -125,58 +124,4 @@ pub fn read_if_none_match(req: &HttpRequest) -> Result<Option<Vec<Option<Version
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// Reads the body, refusing more than `limit` bytes before buffering them.
-/// The bytes count against `budget` (the node's bytes of bodies in flight)
-/// until the returned permit is dropped; when the budget is spent the request
-/// answers 503 `overloaded` at once, before its body is read.
-pub async fn body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-    budget: &std::sync::Arc<tokio::sync::Semaphore>,
-) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
-    let too_large = |len: usize| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!("the value is {len} bytes or more; the limit is {limit} bytes"),
-        )
-        .with("limit", limit)
-    };
-    let declared = header_str(req, header::CONTENT_LENGTH)?
-        .map(|v| {
-            v.parse::<usize>()
-                .map_err(|_| bad_header("Content-Length", "is not a number"))
-        })
-        .transpose()?;
-    if let Some(len) = declared {
-        if len > limit {
-            return Err(too_large(len));
-        }
-    }
-    // Without a length (chunked), reserve the largest value allowed.
-    let reserve = declared.unwrap_or(limit).max(1).min(u32::MAX as usize) as u32;
-    let permit = budget
-        .clone()
-        .try_acquire_many_owned(reserve)
-        .map_err(|_| {
-            ApiError::overloaded(
-                "this node is reading as many request bodies as it allows \
-             (http.max_inflight_body_bytes)",
-                ringkv_actors::error::RETRY_AFTER_MS,
-            )
-        })?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("could not read the body: {e}"))
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large(buf.len() + chunk.len()));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok((buf.freeze(), permit))
 }

@@ -1312,3 +1312,46 @@ pub fn expect_unavailable(r: &Resp, level: &str, required: u64, received: u64) -
     assert_eq!(v["received"], received, "received in {r}");
     v
 }
+
+/// The value of one series in node `i`'s `/metrics`, named with its labels
+/// exactly as rendered (e.g. `ringkv_commits_total` or
+/// `ringkv_http_connections_refused_total{cap="total"}`).
+pub fn metric_series(c: &Cluster, i: usize, series: &str) -> u64 {
+    let text = c.node(i).client().get("/metrics").text();
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// A plain TCP connection to `to` from the loopback address `from` (any
+/// 127.x.y.z: the node sees a different client address per source).
+pub fn tcp_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
+/// Raises this process's soft limit of open files to its hard limit (tests
+/// that hold thousands of sockets).
+pub fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// Descriptors process `pid` holds now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}

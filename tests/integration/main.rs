@@ -16,6 +16,8 @@
 //! * [`hostile`]: forged hellos, gossip and clock samples on the peer port
 //! * [`security`]: peer mTLS, HTTPS, tokens and roles, certificate
 //!   rotation, `ringkv up` with security
+//! * [`slow_clients`]: slow-loris heads, trickled and stalled bodies,
+//!   clients that never read, connection floods
 //! * [`semantics`]: the fault semantics step 06 fixed (lost strict writes,
 //!   conditional writes that lose races, outcomes, expiring hints)
 
@@ -30,4 +32,5 @@ mod peer_conn;
 mod peer_protocol;
 mod security;
 mod semantics;
+mod slow_clients;
 mod startup;
