@@ -24,6 +24,7 @@
 //! handshake and ours after it and every few seconds — uses those roots.
 
 pub mod bundle;
+mod refuse;
 
 use bundle::{CaCert, Trust};
 use rustls::client::danger::ServerCertVerifier;
@@ -31,10 +32,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DistinguishedName, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -254,7 +255,7 @@ fn build(trust: Trust, key: Arc<CertifiedKey>, now: i64) -> Result<Configs, TlsE
     let verifier: Arc<dyn ClientCertVerifier> = if roots.is_empty() {
         // No CA is trusted: no client certificate is (webpki's verifier
         // cannot be built without roots).
-        Arc::new(RefuseAll(provider()))
+        Arc::new(refuse::RefuseAll(provider()))
     } else {
         WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
@@ -276,59 +277,6 @@ fn build(trust: Trust, key: Arc<CertifiedKey>, now: i64) -> Result<Configs, TlsE
         client: Arc::new(client),
         server: Arc::new(server),
     })
-}
-
-/// Refuses every client certificate (while no CA is trusted).
-#[derive(Debug)]
-struct RefuseAll(Arc<CryptoProvider>);
-
-impl ClientCertVerifier for RefuseAll {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Presents one certified key as a client.
