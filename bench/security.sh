@@ -20,7 +20,7 @@ sec_config() { # FILE NAME N COUNT HTTP PEER MODE
     ringkv_config "$@"
     case $mode in
     plain) ;;
-    tokens) printf '\n[security]\npeer_tls = false\nhttp_tls = false\ntokens_file = "tokens-%s.toml"\n' "$2" >>"$file" ;;
+    tokens) printf '\n[security]\npeer_tls = false\nhttp_tls = false\ntokens_file = "tokens-%s.toml"\nallow_unauthenticated_peers = true\n' "$2" >>"$file" ;;
     tls) printf '\n[security]\npeer_tls = true\nhttp_tls = true\n' >>"$file" ;;
     all) printf '\n[security]\npeer_tls = true\nhttp_tls = true\ntokens_file = "tokens-%s.toml"\n' "$2" >>"$file" ;;
     esac

@@ -6,7 +6,7 @@
 //! directories are resolved against the config file's directory.
 
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -197,6 +197,10 @@ pub struct SecuritySection {
     /// before it is refused (429) for a time that doubles with each further
     /// failure.
     pub auth_failures_per_minute: u32,
+    /// Accept `tokens_file` with `peer_tls = false`: anyone who reaches the
+    /// peer port from a member's address then reads and writes every key
+    /// without a token. Refused at start unless this is set.
+    pub allow_unauthenticated_peers: bool,
 }
 
 impl Default for SecuritySection {
@@ -212,6 +216,7 @@ impl Default for SecuritySection {
             http_key_file: None,
             tokens_file: None,
             auth_failures_per_minute: 10,
+            allow_unauthenticated_peers: false,
         }
     }
 }
@@ -655,7 +660,20 @@ impl Config {
                     "set both http_cert_file and http_key_file, or neither",
                 ));
             }
+            if s.tokens_file.is_some() && !s.peer_tls && !s.allow_unauthenticated_peers {
+                return Err(self.err(
+                    "security.tokens_file",
+                    "tokens are required of clients but peers are not authenticated \
+                     (peer_tls = false): anyone who can reach a node's peer port from a \
+                     member's address reads and overwrites every key without a token. Turn \
+                     peer_tls on, or set security.allow_unauthenticated_peers = true to \
+                     accept that",
+                ));
+            }
         }
+        // Certificate names match without regard to case: ids that differ
+        // only in case would let one node's certificate speak for the other.
+        let mut folded: HashMap<String, &str> = HashMap::new();
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         let mut dirs = HashSet::new();
@@ -683,6 +701,17 @@ impl Config {
             }
             if !ids.insert(node.id.as_str()) {
                 return Err(self.err(&key("id"), format!("duplicate node id '{}'", node.id)));
+            }
+            if let Some(other) = folded.insert(node.id.to_ascii_lowercase(), &node.id) {
+                return Err(self.err(
+                    &key("id"),
+                    format!(
+                        "node ids '{other}' and '{}' differ only in letter case; certificate \
+                         names match regardless of case, so one node's certificate would speak \
+                         for the other: make them differ in more than case",
+                        node.id
+                    ),
+                ));
             }
             for (k, a) in [
                 ("http_addr", &node.http_addr),
@@ -830,6 +859,41 @@ data_dir = "data/n1"
             assert!(e.contains("nodes[0].id"), "{id}: {e}");
         }
         parse(&GOOD.replace("id = \"n1\"", "id = \"node-1\"")).unwrap();
+    }
+
+    #[test]
+    fn node_ids_differing_only_in_case_are_refused_naming_both() {
+        let second = GOOD[GOOD.find("[[nodes]]").unwrap()..]
+            .replace("id = \"n1\"", "id = \"N1\"")
+            .replace("7101", "7102")
+            .replace("7201", "7202")
+            .replace("data/n1", "data/N1");
+        let e = bad(&format!("{GOOD}{second}"));
+        assert!(
+            e.contains("nodes[1].id") && e.contains("'n1'") && e.contains("'N1'"),
+            "{e}"
+        );
+        assert!(e.contains("letter case"), "{e}");
+        // Ids that differ in more than case are fine.
+        parse(&format!("{GOOD}{}", second.replace("N1", "n2"))).unwrap();
+    }
+
+    #[test]
+    fn tokens_without_peer_tls_are_refused_unless_allowed() {
+        let tokens = format!("{GOOD}\n[security]\npeer_tls = false\ntokens_file = \"t.toml\"\n");
+        let e = bad(&tokens);
+        assert!(
+            e.contains("security.tokens_file")
+                && e.contains("peer_tls")
+                && e.contains("without a token")
+                && e.contains("allow_unauthenticated_peers"),
+            "{e}"
+        );
+        let allowed = parse(&format!("{tokens}allow_unauthenticated_peers = true\n")).unwrap();
+        assert!(allowed.security.unwrap().allow_unauthenticated_peers);
+        // With peer TLS, or without tokens, nothing to allow.
+        parse(&format!("{GOOD}\n[security]\ntokens_file = \"t.toml\"\n")).unwrap();
+        parse(&format!("{GOOD}\n[security]\npeer_tls = false\n")).unwrap();
     }
 
     #[test]

@@ -4,18 +4,37 @@
 //! expired or mismatched file refuses start, naming the file and why), and
 //! reloaded — certificate rotation and token changes without a restart —
 //! when any of their files changes (checked every [`WATCH_INTERVAL`]) or on
-//! SIGHUP. A reload that fails its checks is logged and counted, and the
-//! material in force stays.
+//! SIGHUP.
+//!
+//! Each material (the tokens file; the node certificate, key and CA bundle;
+//! the HTTPS pair) is reloaded on its own ([`retry::Reloader`] decides when
+//! and what to report). A reload that fails is retried every tick until it
+//! succeeds; meanwhile `ringkv_reload_failing{file=...}` is 1, `GET
+//! /v1/cluster` lists it with since when and the last error, and an error
+//! line is logged at once, then at most once a minute. What is in force
+//! stays, except where that would grant more than the newer files do (fail
+//! closed):
+//!
+//! * a tokens file that changed and cannot be loaded refuses every token
+//!   (503 `tokens_unavailable`) until it loads: it may revoke one;
+//! * a CA bundle that changed and cannot be loaded leaves trusted only the
+//!   CAs both in force and in the new file as far as it parses (an
+//!   unreadable file: none), so a rotation removing a CA never keeps it
+//!   trusted; open sessions of a removed CA are cut within seconds.
+
+mod reload;
+mod retry;
 
 use crate::auth::Auth;
 use crate::certs::tls_files;
 use crate::config::NodeConfig;
-use ringkv_actors::metrics::Metrics;
+use retry::{Reloader, Report, Stamp};
+use ringkv_actors::metrics::{Metrics, Reloadable};
 use ringkv_actors::peer::tls::{expires_unix, https_config, CurrentCert, PeerTls, ServedCert};
 use rustls::server::ResolvesServerCert;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often the files are checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,6 +62,8 @@ pub struct NodeSecurity {
     pub peer_tls: bool,
     pub https: Option<HttpsCert>,
     pub auth: Option<Arc<Auth>>,
+    /// Per material, its files' stamps taken before they were loaded.
+    loaded: Vec<(Reloadable, Vec<Stamp>)>,
 }
 
 impl NodeSecurity {
@@ -63,8 +84,13 @@ impl NodeSecurity {
                 s.ca_key_file.display()
             );
         }
+        let mut loaded = Vec::new();
         let tls = if s.uses_tls() {
             let files = tls_files(s, &node.id);
+            loaded.push((
+                Reloadable::Tls,
+                stamps(&[files.ca.clone(), files.cert.clone(), files.key.clone()]),
+            ));
             Some(Arc::new(
                 PeerTls::new(&node.id, files).map_err(|e| e.to_string())?,
             ))
@@ -75,6 +101,7 @@ impl NodeSecurity {
             None
         } else if s.http_cert_file.is_some() {
             let (cert, key) = s.http_files(&node.id);
+            loaded.push((Reloadable::Https, stamps(&[cert.clone(), key.clone()])));
             Some(HttpsCert::Own(Arc::new(
                 ServedCert::new(cert, key).map_err(|e| e.to_string())?,
             )))
@@ -97,13 +124,20 @@ impl NodeSecurity {
                         node.cluster.path.display()
                     ));
                 }
+                loaded.push((Reloadable::Tokens, stamps(std::slice::from_ref(file))));
                 Some(Arc::new(Auth::load(
                     file.clone(),
                     s.auth_failures_per_minute,
                 )?))
             }
         };
-        if !s.peer_tls {
+        if !s.peer_tls && auth.is_some() {
+            log::warn!(
+                "security.peer_tls = false with security.allow_unauthenticated_peers: anyone \
+                 who reaches the peer port from a member's address reads and writes every \
+                 key without a token"
+            );
+        } else if !s.peer_tls {
             log::warn!("security.peer_tls = false: peers talk plain TCP without authentication");
         }
         if !s.http_tls {
@@ -116,6 +150,7 @@ impl NodeSecurity {
             peer_tls: s.peer_tls,
             https,
             auth,
+            loaded,
         })
     }
 
@@ -132,78 +167,6 @@ impl NodeSecurity {
             Some(HttpsCert::Own(own)) => own.clone(),
         };
         https_config(resolver).map(Some).map_err(|e| e.to_string())
-    }
-
-    /// Every file whose change triggers a reload.
-    fn watched(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        if let Some(tls) = &self.tls {
-            let f = tls.files();
-            files.extend([f.ca.clone(), f.cert.clone(), f.key.clone()]);
-        }
-        if let Some(HttpsCert::Own(own)) = &self.https {
-            files.extend(own.files());
-        }
-        if let Some(auth) = &self.auth {
-            files.push(auth.file.clone());
-        }
-        files
-    }
-
-    /// Reloads everything; logs and counts what failed (the old stays).
-    pub fn reload(&self, metrics: &Metrics, why: &str) {
-        let mut failed = false;
-        let report = |what: &str, r: Result<String, String>| match r {
-            Ok(done) => {
-                log::info!("{why}: reloaded {what}{done}");
-                true
-            }
-            Err(e) => {
-                log::error!("{why}: cannot reload {what}, keeping the one in force: {e}");
-                false
-            }
-        };
-        if let Some(tls) = &self.tls {
-            failed |= !report(
-                "the node certificate and CA",
-                tls.reload()
-                    .map(|_| String::new())
-                    .map_err(|e| e.to_string()),
-            );
-        }
-        if let Some(HttpsCert::Own(own)) = &self.https {
-            failed |= !report(
-                "the HTTPS certificate",
-                own.reload()
-                    .map(|_| String::new())
-                    .map_err(|e| e.to_string()),
-            );
-        }
-        if let Some(auth) = &self.auth {
-            let ok = report(
-                "the tokens file (revocations in it wait until it loads)",
-                auth.reload().map(|n| format!(" ({n} in force)")),
-            );
-            Metrics::add(
-                if ok {
-                    &metrics.tokens_reloads
-                } else {
-                    &metrics.tokens_reload_failures
-                },
-                1,
-            );
-        }
-        if self.tls.is_none() && self.https.is_none() {
-            return;
-        }
-        Metrics::add(
-            if failed {
-                &metrics.tls_reload_failures
-            } else {
-                &metrics.tls_reloads
-            },
-            1,
-        );
     }
 
     /// The first expiry among this node's certificates: its file and when
@@ -249,10 +212,15 @@ impl NodeSecurity {
         }
     }
 
-    /// Reloads on SIGHUP and whenever a watched file changes.
+    /// Reloads on SIGHUP, whenever a watched file changes, and every tick
+    /// while a reload is failing.
     pub fn watch(self: Arc<Self>, metrics: Arc<Metrics>) {
-        let files = self.watched();
-        if files.is_empty() {
+        let mut materials: Vec<(Reloadable, Vec<PathBuf>, Reloader)> = self
+            .loaded
+            .iter()
+            .map(|(what, stamps)| (*what, self.files_of(*what), Reloader::new(stamps.clone())))
+            .collect();
+        if materials.is_empty() {
             return;
         }
         actix_rt::spawn(async move {
@@ -264,35 +232,62 @@ impl NodeSecurity {
                     None
                 }
             };
-            let mut seen = stamps(&files);
+            let epoch = Instant::now();
             let mut ticks = 0u32;
             self.check_expiry(&metrics);
             loop {
-                let why = tokio::select! {
-                    _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
+                let forced = tokio::select! {
+                    _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
                     _ = tokio::time::sleep(WATCH_INTERVAL) => {
                         ticks += 1;
                         if ticks >= EXPIRY_CHECK_EVERY {
                             ticks = 0;
                             self.check_expiry(&metrics);
                         }
-                        let now = stamps(&files);
-                        if now == seen {
-                            continue;
-                        }
-                        seen = now;
-                        "a file changed"
+                        false
                     }
                 };
-                self.reload(&metrics, why);
-                self.check_expiry(&metrics);
+                let mut loaded = false;
+                for (what, files, reloader) in &mut materials {
+                    // Taken before the files are read: a change during the
+                    // read makes the next tick reload again.
+                    let taken = stamps(files);
+                    if !reloader.due(&taken, forced) {
+                        continue;
+                    }
+                    let why = if forced {
+                        "SIGHUP"
+                    } else if reloader.failing().is_some() {
+                        "retrying"
+                    } else {
+                        "a file changed"
+                    };
+                    let result = self.reload_one(*what);
+                    let report = reloader.done(
+                        taken,
+                        result.as_ref().map(|_| ()).map_err(String::clone),
+                        epoch.elapsed().as_millis() as u64,
+                        wall_ms(),
+                    );
+                    loaded |= matches!(report, Report::Loaded { .. });
+                    self.report(*what, why, &result, &report, reloader.failing(), &metrics);
+                }
+                if loaded {
+                    self.check_expiry(&metrics);
+                }
             }
         });
     }
 }
 
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Per file: its modification time, size and inode (a rename changes it).
-fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     use std::os::unix::fs::MetadataExt;
     files
         .iter()

@@ -9,6 +9,11 @@
 //! operator (and the tests) can tell a job that is idle from one that is
 //! stuck: `ringkv_job_last_progress_ms{job=...}` is the wall-clock time of the
 //! last progress, `ringkv_job_errors_total{job=...}` counts failed attempts.
+//!
+//! Each file set a node reloads while it runs ([`Reloadable`]) has a gauge,
+//! `ringkv_reload_failing{file=...}`, 1 while its reload keeps failing (the
+//! node retries every second), with since when and the last error for
+//! `GET /v1/cluster` ([`Reloads`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +27,8 @@ macro_rules! counters {
         pub struct Metrics {
             $(#[doc = $help] pub $name: AtomicU64,)*
             pub jobs: Jobs,
+            /// Reloads that keep failing.
+            pub reloads: Reloads,
             /// Unix time (s) when the first of this node's certificates
             /// expires (0: no TLS).
             pub cert_expiry_unix: AtomicU64,
@@ -58,11 +65,12 @@ counters! {
     peer_requests_refused: "peer requests refused as invalid",
     auth_failures: "client requests refused 401: missing, malformed, unknown, revoked or expired token",
     auth_forbidden: "client requests refused 403: the token lacks the role or the key prefix",
-    auth_throttled: "client requests refused 429: too many failed attempts from the address",
+    auth_throttled: "client requests refused 429: too many failed attempts from the address, its /48 (IPv6), or the whole node",
+    auth_unavailable: "client requests refused 503 tokens_unavailable: the tokens file changed and cannot be loaded",
     tls_reloads: "certificate and CA files reloaded",
-    tls_reload_failures: "certificate or CA reloads refused because the new files failed their checks (the old stay in force)",
+    tls_reload_failures: "certificate or CA reload attempts refused because the files failed their checks (retried every second; see ringkv_reload_failing)",
     tokens_reloads: "tokens file reloaded",
-    tokens_reload_failures: "tokens file reloads refused (unreadable or invalid: the tokens in force stay, revocations in it are not yet applied)",
+    tokens_reload_failures: "tokens file reload attempts refused (unreadable or invalid; retried every second; while a changed file fails, every token is refused 503)",
 }
 
 impl Metrics {
@@ -89,6 +97,19 @@ impl Metrics {
             "ringkv_tls_cert_expiry_timestamp_seconds {}",
             self.cert_expiry_unix.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_reload_failing 1 while the reload of the file keeps failing (retried every second)"
+        );
+        let _ = writeln!(out, "# TYPE ringkv_reload_failing gauge");
+        for what in Reloadable::ALL {
+            let _ = writeln!(
+                out,
+                "ringkv_reload_failing{{file=\"{}\"}} {}",
+                what.as_str(),
+                u8::from(self.reloads.get(what).is_some())
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP ringkv_job_last_progress_ms wall-clock ms of the job's last progress (0: none yet)"
@@ -118,6 +139,68 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// The file sets a node reloads while it runs, each tracked on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reloadable {
+    /// `security.tokens_file`.
+    Tokens,
+    /// The node certificate, key and CA bundle.
+    Tls,
+    /// The HTTPS port's own certificate and key.
+    Https,
+}
+
+impl Reloadable {
+    pub const ALL: [Reloadable; 3] = [Reloadable::Tokens, Reloadable::Tls, Reloadable::Https];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reloadable::Tokens => "tokens",
+            Reloadable::Tls => "tls",
+            Reloadable::Https => "https",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A reload that keeps failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadFailure {
+    /// Wall-clock ms of the first failure of this run of failures.
+    pub since_unix_ms: u64,
+    /// Failed attempts in this run.
+    pub attempts: u64,
+    pub last_error: String,
+}
+
+/// Which reloads are failing now.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    failing: Mutex<[Option<ReloadFailure>; 3]>,
+}
+
+impl Reloads {
+    /// Records the state of `what`'s reload (`None`: not failing).
+    pub fn set(&self, what: Reloadable, state: Option<ReloadFailure>) {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())[what.index()] = state;
+    }
+
+    pub fn get(&self, what: Reloadable) -> Option<ReloadFailure> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())[what.index()].clone()
+    }
+
+    /// Every failing reload.
+    pub fn failing(&self) -> Vec<(Reloadable, ReloadFailure)> {
+        Reloadable::ALL
+            .into_iter()
+            .filter_map(|w| Some((w, self.get(w)?)))
+            .collect()
     }
 }
 
@@ -227,5 +310,27 @@ mod tests {
         assert!(!text.contains("ringkv_job_last_progress_ms{job=\"gossip\"} 0\n"));
         assert!(text.contains("ringkv_job_last_progress_ms{job=\"tombstone_gc\"} 0\n"));
         assert_eq!(m.jobs.status(Job::HintReplay).2.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn failing_reloads_are_gauges() {
+        let m = Metrics::default();
+        assert!(m
+            .render()
+            .contains("ringkv_reload_failing{file=\"tokens\"} 0\n"));
+        let f = ReloadFailure {
+            since_unix_ms: 5,
+            attempts: 2,
+            last_error: "no".into(),
+        };
+        m.reloads.set(Reloadable::Tokens, Some(f.clone()));
+        let text = m.render();
+        assert!(text.contains("ringkv_reload_failing{file=\"tokens\"} 1\n"));
+        assert!(text.contains("ringkv_reload_failing{file=\"tls\"} 0\n"));
+        assert_eq!(m.reloads.failing(), vec![(Reloadable::Tokens, f)]);
+        m.reloads.set(Reloadable::Tokens, None);
+        assert!(m
+            .render()
+            .contains("ringkv_reload_failing{file=\"tokens\"} 0\n"));
     }
 }

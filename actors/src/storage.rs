@@ -475,7 +475,7 @@ impl Store {
         node_id: &str,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        crate::storage_backend::prepare_data_dir(dir).map_err(|e| {
             if is_disk_full(&e) {
                 StoreError::DiskFull(e.to_string())
             } else {
@@ -1003,19 +1003,13 @@ fn item(r: Result<WriteOutcome, StoreError>) -> Result<ItemResult, StoreError> {
 
 fn open_db(dir: &Path, faults: &Arc<Faults>) -> Result<Database, StoreError> {
     let path = dir.join(DB_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| {
-            if is_disk_full(&e) {
-                StoreError::DiskFull(e.to_string())
-            } else {
-                StoreError::Engine(format!("cannot open {}: {e}", path.display()))
-            }
-        })?;
+    let file = crate::storage_backend::open_private(&path).map_err(|e| {
+        if is_disk_full(&e) {
+            StoreError::DiskFull(e.to_string())
+        } else {
+            StoreError::Engine(format!("cannot open {}: {e}", path.display()))
+        }
+    })?;
     let backend = redb::backends::FileBackend::new(file)?;
     Database::builder()
         .create_with_backend(FaultyFileBackend::new(backend, faults.clone()))

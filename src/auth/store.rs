@@ -33,8 +33,7 @@ impl TokensFile {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let file: TokensFile =
-            toml::from_str(&text).map_err(|e| fail(e.to_string().trim().to_string()))?;
+        let file: TokensFile = toml::from_str(&text).map_err(|e| fail(describe(&text, &e)))?;
         file.set().map_err(fail)?;
         Ok(file)
     }
@@ -68,6 +67,28 @@ impl TokensFile {
     }
 }
 
+/// A parse error on one line, without quoting the file (its lines go to
+/// the log and to `GET /v1/cluster`).
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count())
+                + 1;
+            format!("not a valid tokens file (line {line}): {message}")
+        }
+        None => format!("not a valid tokens file: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +119,8 @@ mod tests {
         std::fs::write(&p, "[[tokens]]\nid = 3\n").unwrap();
         let e = TokensFile::load(&p).unwrap_err();
         assert!(e.starts_with(&p.display().to_string()), "{e}");
+        std::fs::write(&p, "[[tokens]]\nid = \"a\"\nsha256 = [not toml").unwrap();
+        let e = TokensFile::load(&p).unwrap_err();
+        assert!(e.contains("(line 3)") && !e.contains('\n'), "{e}");
     }
 }

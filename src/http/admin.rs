@@ -1,5 +1,5 @@
 //! Operator routes: `GET /v1/cluster` (membership, liveness, hints, repair,
-//! clock), `POST /v1/admin/repair` (run anti-entropy now) and `GET /metrics`
+//! clock, reloads of security files that keep failing), `POST /v1/admin/repair` (run anti-entropy now) and `GET /metrics`
 //! (Prometheus counters).
 
 use super::error::ApiError;
@@ -120,6 +120,25 @@ fn jobs_json(stats: &ringkv_actors::metrics::Metrics, now_ms: u64) -> Value {
     Value::Object(out)
 }
 
+/// Each security material whose reload keeps failing: which, since when
+/// (wall-clock ms), how many attempts, and the last error.
+fn reload_failing_json(stats: &ringkv_actors::metrics::Metrics) -> Value {
+    let failing: Vec<Value> = stats
+        .reloads
+        .failing()
+        .into_iter()
+        .map(|(what, f)| {
+            json!({
+                "file": what.as_str(),
+                "since_unix_ms": f.since_unix_ms,
+                "attempts": f.attempts,
+                "last_error": f.last_error,
+            })
+        })
+        .collect();
+    Value::Array(failing)
+}
+
 pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let svc = &state.services;
     let core = &svc.core;
@@ -193,6 +212,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "tombstone_grace_ms": svc.config.repair.tombstone_grace_ms,
             "tombstones_purged": counter(&stats.tombstones_purged),
         },
+        "reload_failing": reload_failing_json(stats),
         "jobs": jobs_json(stats, std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

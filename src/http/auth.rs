@@ -9,10 +9,17 @@
 //!   malformed, unknown, revoked or expired token — one answer for all, so
 //!   it tells nothing about which; 403 `forbidden` when the role or prefix
 //!   does not cover the request; 429 `throttled` with `Retry-After` while the
-//!   client's address is blocked after too many failures
-//!   ([`crate::auth::throttle`]).
-//! * Each refusal is counted in `/metrics` and logged with the address and
-//!   the token id (never the secret).
+//!   client's address, its IPv6 /48, or the whole node is refusing failures
+//!   after too many ([`crate::auth::throttle`]).
+//! * 503 `tokens_unavailable` (`Retry-After: 1`, `"outcome": "not_applied"`)
+//!   for every token while the tokens file has changed and cannot be loaded:
+//!   the token may be fine, but the node cannot tell whether the new file
+//!   revokes it ([`crate::auth`]). `/health` stays open.
+//! * Each refusal is counted in `/metrics`; 401 and 403 are logged with the
+//!   address and the token id (never the secret), at most
+//!   [`crate::auth::REFUSAL_LINES`] lines of each kind per
+//!   [`crate::auth::REFUSAL_WINDOW_MS`], then one line saying how many were
+//!   suppressed ([`crate::auth::log_limit`]).
 //!
 //! The route is classified on the path actix routes on (percent-decoded
 //! except `%`, `/` and `+`), so an encoded path cannot reach a route under
@@ -23,6 +30,7 @@ use super::cluster::LOCAL_PREFIX;
 use super::error::ApiError;
 use super::request::KV_PREFIX;
 use super::ApiState;
+use crate::auth::throttle::Scope;
 use crate::auth::token::{allows, parse_header, Need, Refusal, Role};
 use crate::auth::Auth;
 use actix_web::body::{EitherBody, MessageBody};
@@ -73,6 +81,39 @@ fn unauthorized() -> ApiError {
     e
 }
 
+/// Every token is refused while the tokens file cannot be loaded.
+fn tokens_unavailable() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "tokens_unavailable",
+        "the tokens file changed and cannot be loaded yet, so no token can be checked; \
+         retry shortly",
+    )
+    .with("outcome", "not_applied");
+    e.retry_after_s = Some(1);
+    e
+}
+
+/// Logs a refusal line, within the limit of its kind (`forbidden`: 403).
+fn log_refusal(auth: &Auth, forbidden: bool, now_ms: u64, line: impl FnOnce() -> String) {
+    let admitted = {
+        let mut logs = auth.refusal_logs.lock().unwrap_or_else(|p| p.into_inner());
+        if forbidden {
+            logs.forbidden.admit(now_ms)
+        } else {
+            logs.unauthorized.admit(now_ms)
+        }
+    };
+    let Some(suppressed) = admitted else {
+        return;
+    };
+    if suppressed > 0 {
+        let kind = if forbidden { "403" } else { "401" };
+        log::warn!("suppressed {suppressed} similar lines (refused requests, {kind})");
+    }
+    log::warn!("{}", line());
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -85,6 +126,10 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
     else {
         return Ok(());
     };
+    if !auth.is_available() {
+        Metrics::add(&metrics.auth_unavailable, 1);
+        return Err(tokens_unavailable());
+    }
     let ip = req
         .peer_addr()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
@@ -105,27 +150,34 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
             // A valid token is served even from a blocked address (clients
             // behind the same NAT or proxy as a guesser keep working); only
             // failures are refused early.
-            if let Err(ms) = throttle.check(ip, now) {
+            if let Err(blocked) = throttle.check(ip, now) {
                 drop(throttle);
                 Metrics::add(&metrics.auth_throttled, 1);
+                let from = match blocked.scope {
+                    Scope::Address => "this address",
+                    Scope::Prefix48 => "this address's /48",
+                    Scope::Node => "all clients of this node",
+                };
                 let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "throttled",
-                    "too many failed token checks from this address; retry later",
+                    format!("too many failed token checks from {from}; retry later"),
                 );
-                e.retry_after_s = Some(ms.div_ceil(1000).max(1));
+                e.retry_after_s = Some(blocked.ms.div_ceil(1000).max(1));
                 return Err(e);
             }
             throttle.failed(ip, now);
             drop(throttle);
             Metrics::add(&metrics.auth_failures, 1);
-            let id = presented.map_or("-", |(id, _)| id);
-            log::warn!(
-                "refused a request from {ip}: {} (token id {id:?}) for {} {:?}",
-                why.as_str(),
-                req.method(),
-                route_for_log(req.match_info().as_str())
-            );
+            log_refusal(auth, false, now, || {
+                format!(
+                    "refused a request from {ip}: {} (token id {:?}) for {} {:?}",
+                    why.as_str(),
+                    presented.map_or("-", |(id, _)| id),
+                    req.method(),
+                    route_for_log(req.match_info().as_str())
+                )
+            });
             return Err(unauthorized());
         }
     };
@@ -135,17 +187,19 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
     };
     if !allows(&grant, &need) {
         Metrics::add(&metrics.auth_forbidden, 1);
-        log::warn!(
-            "refused a request from {ip}: token {} ({}{}) may not {} {:?}",
-            grant.id,
-            grant.role,
-            grant
-                .prefix
-                .as_deref()
-                .map_or(String::new(), |p| format!(", prefix {p:?}")),
-            req.method(),
-            route_for_log(req.match_info().as_str())
-        );
+        log_refusal(auth, true, now, || {
+            format!(
+                "refused a request from {ip}: token {} ({}{}) may not {} {:?}",
+                grant.id,
+                grant.role,
+                grant
+                    .prefix
+                    .as_deref()
+                    .map_or(String::new(), |p| format!(", prefix {p:?}")),
+                req.method(),
+                route_for_log(req.match_info().as_str())
+            )
+        });
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

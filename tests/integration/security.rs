@@ -9,7 +9,11 @@
 //!   new tokens take effect without a restart; no secret or value in logs.
 //! * Certificates: rotation under load loses no request; a bad file on
 //!   reload keeps the one in force; a missing, expired or mismatched
-//!   certificate refuses start, naming the file.
+//!   certificate, or an expired CA, refuses start, naming the file.
+//! * Reloads that fail are retried every second and fail closed: a changed
+//!   tokens file that cannot load refuses every token (503) until it does;
+//!   a CA bundle caught half-written during a rotation never keeps the CA
+//!   being removed trusted.
 //! * `ringkv up` makes the certificates and prints an admin token.
 
 use crate::harness::{
@@ -745,20 +749,362 @@ fn a_bad_certificate_on_reload_keeps_the_one_in_force() {
     node.client()
         .put(&kv_at("still", None), b"serving")
         .expect_status(204);
-    // A tokens file that does not parse keeps the tokens in force, and says
-    // so in a metric of its own.
+    // A tokens file that changed and does not parse may revoke any token:
+    // every token is refused until it loads, which is counted.
     let tokens = c.dir.path().join("tokens.toml");
+    let tokens_text = std::fs::read(&tokens).unwrap();
     std::fs::write(&tokens, "this is [not toml").unwrap();
     wait_until(
         Duration::from_secs(5),
         "the tokens reload is refused",
-        || match metric(&c, 0, "tokens_reload_failures") {
-            0 => Poll::Pending(String::new()),
-            _ => Poll::Ready(()),
+        || match node.client().get(&kv_at("still", None)).status {
+            503 => Poll::Ready(()),
+            s => Poll::Pending(s.to_string()),
         },
     );
-    node.client().get(&kv_at("still", None)).expect_status(200);
     log_has(&c, 0, "cannot reload the tokens file");
+    std::fs::write(&tokens, &tokens_text).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the tokens file loads again",
+        || match node.client().get(&kv_at("still", None)).status {
+            200 => Poll::Ready(()),
+            s => Poll::Pending(s.to_string()),
+        },
+    );
+    assert!(metric(&c, 0, "tokens_reload_failures") > 0);
+}
+
+/// `ringkv_reload_failing{file="<file>"}` of node `i` (read with the
+/// harness's admin token).
+fn reload_failing(c: &Cluster, i: usize, file: &str) -> u64 {
+    let r = c.node(i).client().get("/metrics");
+    let text = r.text();
+    let prefix = format!("ringkv_reload_failing{{file=\"{file}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in {r}"))
+}
+
+fn wait_reload_failing(c: &Cluster, i: usize, file: &str, want: u64) {
+    wait_until(
+        Duration::from_secs(6),
+        &format!("reload_failing{{file={file}}} of node {i} is {want}"),
+        || match reload_failing(c, i, file) {
+            n if n == want => Poll::Ready(()),
+            n => Poll::Pending(n.to_string()),
+        },
+    );
+}
+
+/// Overwrites `path` in place with `bytes` (same inode) and gives it back
+/// the modification time `mtime`: a change its watcher cannot see.
+fn rewrite_unseen(path: &Path, bytes: &[u8], mtime: SystemTime) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+/// A tokens file that cannot be read (a directory stands in its place: root
+/// cannot read that either) while a token is revoked in it: every token
+/// gets 503 `tokens_unavailable` meanwhile, not 200; once a valid file with
+/// the revocation is back, the revoked token gets 401 within a couple of
+/// seconds, without SIGHUP. Then a reload that fails while the file looks
+/// unchanged (SIGHUP at a bad moment) keeps the tokens in force, shows in
+/// `ringkv_reload_failing` and `/v1/cluster`, and is retried until it loads
+/// (the gauge goes 1 → 0). While every token is refused, `/metrics` is
+/// refused too, so the first half watches the answers and the log.
+#[test]
+fn a_tokens_file_that_cannot_load_refuses_every_token_until_it_does() {
+    let mut c = Cluster::start(ClusterSpec::single().secure());
+    let pid = c.node_mut(0).pid().expect("running");
+    let c = c;
+    let tokens = c.dir.path().join("tokens.toml");
+    let admin = c.admin_token.clone().unwrap();
+    let doomed = c.add_token("write", None);
+    let doomed_id = doomed.split_once('.').unwrap().0.to_string();
+    let client = |t: &str| c.client_with_token(0, Some(t));
+    let key = kv_at("k", None);
+    wait_until(
+        Duration::from_secs(5),
+        "the new token is in force",
+        || match client(&doomed).get(&key).status {
+            404 => Poll::Ready(()),
+            s => Poll::Pending(s.to_string()),
+        },
+    );
+    assert_eq!(reload_failing(&c, 0, "tokens"), 0);
+
+    // 1. Unreadable, and the token revoked in the file that will replace it.
+    let good = std::fs::read(&tokens).unwrap();
+    std::fs::remove_file(&tokens).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+    let refused = wait_until(
+        Duration::from_secs(5),
+        "every token is refused",
+        || match client(&admin).get("/v1/cluster") {
+            r if r.status == 503 => Poll::Ready(r),
+            r => Poll::Pending(r.to_string()),
+        },
+    );
+    let body = refused.expect_error(503, "tokens_unavailable");
+    assert_eq!(body["outcome"], "not_applied", "{refused}");
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused}");
+    log_has(&c, 0, "cannot reload the tokens file, refusing every token");
+    let next = c.dir.path().join("tokens.next");
+    std::fs::write(&next, &good).unwrap();
+    ringkv::auth::store::TokensFile::update(&next, |f| {
+        f.tokens.retain(|t| t.id != doomed_id);
+        Ok(())
+    })
+    .unwrap();
+    // Broken for a while: retried every second, refused throughout.
+    let broken = Instant::now();
+    while broken.elapsed() < Duration::from_secs(3) {
+        for t in [&admin, &doomed] {
+            client(t).get(&key).expect_error(503, "tokens_unavailable");
+        }
+        c.client_with_token(0, None)
+            .get("/health")
+            .expect_status(200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_dir(&tokens).unwrap();
+    std::fs::rename(&next, &tokens).unwrap();
+    let restored = Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "the revoked token is refused",
+        || match client(&doomed).get(&key).status {
+            401 => Poll::Ready(()),
+            s => Poll::Pending(s.to_string()),
+        },
+    );
+    assert!(
+        restored.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        restored.elapsed()
+    );
+    client(&admin).get(&key).expect_status(404);
+    assert_eq!(reload_failing(&c, 0, "tokens"), 0);
+    log_has(&c, 0, "reloaded the tokens file (1 in force) after");
+
+    // 2. SIGHUP while the file cannot be parsed but looks as in force.
+    let in_force = std::fs::read(&tokens).unwrap();
+    let mtime = std::fs::metadata(&tokens).unwrap().modified().unwrap();
+    rewrite_unseen(&tokens, &vec![b'['; in_force.len()], mtime);
+    // SAFETY: kill(2) with the pid of a child this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    wait_reload_failing(&c, 0, "tokens", 1);
+    let failures = metric(&c, 0, "tokens_reload_failures");
+    let status = c.cluster_status(0);
+    let failing = status["reload_failing"].as_array().expect("reload_failing");
+    assert_eq!(failing.len(), 1, "{status}");
+    assert_eq!(failing[0]["file"], "tokens");
+    assert!(failing[0]["since_unix_ms"].as_u64().unwrap() > 0);
+    assert!(
+        failing[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.toml"),
+        "{status}"
+    );
+    // The file did not change (as far as the node can tell): the tokens in
+    // force serve, and the reload is retried every second.
+    client(&admin).get(&key).expect_status(404);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(metric(&c, 0, "tokens_reload_failures") >= failures + 2);
+    rewrite_unseen(&tokens, &in_force, mtime);
+    wait_reload_failing(&c, 0, "tokens", 0);
+    let status = c.cluster_status(0);
+    assert_eq!(status["reload_failing"], serde_json::json!([]), "{status}");
+    client(&doomed).get(&key).expect_error(401, "unauthorized");
+}
+
+/// Writes `bytes` beside `path` and renames it over `path`.
+fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Whether node `i` answers the hello of a peer presenting `cert` as n2.
+fn answers_hello_as_n2(
+    c: &Cluster,
+    i: usize,
+    roots_pem: &[u8],
+    cert: &ringkv_actors::certgen::Issued,
+) -> bool {
+    let node = c.node(i);
+    let config = foreign_client(roots_pem, &cert.cert_pem, &cert.key_pem);
+    let mut conn = PeerConn::tls(node.peer_addr, &node.id, config);
+    conn.set_read_timeout(Some(Duration::from_secs(3)));
+    let hello = Frame::Hello(Hello {
+        cluster: "itest".into(),
+        protocol: PROTOCOL_VERSION,
+        node_id: "n2".into(),
+    });
+    if conn
+        .write_all(&encode_frame(&hello, 4096).unwrap())
+        .and_then(|_| conn.flush())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    matches!(conn.read(&mut buf), Ok(n) if n > 0)
+}
+
+/// A CA rotation removing the old CA, whose new bundle is caught
+/// half-written (the new CA, then a cut-off block) and stays so a while:
+/// the old CA is not trusted from the first failed reload on — a peer with
+/// an old-CA certificate is refused — while the members, on the new CA,
+/// keep talking; the finished bundle loads and the gauge goes back to 0.
+#[test]
+fn a_ca_bundle_caught_half_written_never_keeps_the_removed_ca_trusted() {
+    let mut c = Cluster::start(ClusterSpec::fast(2, 2));
+    c.wait_replicas_reachable();
+    let certs = c.dir.path().join("certs");
+    let old_pem = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    let old = Ca::load(
+        &old_pem,
+        &std::fs::read_to_string(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let (new, new_issued) = Ca::generate("itest", Validity::days(30)).unwrap();
+    let names = NodeNames {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        dns: vec![],
+    };
+    // Rotation step 1: both CAs trusted; step 2: members on the new CA.
+    let both = format!("{old_pem}{}", new_issued.cert_pem);
+    replace_atomically(&certs.join("ca.crt"), both.as_bytes());
+    for i in 0..2 {
+        wait_until(
+            Duration::from_secs(6),
+            "the bundle is reloaded",
+            || match metric(&c, i, "tls_reloads") {
+                0 => Poll::Pending(String::new()),
+                _ => Poll::Ready(()),
+            },
+        );
+    }
+    for id in ["n1", "n2"] {
+        let pair = new.issue_node(id, &names, Validity::days(30)).unwrap();
+        replace_atomically(&certs.join(format!("{id}.key")), pair.key_pem.as_bytes());
+        replace_atomically(&certs.join(format!("{id}.crt")), pair.cert_pem.as_bytes());
+    }
+    for i in 0..2 {
+        wait_until(
+            Duration::from_secs(6),
+            "the new certificates load",
+            || match (metric(&c, i, "tls_reloads"), reload_failing(&c, i, "tls")) {
+                (n, 0) if n >= 2 => Poll::Ready(()),
+                other => Poll::Pending(format!("{other:?}")),
+            },
+        );
+    }
+    let old_peer = old.issue_node("n2", &names, Validity::days(1)).unwrap();
+    let new_peer = new.issue_node("n2", &names, Validity::days(1)).unwrap();
+    let roots = both.as_bytes();
+    assert!(
+        answers_hello_as_n2(&c, 0, roots, &old_peer),
+        "before: old CA"
+    );
+    assert!(
+        answers_hello_as_n2(&c, 0, roots, &new_peer),
+        "before: new CA"
+    );
+
+    // Step 3, remove the old CA: the file is caught half-written.
+    std::fs::write(
+        certs.join("ca.crt"),
+        format!(
+            "{}-----BEGIN CERTIFICATE-----\nMIIBkTCB+w",
+            new_issued.cert_pem
+        ),
+    )
+    .unwrap();
+    wait_reload_failing(&c, 0, "tls", 1);
+    let broken = Instant::now();
+    while broken.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !answers_hello_as_n2(&c, 0, roots, &old_peer),
+            "the removed CA is trusted while the bundle is broken"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        answers_hello_as_n2(&c, 0, roots, &new_peer),
+        "broken: new CA"
+    );
+    let status = c.cluster_status(0);
+    let failing = &status["reload_failing"][0];
+    assert_eq!(failing["file"], "tls", "{status}");
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("ca.crt"),
+        "{status}"
+    );
+    log_has(
+        &c,
+        0,
+        "trusting only the CAs in force that the new CA file still holds (1 of 2)",
+    );
+    // The members, both on the new CA, still talk.
+    wait_until(Duration::from_secs(10), "a write to both replicas", || {
+        let r = c
+            .node(0)
+            .client()
+            .put(&kv_at("mid-rotation", Some("all")), b"x");
+        match r.status {
+            201 | 204 => Poll::Ready(()),
+            _ => Poll::Pending(r.to_string()),
+        }
+    });
+    // The finished bundle loads; the old CA stays out.
+    replace_atomically(&certs.join("ca.crt"), new_issued.cert_pem.as_bytes());
+    wait_reload_failing(&c, 0, "tls", 0);
+    wait_reload_failing(&c, 1, "tls", 0);
+    assert!(
+        !answers_hello_as_n2(&c, 0, roots, &old_peer),
+        "after: old CA"
+    );
+    assert!(
+        answers_hello_as_n2(&c, 0, roots, &new_peer),
+        "after: new CA"
+    );
+}
+
+/// webpki trusts an expired CA certificate (it checks only what the CA
+/// issued): ringkv refuses to start with one, naming the file and the CA.
+#[test]
+fn an_expired_ca_refuses_start_naming_it() {
+    let c = Cluster::create(ClusterSpec::single());
+    let certs = c.dir.path().join("certs");
+    let (ca, issued) = Ca::generate("itest", Validity::expired()).unwrap();
+    std::fs::write(certs.join("ca.crt"), &issued.cert_pem).unwrap();
+    let names = NodeNames {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        dns: vec![],
+    };
+    let pair = ca.issue_node("n1", &names, Validity::days(30)).unwrap();
+    std::fs::write(certs.join("n1.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(certs.join("n1.key"), &pair.key_pem).unwrap();
+    let out = run_bin(
+        &[
+            "serve",
+            "--config",
+            c.config_path.to_str().unwrap(),
+            "--node",
+            "n1",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success(), "started with an expired CA");
+    for needle in ["ca.crt", "has expired", "ringkv CA itest"] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
 }
 
 #[test]

@@ -165,3 +165,44 @@ fn second_process_on_the_same_data_dir_is_refused() {
     c.put(&kv("still-writable"), b"yes").expect_status(201);
     assert_eq!(c.get(&kv("still-writable")).body, b"yes");
 }
+
+/// The data directory holds every record and hint: a fresh node makes it
+/// 0700 and its files 0600 even under umask 022, and tightens an existing
+/// directory an older version left 0755 (saying so).
+#[test]
+fn a_nodes_data_is_private_even_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let mut cluster = Cluster::create(ClusterSpec::new(2, 1));
+    // n2's directory exists already, world-readable.
+    let wide = cluster.node(1).data_dir.clone();
+    std::fs::create_dir_all(&wide).expect("mkdir");
+    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // SAFETY: umask(2) only sets this process's file mode mask, which the
+    // nodes inherit; 022 is what most systems default to.
+    let before = unsafe { libc::umask(0o022) };
+    let started = cluster.start_all();
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(before) };
+    started.expect("start");
+    cluster.wait_clocks_vouched();
+    let c = cluster.node(0).client();
+    c.put(&kv("private"), b"v").expect_status(201);
+    for node in &cluster.nodes {
+        let dir = &node.data_dir;
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .expect("read data dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert!(!files.is_empty(), "{}", dir.display());
+        for f in files {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+    assert!(
+        cluster.node(1).log().contains("had mode 0755"),
+        "no warning about the wide directory:\n{}",
+        cluster.node(1).log()
+    );
+}

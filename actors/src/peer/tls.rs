@@ -16,12 +16,23 @@
 //! only when it passes the same checks (certificate rotation without
 //! downtime: new connections use the new material; open ones are checked
 //! again against it every few seconds, see `handshake::revalidate`).
+//!
+//! Which CAs of the bundle are trusted is [`bundle::Trust`]'s business: only
+//! CAs valid now (an expired CA stops being trusted while the node runs),
+//! and, while a changed bundle cannot be loaded, only those also in the new
+//! file ([`PeerTls::restrict_to_ca_file`]). Every check — rustls's during a
+//! handshake and ours after it and every few seconds — uses those roots.
 
+pub mod bundle;
+mod refuse;
+
+use bundle::{CaCert, Trust};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -64,10 +75,20 @@ fn err(file: &Path, reason: impl std::fmt::Display) -> TlsError {
     }
 }
 
+/// The time now, in unix seconds.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Checked TLS material of one node.
 #[derive(Clone, Debug)]
 pub struct Material {
+    /// The roots of `cas`.
     pub roots: Arc<RootCertStore>,
+    /// The CA certificates of the bundle (each valid when loaded).
+    pub cas: Vec<CaCert>,
     pub key: Arc<CertifiedKey>,
 }
 
@@ -75,17 +96,9 @@ impl Material {
     /// Loads and checks the files for node `node_id`.
     pub fn load(files: &TlsFiles, node_id: &str) -> Result<Material, TlsError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, format!("cannot read: {e}")));
-        let ca_pem = read(&files.ca)?;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-            let cert = cert.map_err(|e| err(&files.ca, format!("not a PEM certificate: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| err(&files.ca, format!("not a usable CA certificate: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(err(&files.ca, "holds no certificate"));
-        }
+        let now = unix_now();
+        let cas = bundle::parse_strict(&files.ca, &bundle::read_bounded(&files.ca)?, now)?;
+        let roots = Trust::new(cas.clone()).roots_at(now).store;
         let cert_pem = read(&files.cert)?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<_, _>>()
@@ -103,6 +116,7 @@ impl Material {
             .map_err(|e| err(&files.key, mismatch(&files.cert, e)))?;
         Ok(Material {
             roots,
+            cas,
             key: Arc::new(certified),
         })
     }
@@ -135,6 +149,9 @@ pub fn verify_identity(
     let name = ServerName::try_from(identity(node_id))
         .map_err(|_| format!("'{node_id}' cannot be a certificate name"))?;
     let (end, rest) = chain.split_first().ok_or("no certificate")?;
+    if roots.is_empty() {
+        return Err("no CA is trusted now (see the CA bundle's reload errors)".into());
+    }
     let server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| e.to_string())?;
@@ -202,8 +219,14 @@ pub struct PeerTls {
     current: RwLock<Arc<Configs>>,
 }
 
+/// What is in force: the trust, the key, and the configurations built
+/// from the roots trusted until `until`.
 struct Configs {
-    material: Material,
+    trust: Trust,
+    key: Arc<CertifiedKey>,
+    roots: Arc<RootCertStore>,
+    /// Unix second from which `roots` must be rebuilt (a CA expires).
+    until: i64,
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
 }
@@ -217,29 +240,40 @@ impl std::fmt::Debug for PeerTls {
     }
 }
 
-fn build(material: Material) -> Result<Configs, TlsError> {
+fn build(trust: Trust, key: Arc<CertifiedKey>, now: i64) -> Result<Configs, TlsError> {
     let bad = |e: rustls::Error| TlsError {
         file: "tls".into(),
         reason: e.to_string(),
     };
+    let trusted = trust.roots_at(now);
+    let roots = Arc::new(trusted.store);
     let client = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(bad)?
-        .with_root_certificates(material.roots.clone())
-        .with_client_cert_resolver(Arc::new(FixedClient(material.key.clone())));
-    let verifier = WebPkiClientVerifier::builder_with_provider(material.roots.clone(), provider())
-        .build()
-        .map_err(|e| TlsError {
-            file: "tls".into(),
-            reason: e.to_string(),
-        })?;
+        .with_root_certificates(roots.clone())
+        .with_client_cert_resolver(Arc::new(FixedClient(key.clone())));
+    let verifier: Arc<dyn ClientCertVerifier> = if roots.is_empty() {
+        // No CA is trusted: no client certificate is (webpki's verifier
+        // cannot be built without roots).
+        Arc::new(refuse::RefuseAll(provider()))
+    } else {
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError {
+                file: "tls".into(),
+                reason: e.to_string(),
+            })?
+    };
     let server = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(bad)?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(Fixed(material.key.clone())));
+        .with_cert_resolver(Arc::new(Fixed(key.clone())));
     Ok(Configs {
-        material,
+        trust,
+        key,
+        roots,
+        until: trusted.until,
         client: Arc::new(client),
         server: Arc::new(server),
     })
@@ -269,10 +303,18 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// How many CAs a restriction left trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restricted {
+    pub trusted: usize,
+    pub of: usize,
+}
+
 impl PeerTls {
     /// Loads and checks this node's material.
     pub fn new(node_id: &str, files: TlsFiles) -> Result<PeerTls, TlsError> {
-        let configs = build(Material::load(&files, node_id)?)?;
+        let m = Material::load(&files, node_id)?;
+        let configs = build(Trust::new(m.cas), m.key, unix_now())?;
         Ok(PeerTls {
             node_id: node_id.to_string(),
             files,
@@ -280,18 +322,93 @@ impl PeerTls {
         })
     }
 
+    /// What is in force now; rebuilt first when a CA's validity changed
+    /// since it was built (a CA that expires stops being trusted).
     fn now(&self) -> Arc<Configs> {
-        self.current
+        let current = self
+            .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let now = unix_now();
+        if now < current.until {
+            return current;
+        }
+        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if now >= slot.until {
+            let rebuilt = match build(slot.trust.clone(), slot.key.clone(), now) {
+                Ok(c) => c,
+                // Cannot happen (the same build succeeded before); the
+                // roots change anyway, which every check after a
+                // handshake uses.
+                Err(e) => {
+                    log::error!("cannot rebuild the TLS configurations: {e}");
+                    let roots = slot.trust.roots_at(now);
+                    Configs {
+                        trust: slot.trust.clone(),
+                        key: slot.key.clone(),
+                        roots: Arc::new(roots.store),
+                        until: roots.until,
+                        client: slot.client.clone(),
+                        server: slot.server.clone(),
+                    }
+                }
+            };
+            let left = rebuilt.trust.roots_at(now);
+            log::warn!(
+                "the CAs trusted in {} changed with time (a CA expired or became valid): \
+                 {} of {} trusted now",
+                self.files.ca.display(),
+                left.trusted,
+                left.of
+            );
+            *slot = Arc::new(rebuilt);
+        }
+        slot.clone()
     }
 
-    /// Loads the files again; swaps them in only if they pass every check.
+    /// Loads the files again; swaps them in only if they pass every check
+    /// (which lifts a restriction of [`PeerTls::restrict_to_ca_file`]).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let configs = build(Material::load(&self.files, &self.node_id)?)?;
+        let m = Material::load(&self.files, &self.node_id)?;
+        let configs = build(Trust::new(m.cas), m.key, unix_now())?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
         Ok(())
+    }
+
+    /// After a failed reload of a changed CA bundle: trusts only the CAs of
+    /// the bundle in force that the new file still holds, as far as it
+    /// parses (none if it cannot be read). The key in force stays.
+    pub fn restrict_to_ca_file(&self) -> Restricted {
+        let newest = bundle::read_bounded(&self.files.ca)
+            .map(|pem| bundle::parse_lenient(&pem))
+            .unwrap_or_default();
+        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let trust = slot.trust.restricted_to(&newest);
+        let now = unix_now();
+        let roots = trust.roots_at(now);
+        let left = Restricted {
+            trusted: roots.trusted,
+            of: roots.of,
+        };
+        let configs = build(trust.clone(), slot.key.clone(), now).unwrap_or_else(|e| {
+            log::error!("cannot rebuild the TLS configurations: {e}");
+            Configs {
+                trust,
+                key: slot.key.clone(),
+                roots: Arc::new(roots.store),
+                until: roots.until,
+                client: slot.client.clone(),
+                server: slot.server.clone(),
+            }
+        });
+        *slot = Arc::new(configs);
+        left
+    }
+
+    /// Whether trust is restricted by a failing reload of the CA bundle.
+    pub fn is_restricted(&self) -> bool {
+        self.now().trust.is_restricted()
     }
 
     pub fn files(&self) -> &TlsFiles {
@@ -308,14 +425,15 @@ impl PeerTls {
         self.now().server.clone()
     }
 
-    /// The CA roots in force.
+    /// The CA roots in force: valid now, and not removed by a failing
+    /// reload of a changed bundle.
     pub fn roots(&self) -> Arc<RootCertStore> {
-        self.now().material.roots.clone()
+        self.now().roots.clone()
     }
 
     /// The certified key in force (also what the HTTPS port serves).
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
-        self.now().material.key.clone()
+        self.now().key.clone()
     }
 }
 

@@ -2,7 +2,7 @@
 //! not, and how material is checked and reloaded.
 
 use super::handshake::{admissible, check_origin, RECHECK};
-use super::tls::{verify_identity, Material, PeerTls, TlsFiles};
+use super::tls::{verify_identity, Material, PeerTls, Restricted, TlsFiles};
 use super::*;
 use crate::certgen::{Ca, KeyUse, NodeNames, Validity};
 use crate::wire::{Request, Response, WireRecord, PROTOCOL_VERSION};
@@ -46,8 +46,13 @@ fn files(dir: &Path, id: &str) -> TlsFiles {
 
 /// A cluster CA with certificates for a, b and c in a temporary directory.
 fn cluster() -> (tempfile::TempDir, Ca) {
+    cluster_of_ca(Validity::days(30))
+}
+
+/// As [`cluster`], the CA valid for `validity` (node certificates a day).
+fn cluster_of_ca(validity: Validity) -> (tempfile::TempDir, Ca) {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, issued) = Ca::generate("t", Validity::days(30)).unwrap();
+    let (ca, issued) = Ca::generate("t", validity).unwrap();
     write_certs(dir.path(), &ca, &issued.cert_pem, &["a", "b", "c"]);
     (dir, ca)
 }
@@ -460,4 +465,116 @@ fn a_ca_bundle_accepts_certificates_of_both_cas_during_a_ca_rotation() {
     std::fs::write(d.join("b.crt"), issued.cert_pem).unwrap();
     std::fs::write(d.join("b.key"), issued.key_pem).unwrap();
     assert!(PeerTls::new("b", files(d, "b")).is_ok());
+}
+
+#[test]
+fn an_expired_or_not_yet_valid_ca_refuses_to_load_naming_it() {
+    // webpki would accept these: it does not look at a trust anchor's
+    // validity, only at the certificates it issued (valid a day here).
+    let (dir, _) = cluster_of_ca(Validity::expired());
+    let e = Material::load(&files(dir.path(), "a"), "a")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ca.crt") && e.contains("has expired") && e.contains("ringkv CA t"),
+        "{e}"
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let (dir, _) = cluster_of_ca(Validity {
+        not_before: now + time::Duration::days(1),
+        not_after: now + time::Duration::days(2),
+    });
+    let e = PeerTls::new("a", files(dir.path(), "a")).unwrap_err();
+    assert!(e.reason.contains("not valid yet"), "{e}");
+    // Nor does a reload swap one in.
+    let (dir, _) = cluster();
+    let tls = PeerTls::new("a", files(dir.path(), "a")).unwrap();
+    let (expired, _) = cluster_of_ca(Validity::expired());
+    for f in ["ca.crt", "a.crt", "a.key"] {
+        std::fs::copy(expired.path().join(f), dir.path().join(f)).unwrap();
+    }
+    assert!(tls.reload().unwrap_err().reason.contains("has expired"));
+}
+
+#[actix::test]
+async fn a_ca_that_expires_in_use_stops_being_trusted() {
+    let (dir, _) = cluster_of_ca(Validity::seconds(3));
+    let d = dir.path();
+    let b = tls_of(d, "b");
+    let a_tls = tls_of(d, "a");
+    let addr = serve(settings("b", Some(b.clone()))).await;
+    let a = connected(addr, "b", settings("a", Some(a_tls.clone()))).await;
+    assert_eq!(b.roots().len(), 1);
+    cut_off(
+        &a,
+        Duration::from_secs(3) + RECHECK * 3 + Duration::from_secs(2),
+    )
+    .await;
+    assert!(b.roots().is_empty(), "the expired CA is still trusted");
+    // Nor does a new connection get in, and the files no longer load.
+    assert_eq!(try_call(addr, "b", settings("a", Some(a_tls))).await, None);
+    assert!(b.reload().unwrap_err().reason.contains("has expired"));
+}
+
+#[actix::test]
+async fn a_changed_bundle_that_cannot_load_trusts_only_the_cas_still_in_it() {
+    let (dir, _) = cluster();
+    let d = dir.path();
+    let (new_ca, new_pem) = Ca::generate("t", Validity::days(30)).unwrap();
+    let old_pem = std::fs::read_to_string(d.join("ca.crt")).unwrap();
+    std::fs::write(d.join("ca.crt"), format!("{old_pem}{}", new_pem.cert_pem)).unwrap();
+    let b = tls_of(d, "b");
+    let addr = serve(settings("b", Some(b.clone()))).await;
+    // a holds an old-CA certificate; c moved to the new CA.
+    let a = connected(addr, "b", settings("a", Some(tls_of(d, "a")))).await;
+    let issued = new_ca.issue_node("c", &names(), Validity::days(1)).unwrap();
+    std::fs::write(d.join("c.crt"), issued.cert_pem).unwrap();
+    std::fs::write(d.join("c.key"), issued.key_pem).unwrap();
+    let c = tls_of(d, "c");
+    // The rotation's new bundle (the new CA only) is caught half-written.
+    std::fs::write(
+        d.join("ca.crt"),
+        format!("{}-----BEGIN CERTIFICATE-----\nMIIB", new_pem.cert_pem),
+    )
+    .unwrap();
+    assert!(b.reload().is_err());
+    assert_eq!(b.restrict_to_ca_file(), Restricted { trusted: 1, of: 2 });
+    assert!(b.is_restricted());
+    assert_eq!(b.roots().len(), 1);
+    // The old CA's open session is cut within seconds...
+    cut_off(&a, RECHECK * 3 + Duration::from_secs(2)).await;
+    assert_eq!(
+        try_call(addr, "b", settings("a", Some(tls_of_old(&old_pem, d)))).await,
+        None
+    );
+    // ... while the new CA's member talks.
+    let who = try_call(addr, "b", settings("c", Some(c.clone()))).await;
+    assert_eq!(who.as_deref(), Some("c"));
+    // An unreadable bundle removes all trust.
+    std::fs::remove_file(d.join("ca.crt")).unwrap();
+    assert_eq!(b.restrict_to_ca_file().trusted, 0);
+    assert!(b.roots().is_empty());
+    assert_eq!(
+        try_call(addr, "b", settings("c", Some(c.clone()))).await,
+        None
+    );
+    // The finished rotation loads and lifts the restriction.
+    std::fs::write(d.join("ca.crt"), &new_pem.cert_pem).unwrap();
+    let issued = new_ca.issue_node("b", &names(), Validity::days(1)).unwrap();
+    std::fs::write(d.join("b.crt"), issued.cert_pem).unwrap();
+    std::fs::write(d.join("b.key"), issued.key_pem).unwrap();
+    b.reload().unwrap();
+    assert!(!b.is_restricted());
+    let who = try_call(addr, "b", settings("c", Some(c))).await;
+    assert_eq!(who.as_deref(), Some("c"));
+}
+
+/// `a`'s (old-CA) material, trusting the old CA only (the shared bundle
+/// file is broken meanwhile).
+fn tls_of_old(old_pem: &str, d: &Path) -> Arc<PeerTls> {
+    let old = d.join("old-ca.crt");
+    std::fs::write(&old, old_pem).unwrap();
+    let mut f = files(d, "a");
+    f.ca = old;
+    Arc::new(PeerTls::new("a", f).unwrap())
 }
