@@ -274,6 +274,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     )?;
 
     let h = &cfg.http;
+    let max_connections = connection_cap(h.max_connections, cfg.nodes.len());
     let conns = ConnGuard::new(
         ConnLimits {
             head_timeout_ms: h.head_timeout_ms,
@@ -282,7 +283,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             response_timeout_ms: h.response_timeout_ms,
         },
         TableLimits {
-            max_connections: connection_cap(h.max_connections, cfg.nodes.len()),
+            max_connections,
             max_per_address: h.max_connections_per_address,
             max_evicting: MAX_EVICTING,
             evict_after_ms: EVICT_AFTER_MS,
@@ -339,6 +340,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             shutdown_timeout_s: cfg.http.shutdown_grace_ms.div_ceil(1000).max(1),
             tls: https.map(Arc::new),
+            max_sockets: max_connections + 2 * MAX_EVICTING,
         },
     )
     .map_err(bind_err)?;
@@ -377,7 +379,7 @@ fn http_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpLis
 /// descriptors peers, the store and reloads need: raises the soft limit of
 /// open files to the hard one first.
 fn connection_cap(configured: usize, members: usize) -> usize {
-    let reserve = RESERVED_DESCRIPTORS + 8 * members as u64;
+    let reserve = RESERVED_DESCRIPTORS + 2 * MAX_EVICTING as u64 + 8 * members as u64;
     let limit = raise_open_files_limit();
     let fits = limit.saturating_sub(reserve).max(16) as usize;
     if configured > fits {

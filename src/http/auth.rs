@@ -26,6 +26,7 @@
 //! a weaker rule; the key is decoded from the raw path exactly as the
 //! handlers decode it.
 
+use super::body_budget::TokenId;
 use super::cluster::LOCAL_PREFIX;
 use super::error::ApiError;
 use super::request::KV_PREFIX;
@@ -37,7 +38,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
+use actix_web::{web, HttpMessage, ResponseError};
 use percent_encoding::percent_decode_str;
 use ringkv_actors::metrics::Metrics;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -120,11 +121,12 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The decision for one request.
-fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), ApiError> {
+/// The decision for one request: `Ok(Some(token id))` when a valid token
+/// allows it, `Ok(None)` for an open route.
+fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<Option<String>, ApiError> {
     let Some((role, key)) = classify(req.match_info().as_str(), req.uri().path(), req.method())
     else {
-        return Ok(());
+        return Ok(None);
     };
     if !auth.is_available() {
         Metrics::add(&metrics.auth_unavailable, 1);
@@ -208,7 +210,7 @@ fn check(req: &ServiceRequest, auth: &Auth, metrics: &Metrics) -> Result<(), Api
             ),
         ));
     }
-    Ok(())
+    Ok(Some(grant.id))
 }
 
 /// The route of a path, without the key (keys are data, never logged).
@@ -235,9 +237,15 @@ pub async fn guard(
         .as_ref()
         .and_then(|s| s.services.auth.as_ref().map(|a| (s, a)))
     {
-        None => Ok(()),
+        None => Ok(None),
         Some((s, auth)) => check(&req, auth, &s.services.core.local.stats),
     };
+    // Its body counts against this token's share of the body budget.
+    let verdict = verdict.map(|id| {
+        if let Some(id) = id {
+            req.extensions_mut().insert(TokenId(id));
+        }
+    });
     match verdict {
         Ok(()) => next
             .call(req)

@@ -81,8 +81,25 @@ async fn local_routes(
     }
 }
 
+/// Open without a token, so it also says which security files fail to
+/// reload (the routes with details need a token, and a tokens file that
+/// fails to load refuses every token): only their names, never an error.
 async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok", "node": state.node_id}))
+    let failing: Vec<&str> = state
+        .services
+        .core
+        .local
+        .stats
+        .reloads
+        .failing()
+        .into_iter()
+        .map(|(what, _)| what.as_str())
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "node": state.node_id,
+        "reload_failing": failing,
+    }))
 }
 
 /// How long after start `/ready` waits for every peer connection before it

@@ -814,7 +814,7 @@ fn rewrite_unseen(path: &Path, bytes: &[u8], mtime: SystemTime) {
 /// unchanged (SIGHUP at a bad moment) keeps the tokens in force, shows in
 /// `ringkv_reload_failing` and `/v1/cluster`, and is retried until it loads
 /// (the gauge goes 1 → 0). While every token is refused, `/metrics` is
-/// refused too, so the first half watches the answers and the log.
+/// refused too; the open `/health` names the failing file.
 #[test]
 fn a_tokens_file_that_cannot_load_refuses_every_token_until_it_does() {
     let mut c = Cluster::start(ClusterSpec::single().secure());
@@ -865,9 +865,14 @@ fn a_tokens_file_that_cannot_load_refuses_every_token_until_it_does() {
         for t in [&admin, &doomed] {
             client(t).get(&key).expect_error(503, "tokens_unavailable");
         }
-        c.client_with_token(0, None)
-            .get("/health")
-            .expect_status(200);
+        // The open route says what fails (the detailed ones need a token).
+        let health = c.client_with_token(0, None).get("/health");
+        health.expect_status(200);
+        assert_eq!(
+            health.json()["reload_failing"],
+            serde_json::json!(["tokens"]),
+            "{health}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::fs::remove_dir(&tokens).unwrap();

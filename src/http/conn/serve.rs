@@ -30,6 +30,11 @@ pub struct ServeOptions {
     pub shutdown_timeout_s: u64,
     /// HTTPS, when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sockets the workers hold at once, admitted or not: beyond, the
+    /// accept loop pauses (new connections wait in the kernel's queue, not
+    /// in descriptors). Above the table's cap by the connections it may be
+    /// closing and refusing at once, so a full table still evicts.
+    pub max_sockets: usize,
 }
 
 /// Starts serving `listener` with the app `factory` builds (one per worker).
@@ -50,8 +55,10 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
+    let workers = opts.workers.clamp(1, 512);
     let builder = Server::build()
-        .workers(opts.workers.clamp(1, 512))
+        .workers(workers)
+        .max_concurrent_connections(opts.max_sockets.div_ceil(workers).max(1))
         .backlog(1024)
         .shutdown_timeout(opts.shutdown_timeout_s)
         .disable_signals();
