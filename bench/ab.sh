@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/ab.sh — the 3-node quorum figures of two ringkv builds, in one sitting,
+# bench/ab.sh — the quorum figures (3 nodes, or 1) of two ringkv builds, in one sitting,
 # alternating A B A B so machine noise hits both alike.
 #
 #   bash bench/ab.sh OLD_DIR NEW_DIR [--out FILE]
@@ -7,12 +7,12 @@
 # OLD_DIR and NEW_DIR hold a `ringkv` binary each (e.g. a release build of the
 # previous commit, made in a `git worktree` with its own CARGO_TARGET_DIR, and
 # target/release). The load tool is NEW_DIR/ringkv-bench for both (HTTP only).
-# Each round starts a fresh 3-node cluster (N=3, quorum reads and writes,
+# Each round starts a fresh cluster (3 nodes with N=3, or 1; quorum reads and writes,
 # durability "immediate") and runs the 10:1 mix, write-only and read-only
 # workloads; every run is bounded in time and every server stopped on exit.
 #
 # Environment: DURATION=10 CLIENTS=64 KEYS=10000 VALUE_SIZE=1024 ROUNDS=2
-# BASE_PORT=27600.
+# BASE_PORT=27600 NODES=3 (NODES=1: one node, N=1).
 
 set -euo pipefail
 
@@ -22,6 +22,8 @@ KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-1024}
 ROUNDS=${ROUNDS:-2}
 BASE_PORT=${BASE_PORT:-27600}
+NODES=${NODES:-3}
+case "$NODES" in 1) N=1 Q=1 ;; 3) N=3 Q=2 ;; *) echo "ab.sh: NODES is 1 or 3" >&2; exit 2 ;; esac
 
 [ $# -ge 2 ] || { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 OLD=$(cd "$1" && pwd)
@@ -46,9 +48,9 @@ trap cleanup EXIT
 
 config() { # FILE DATA_DIR
     {
-        printf '[cluster]\nname = "ab"\nreplication_factor = 3\nr = 2\nw = 2\n\n'
+        printf '[cluster]\nname = "ab"\nreplication_factor = %d\nr = %d\nw = %d\n\n' $N $Q $Q
         printf '[storage]\ndurability = "immediate"\n'
-        for i in 1 2 3; do
+        for i in $(seq 1 "$NODES"); do
             printf '\n[[nodes]]\nid = "n%d"\nhttp_addr = "127.0.0.1:%d"\n' "$i" $((BASE_PORT + i))
             printf 'peer_addr = "127.0.0.1:%d"\ndata_dir = "%s/n%d"\n' $((BASE_PORT + 10 + i)) "$2" "$i"
         done
@@ -57,11 +59,11 @@ config() { # FILE DATA_DIR
 
 start() { # BIN_DIR CONFIG
     PIDS=()
-    for i in 1 2 3; do
+    for i in $(seq 1 "$NODES"); do
         "$1/ringkv" serve --config "$2" --node "n$i" >"$WORK/n$i.log" 2>&1 &
         PIDS+=($!)
     done
-    for i in 1 2 3; do
+    for i in $(seq 1 "$NODES"); do
         for _ in $(seq 1 300); do
             curl -fsS "http://127.0.0.1:$((BASE_PORT + i))/ready" >/dev/null 2>&1 && break
             sleep 0.1
@@ -75,12 +77,13 @@ stop() {
     PIDS=()
 }
 
-NODES=127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2)),127.0.0.1:$((BASE_PORT + 3))
+TARGETS=$(for i in $(seq 1 "$NODES"); do printf '127.0.0.1:%d,' $((BASE_PORT + i)); done)
+TARGETS=${TARGETS%,}
 declare -A OPS=() P99=()
 
 bench() { # LABEL ROUND NAME PHASES WORKLOAD
     local json="$WORK/$1-$2-$3.json"
-    timeout -s INT -k 15 $((DURATION + 180)) "$NEW/ringkv-bench" --nodes "$NODES" \
+    timeout -s INT -k 15 $((DURATION + 180)) "$NEW/ringkv-bench" --nodes "$TARGETS" \
         --clients "$CLIENTS" --keys "$KEYS" --value-size "$VALUE_SIZE" --duration "${DURATION}s" \
         --phases "$4" --workload "$5" --read-consistency quorum --write-consistency quorum \
         --json "$json" >"$WORK/bench.log" 2>&1 || true
@@ -115,7 +118,7 @@ mean() { # LABEL NAME FIELD(OPS|P99)
 }
 
 {
-    echo "3 nodes, N=3, quorum reads and writes; $CLIENTS clients, $KEYS keys, $VALUE_SIZE-byte values, ${DURATION}s per run, $ROUNDS rounds alternating old/new, $(date -u +%F) $STARTED–$ENDED UTC"
+    echo "$NODES node(s), N=$N, quorum reads and writes; $CLIENTS clients, $KEYS keys, $VALUE_SIZE-byte values, ${DURATION}s per run, $ROUNDS rounds alternating old/new, $(date -u +%F) $STARTED–$ENDED UTC"
     echo
     echo "| workload | old ops/s | new ops/s | new/old | old p99 ms | new p99 ms |"
     echo "|---|---:|---:|---:|---:|---:|"
