@@ -48,6 +48,7 @@ pub mod gc;
 pub mod gossip;
 pub mod hint;
 pub mod inbound;
+pub mod layout;
 pub mod limits;
 pub mod membership;
 pub mod merge_join;
