@@ -85,15 +85,11 @@ pub fn targets(members: &[Member], n: usize, bits: u8) -> Vec<usize> {
                 (i, exact / weight, exact % weight)
             })
             .collect();
-        let mut given: u128 = share.iter().map(|s| s.1).sum();
+        let given: u128 = share.iter().map(|s| s.1).sum();
         // Largest remainder, ties to the lower id.
         share.sort_by(|a, b| b.2.cmp(&a.2).then(members[a.0].id.cmp(&members[b.0].id)));
-        for s in share.iter_mut() {
-            if given == left {
-                break;
-            }
+        for s in share.iter_mut().take((left - given) as usize) {
             s.1 += 1;
-            given += 1;
         }
         let over: Vec<usize> = share.iter().filter(|s| s.1 > q).map(|s| s.0).collect();
         if over.is_empty() {
