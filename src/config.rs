@@ -136,6 +136,11 @@ pub struct HttpSection {
     pub idle_timeout_ms: u64,
     /// A request body must arrive within this.
     pub body_timeout_ms: u64,
+    /// After its first 5 s, a request body must have arrived at this rate
+    /// on average (0: no minimum).
+    pub min_body_bytes_per_sec: u64,
+    /// The longest a request's handler may run, its body included.
+    pub handler_timeout_ms: u64,
     /// A response must be written within this after its handler ends.
     pub response_timeout_ms: u64,
     /// How long a stopping node lets in-flight requests finish.
@@ -153,6 +158,8 @@ impl Default for HttpSection {
             head_timeout_ms: 5_000,
             idle_timeout_ms: 3_000,
             body_timeout_ms: 30_000,
+            min_body_bytes_per_sec: 1024,
+            handler_timeout_ms: 60_000,
             response_timeout_ms: 30_000,
             shutdown_grace_ms: 5_000,
         }
@@ -579,10 +586,22 @@ impl Config {
             ("http.idle_timeout_ms", h.idle_timeout_ms),
             ("http.body_timeout_ms", h.body_timeout_ms),
             ("http.response_timeout_ms", h.response_timeout_ms),
+            ("http.handler_timeout_ms", h.handler_timeout_ms),
         ] {
             if !(10..=3_600_000).contains(&v) {
                 return Err(self.err(key, format!("must be 10..=3600000, got {v}")));
             }
+        }
+        let needed = h.body_timeout_ms + 2 * c.request_timeout_ms;
+        if h.handler_timeout_ms < needed {
+            return Err(self.err(
+                "http.handler_timeout_ms",
+                format!(
+                    "{} leaves a write no time: it must be at least http.body_timeout_ms plus \
+                     twice cluster.request_timeout_ms ({needed})",
+                    h.handler_timeout_ms
+                ),
+            ));
         }
         if self.http.shutdown_grace_ms > 600_000 {
             return Err(self.err(

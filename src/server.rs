@@ -305,6 +305,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         body_deadlines: BodyDeadlines {
             total: Duration::from_millis(h.body_timeout_ms),
             idle: Duration::from_millis(h.idle_timeout_ms),
+            min_bytes_per_sec: h.min_body_bytes_per_sec,
         },
         conns: conns.clone(),
         auth: security.auth.clone(),
@@ -322,7 +323,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
                 max_value_bytes,
             }))
             .wrap(actix_web::middleware::from_fn(http::auth::guard))
-            .wrap(actix_web::middleware::from_fn(http::conn::track::track))
+            .wrap(http::conn::track::Track)
             .configure(http::routes)
     };
     let bind_err = |err| StartError::Bind {

@@ -87,7 +87,17 @@ pub async fn repair(
         })
         .transpose()?
         .unwrap_or(REPAIR_WAIT_MS)
-        .min(MAX_REPAIR_WAIT_MS);
+        .min(MAX_REPAIR_WAIT_MS)
+        // Within the handler's own deadline (a second kept to answer 202).
+        .min(
+            state
+                .services
+                .config
+                .http
+                .handler_timeout_ms
+                .saturating_sub(1_000)
+                .max(1),
+        );
     let pass = state.services.repair.send(RunRepair);
     match tokio::time::timeout(std::time::Duration::from_millis(wait_ms), pass).await {
         Ok(Ok(Some(summary))) => Ok(HttpResponse::Ok().json(summary_json(&summary))),

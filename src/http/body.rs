@@ -1,7 +1,9 @@
 //! Reading a request body under bounds: at most `limit` bytes (a larger
 //! declared `Content-Length` answers 413 before anything is read), within
-//! `http.body_timeout_ms` in all and `http.idle_timeout_ms` between chunks
-//! (else 408 `request_timeout`, not applied), in memory reserved from the
+//! `http.body_timeout_ms` in all, `http.idle_timeout_ms` between chunks, and
+//! after a grace of [`MIN_RATE_GRACE`] at `http.min_body_bytes_per_sec` on
+//! average (else 408 `request_timeout`, not applied), in memory reserved
+//! exactly, as it is allocated, from the
 //! [`BodyBudget`] as it grows — never the declared size up front, so a body
 //! that trickles in holds only what it sent (at its budget: 503
 //! `overloaded`, not applied). Every refusal closes the connection: the
@@ -11,19 +13,49 @@ use super::body_budget::{BodyBudget, ClientKey, Exhausted, Reservation, TokenId}
 use super::error::ApiError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The first buffer a body gets; it doubles as bytes arrive.
 const FIRST_CAPACITY: usize = 16 << 10;
+/// How long a body may take before its average rate is judged.
+pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
 /// The deadlines of one body.
 #[derive(Clone, Copy, Debug)]
 pub struct BodyDeadlines {
     pub total: Duration,
     pub idle: Duration,
+    /// 0: no minimum rate.
+    pub min_bytes_per_sec: u64,
+}
+
+impl BodyDeadlines {
+    /// When the next bytes must have arrived, given `received` so far since
+    /// `start`, the last arrival at `last`; and what missing it means.
+    pub fn next(
+        &self,
+        start: tokio::time::Instant,
+        last: tokio::time::Instant,
+        received: usize,
+    ) -> (tokio::time::Instant, &'static str) {
+        let mut at = (start + self.total, "did not arrive in time");
+        if last + self.idle < at.0 {
+            at = (last + self.idle, "stopped arriving");
+        }
+        if self.min_bytes_per_sec > 0 {
+            // By then `received + 1` bytes are due at the minimum rate.
+            let due =
+                Duration::from_secs_f64((received + 1) as f64 / self.min_bytes_per_sec as f64);
+            let rate_at = start + MIN_RATE_GRACE + due;
+            if rate_at < at.0 {
+                at = (rate_at, "arrived too slowly (http.min_body_bytes_per_sec)");
+            }
+        }
+        at
+    }
 }
 
 /// Whose share of the budget a request's body counts against.
@@ -101,16 +133,11 @@ pub async fn read(
         }
     }
     let mut reservation = budget.reservation(client_key(req));
-    let mut buf = BytesMut::new();
+    let mut buf: Vec<u8> = Vec::new();
     let start = tokio::time::Instant::now();
-    let end = start + deadlines.total;
+    let mut last = start;
     loop {
-        let idle_end = tokio::time::Instant::now() + deadlines.idle;
-        let (at, what) = if idle_end < end {
-            (idle_end, "stopped arriving")
-        } else {
-            (end, "did not arrive in time")
-        };
+        let (at, what) = deadlines.next(start, last, buf.len());
         let chunk = match tokio::time::timeout_at(at, payload.next()).await {
             Err(_) => return Err(timed_out(what)),
             Ok(None) => break,
@@ -123,6 +150,7 @@ pub async fn read(
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
+        last = tokio::time::Instant::now();
         let len = buf.len() + chunk.len();
         if len > limit {
             return Err(too_large(len, limit));
@@ -137,9 +165,42 @@ pub async fn read(
                 .min(limit);
             let more = want.saturating_sub(reservation.bytes());
             reservation.grow(more).map_err(exhausted)?;
-            buf.reserve(want - buf.len());
+            // Exactly what was reserved (`reserve` may double).
+            buf.reserve_exact(want - buf.len());
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok((buf.freeze(), reservation))
+    Ok((Bytes::from(buf), reservation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_keep_up_the_minimum_rate_after_its_grace() {
+        let d = BodyDeadlines {
+            total: Duration::from_secs(30),
+            idle: Duration::from_secs(3),
+            min_bytes_per_sec: 1000,
+        };
+        let t0 = tokio::time::Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        // Fresh: the idle bound first.
+        assert_eq!(d.next(t0, t0, 0), (s(3_000), "stopped arriving"));
+        // A byte every 2 s (under the idle bound): at 6 s only 3 of the
+        // 1,001 bytes due after the grace are in.
+        let (at, why) = d.next(t0, s(6_000), 3);
+        assert_eq!(at, s(5_004));
+        assert!(why.contains("too slowly"), "{why}");
+        // Fast enough: the idle bound again.
+        assert_eq!(d.next(t0, s(6_000), 100_000).1, "stopped arriving");
+        // Near the end: the total.
+        assert_eq!(d.next(t0, s(29_000), 10_000_000).0, s(30_000));
+        let off = BodyDeadlines {
+            min_bytes_per_sec: 0,
+            ..d
+        };
+        assert_eq!(off.next(t0, s(6_000), 3).1, "stopped arriving");
+    }
 }

@@ -56,18 +56,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// The key-value routes, each bounded by `http.handler_timeout_ms`, its
+/// body included: beyond, 503 `timeout` (`indeterminate` for a write, which
+/// may yet be applied), and the connection closes.
 async fn kv_routes(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    match *req.method() {
-        Method::GET | Method::HEAD => kv::get(req, state).await,
-        Method::PUT => kv::put(req, payload, state).await,
-        Method::DELETE => kv::delete(req, state).await,
-        _ => Ok(method_not_allowed(
-            "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
-        )),
+    let limit = std::time::Duration::from_millis(state.services.config.http.handler_timeout_ms);
+    let write = matches!(*req.method(), Method::PUT | Method::DELETE);
+    let handler = async {
+        match *req.method() {
+            Method::GET | Method::HEAD => kv::get(req.clone(), state.clone()).await,
+            Method::PUT => kv::put(req.clone(), payload, state.clone()).await,
+            Method::DELETE => kv::delete(req.clone(), state.clone()).await,
+            _ => Ok(method_not_allowed(
+                "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
+            )),
+        }
+    };
+    match tokio::time::timeout(limit, handler).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request did not complete within http.handler_timeout_ms ({} ms)",
+                    limit.as_millis()
+                ),
+            )
+            .closing();
+            e.retry_after_s = Some(1);
+            Err(if write {
+                e.with("outcome", "indeterminate")
+            } else {
+                e
+            })
+        }
     }
 }
 

@@ -174,7 +174,7 @@ fn one_address_gets_its_cap_of_connections_and_others_still_get_in() {
 }
 
 #[test]
-fn a_full_node_closes_the_longest_waiting_connection_for_a_new_one() {
+fn a_full_node_closes_a_waiting_connection_for_a_new_one() {
     let c = Cluster::start(quick_deadlines(&[
         "head_timeout_ms = 20000",
         "max_connections = 6",
@@ -367,6 +367,247 @@ fn a_client_that_never_reads_is_cut_off() {
             Poll::Pending(format!("{n} write deadlines"))
         }
     });
+    // And the connection is gone (the only one left is this probe's).
+    wait_until(
+        Duration::from_secs(5),
+        "the connection closed",
+        || match metric_series(&c, 0, "ringkv_http_connections") {
+            1 => Poll::Ready(()),
+            n => Poll::Pending(format!("{n} connections")),
+        },
+    );
+    drop(s);
+}
+
+/// Review of 10 (H1): a connection counted as waiting from the moment its
+/// handler returned, so a pipelined request sent while a large response
+/// was still being read slowly was timed as a stalled head and the
+/// response was cut off midway.
+#[test]
+fn a_pipelined_request_does_not_cut_a_response_being_read_slowly() {
+    let c = Cluster::start(quick_deadlines(&[]).storage_toml("max_value_bytes = 1048576"));
+    let value = vec![5u8; 1 << 20];
+    c.node(0)
+        .client()
+        .put("/v1/kv/big", &value)
+        .expect_status(201);
+    let mut s = from(&c, [127, 0, 0, 1]);
+    s.write_all(b"GET /v1/kv/big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(HEALTH).unwrap();
+    // Read it at ~300 KiB/s (a read every 200 ms: never blocked for long),
+    // so it takes well over the head and idle deadlines.
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while got.len() < (1 << 20) + 200 && start.elapsed() < Duration::from_secs(20) {
+        let n = s.read(&mut chunk).expect("the response goes on");
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        start.elapsed() > Duration::from_millis(2_000),
+        "{:?}",
+        start.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..40]);
+    // Then the pipelined request's answer.
+    let mut rest = got;
+    while !String::from_utf8_lossy(&rest).contains("\"status\":\"ok\"") {
+        let n = s.read(&mut chunk).expect("the second answer");
+        assert!(n > 0, "closed before the second answer");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Review of 10 (H1, M1): connections with a request in hand — a slow
+/// download — and a pooled connection alone on its address survive a full
+/// table; the address holding the most connections pays.
+#[test]
+fn a_full_table_evicts_from_the_crowd_never_a_response_in_flight() {
+    let c = Cluster::start(
+        quick_deadlines(&[
+            "head_timeout_ms = 20000",
+            "keep_alive_ms = 20000",
+            "max_connections = 8",
+            "max_connections_per_address = 8",
+        ])
+        .storage_toml("max_value_bytes = 1048576"),
+    );
+    c.node(0)
+        .client()
+        .put("/v1/kv/big", &vec![5u8; 1 << 20])
+        .expect_status(201);
+    let pooled = Client::with_timeout(c.node(0).base_url(), Duration::from_secs(5));
+    pooled.get("/health").expect_status(200);
+    let mut download = from(&c, [127, 0, 0, 3]);
+    download
+        .write_all(b"GET /v1/kv/big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut chunk = vec![0u8; 16 << 10];
+    download.read_exact(&mut chunk).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The crowd fills the table, then keeps coming.
+    let crowd: Vec<TcpStream> = (0..12)
+        .filter_map(|_| tcp_from([127, 0, 0, 2], c.node(0).http_addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(metric_series(&c, 0, "ringkv_http_connections_evicted_total") >= 1);
+    let mut got = chunk.len();
+    download
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while got < (1 << 20) {
+        let n = download.read(&mut chunk).expect("the download goes on");
+        assert!(n > 0, "the download was cut at {got} bytes");
+        got += n;
+    }
+    pooled.get("/health").expect_status(200);
+    drop(crowd);
+}
+
+/// Review of 10 (H2): bodies trickled below any idle bound held every slot
+/// (a connection with a handler running has no head deadline and is never
+/// evicted); now a body must keep up a minimum rate after its grace, so the
+/// slots come back and a new client gets in.
+#[test]
+fn trickled_bodies_cannot_hold_every_connection() {
+    let c = Cluster::start(quick_deadlines(&[
+        "idle_timeout_ms = 3000",
+        "max_connections = 10",
+        "max_connections_per_address = 5",
+    ]));
+    let mut trickles: Vec<TcpStream> = (0..10)
+        .map(|i| {
+            partial_put(
+                &c,
+                [127, 0, 0, 2 + (i % 2) as u8],
+                &format!("t{i}"),
+                1000,
+                1,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    // A byte each per 400 ms, while a new client keeps trying to get in.
+    let mut served = None;
+    while start.elapsed() < Duration::from_secs(12) && served.is_none() {
+        for t in &mut trickles {
+            let _ = t.write_all(b"x");
+        }
+        if let Ok(mut s) = tcp_from([127, 0, 0, 9], c.node(0).http_addr) {
+            let _ = s.write_all(HEALTH);
+            if let Some((200, _)) = try_response(&mut s, Duration::from_millis(300)) {
+                served = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let served = served.expect("a new client got in");
+    assert!(served < Duration::from_secs(9), "{served:?}");
+    let mut slow = 0;
+    for t in &mut trickles {
+        if let Some((408, body)) = try_response(t, Duration::from_millis(200)) {
+            assert!(body.contains("too slowly"), "{body}");
+            slow += 1;
+        }
+    }
+    assert!(slow >= 5, "{slow} bodies cut for their rate");
+}
+
+/// Review of 10 (L1): a refusal of a chunked body used to leave its
+/// connection open (actix drained the body) until a head deadline.
+#[test]
+fn a_refused_chunked_body_closes_its_connection_at_once() {
+    let c = Cluster::start(quick_deadlines(&[
+        "head_timeout_ms = 20000",
+        "keep_alive_ms = 20000",
+    ]));
+    let mut s = from(&c, [127, 0, 0, 1]);
+    s.write_all(
+        b"PUT /v1/kv/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let (status, _) = read_response(&mut s);
+    assert_eq!(status, 408);
+    let took = closed_within(&mut s, Duration::from_secs(5)).expect("closed");
+    assert!(took < Duration::from_millis(1_500), "{took:?}");
+}
+
+/// Review of 10 (M2): a head may not grow beyond 32 KiB, whatever its pace.
+#[test]
+fn a_huge_request_head_is_cut_off() {
+    let c = Cluster::start(quick_deadlines(&[]));
+    let mut s = from(&c, [127, 0, 0, 1]);
+    s.write_all(HEALTH).unwrap();
+    assert_eq!(read_response(&mut s).0, 200);
+    let mut head = b"GET /health HTTP/1.1\r\nHost: t\r\n".to_vec();
+    while head.len() < 64 << 10 {
+        head.extend_from_slice(b"X-Pad: 0123456789012345678901234567890123456789\r\n");
+    }
+    let _ = s.write_all(&head);
+    assert!(closed_within(&mut s, Duration::from_secs(3)).is_some());
+    assert!(
+        metric_series(
+            &c,
+            0,
+            "ringkv_http_connections_timed_out_total{deadline=\"head_too_large\"}"
+        ) + metric_series(
+            &c,
+            0,
+            "ringkv_http_connections_timed_out_total{deadline=\"head\"}"
+        ) >= 1
+    );
+}
+
+/// Review of 10 (H2): with the disk stalled, a write answers 503 `timeout`
+/// (`indeterminate`: it may yet commit) at the handler deadline, and
+/// clients that give up and close leave no connection behind.
+#[test]
+fn a_stalled_disk_times_writes_out_and_abandoned_connections_go() {
+    let c = Cluster::start(
+        quick_deadlines(&["body_timeout_ms = 1000", "handler_timeout_ms = 5000"])
+            .with_fault_files(),
+    );
+    c.node(0)
+        .client()
+        .put("/v1/kv/before", b"x")
+        .expect_status(201);
+    c.node(0).set_faults("fsync_delay_ms = 30000\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let r = Client::with_timeout(c.node(0).base_url(), Duration::from_secs(20))
+        .put("/v1/kv/stalled", b"x");
+    let body = r.expect_error(503, "timeout");
+    assert_eq!(body["outcome"], "indeterminate");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    // Ten clients send a PUT and give up (close) at once.
+    for i in 0..10 {
+        let mut s = from(&c, [127, 0, 0, 2]);
+        s.write_all(
+            format!("PUT /v1/kv/gone{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+                .as_bytes(),
+        )
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "abandoned connections gone",
+        || match metric_series(&c, 0, "ringkv_http_connections") {
+            n if n <= 2 => Poll::Ready(()),
+            n => Poll::Pending(format!("{n} connections")),
+        },
+    );
+    c.node(0).set_faults("");
 }
 
 /// The review's attack at scale: 2,000 slow connections against one node

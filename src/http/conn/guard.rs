@@ -20,6 +20,11 @@ pub struct Conn {
     pub id: u64,
     timer: Mutex<ConnTimer>,
     evicted: AtomicBool,
+    /// Its current response closes it (`Connection: close`): once that is
+    /// sent, the client's further bytes are not read.
+    closing: AtomicBool,
+    /// The task serving the connection (woken to evict it, or to arm the
+    /// deadlines of a new phase).
     pub(super) waker: AtomicWaker,
     /// The guard's clock origin.
     epoch: Instant,
@@ -38,16 +43,43 @@ impl Conn {
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Relaxed)
     }
+
+    /// A request's head is complete and its handler starts; `false` if the
+    /// connection was evicted first (then no handler may run).
+    pub fn start_request(&self) -> bool {
+        let mut t = self.timer();
+        if self.is_evicted() {
+            return false;
+        }
+        t.request_started();
+        true
+    }
+
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
 }
 
 impl Evictable for Arc<Conn> {
-    fn waiting_since_ms(&self) -> Option<u64> {
-        self.timer().waiting_since_ms()
+    fn waiting(&self) -> Option<(u64, bool)> {
+        let t = self.timer();
+        t.waiting_since_ms().map(|since| (since, t.served()))
     }
 
-    fn evict(&self) {
+    fn evict(&self) -> bool {
+        // Under the timer's lock: a request cannot start in between.
+        let t = self.timer();
+        if t.waiting_since_ms().is_none() {
+            return false;
+        }
         self.evicted.store(true, Ordering::Relaxed);
+        drop(t);
         self.waker.wake();
+        true
     }
 }
 
@@ -57,10 +89,12 @@ pub struct ConnStats {
     pub open: AtomicU64,
     pub accepted: AtomicU64,
     pub refused_per_address: AtomicU64,
+    pub refused_per_network: AtomicU64,
     pub refused_total: AtomicU64,
     pub evicted: AtomicU64,
     pub timed_out_head: AtomicU64,
     pub timed_out_head_idle: AtomicU64,
+    pub timed_out_head_too_large: AtomicU64,
     pub timed_out_write: AtomicU64,
 }
 
@@ -69,6 +103,7 @@ impl ConnStats {
         let c = match why {
             Expiry::Head => &self.timed_out_head,
             Expiry::HeadIdle => &self.timed_out_head_idle,
+            Expiry::HeadTooLarge => &self.timed_out_head_too_large,
             Expiry::Write => &self.timed_out_write,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -94,11 +129,13 @@ impl ConnStats {
         let _ = writeln!(
             out,
             "# HELP ringkv_http_connections_refused_total client connections refused at a cap \
-             (http.max_connections_per_address, http.max_connections)\n\
+             (http.max_connections_per_address, four of them per IPv6 /48, http.max_connections)\n\
              # TYPE ringkv_http_connections_refused_total counter\n\
              ringkv_http_connections_refused_total{{cap=\"per_address\"}} {}\n\
+             ringkv_http_connections_refused_total{{cap=\"per_network\"}} {}\n\
              ringkv_http_connections_refused_total{{cap=\"total\"}} {}",
             get(&self.refused_per_address),
+            get(&self.refused_per_network),
             get(&self.refused_total)
         );
         let _ = writeln!(
@@ -112,13 +149,16 @@ impl ConnStats {
         let _ = writeln!(
             out,
             "# HELP ringkv_http_connections_timed_out_total client connections closed at a \
-             deadline (a request head too slow, stalled, or a response the client did not read)\n\
+             deadline (a request head too slow, stalled or too large, or a response the client \
+             did not read in time)\n\
              # TYPE ringkv_http_connections_timed_out_total counter\n\
              ringkv_http_connections_timed_out_total{{deadline=\"head\"}} {}\n\
              ringkv_http_connections_timed_out_total{{deadline=\"head_idle\"}} {}\n\
+             ringkv_http_connections_timed_out_total{{deadline=\"head_too_large\"}} {}\n\
              ringkv_http_connections_timed_out_total{{deadline=\"write\"}} {}",
             get(&self.timed_out_head),
             get(&self.timed_out_head_idle),
+            get(&self.timed_out_head_too_large),
             get(&self.timed_out_write)
         );
     }
@@ -168,6 +208,7 @@ impl ConnGuard {
                 id,
                 timer: Mutex::new(ConnTimer::accepted(now)),
                 evicted: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 epoch,
             })
@@ -187,6 +228,7 @@ impl ConnGuard {
                 drop(table);
                 let c = match why {
                     Refusal::PerAddress => &self.stats.refused_per_address,
+                    Refusal::PerNetwork => &self.stats.refused_per_network,
                     Refusal::Full => &self.stats.refused_total,
                 };
                 c.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +256,7 @@ pub fn refusal_response(why: Refusal) -> Vec<u8> {
          \"code\":\"overloaded\",\"outcome\":\"not_applied\"}}",
         match why {
             Refusal::PerAddress => "http.max_connections_per_address",
+            Refusal::PerNetwork => "four times http.max_connections_per_address per IPv6 /48",
             Refusal::Full => "http.max_connections",
         }
     );

@@ -7,6 +7,7 @@
 //! connection's next read or write fails with `ConnectionAborted`. Dropping
 //! it releases its slot in the [`ConnGuard`]'s table.
 
+use super::deadlines::{Expiry, MAX_HEAD_BYTES, WAITING_READ_BYTES};
 use super::guard::{Conn, ConnGuard};
 use std::future::Future;
 use std::io;
@@ -24,6 +25,8 @@ pub struct Guarded<IO> {
     sleep: Pin<Box<Sleep>>,
     /// The deadline `sleep` is armed for.
     armed_ms: Option<u64>,
+    /// The wait (its start) in which reading stopped at MAX_HEAD_BYTES.
+    head_full_in: Option<u64>,
 }
 
 impl<IO> Guarded<IO> {
@@ -35,6 +38,7 @@ impl<IO> Guarded<IO> {
             guard,
             sleep: Box::pin(tokio::time::sleep_until(far)),
             armed_ms: None,
+            head_full_in: None,
         }
     }
 
@@ -52,7 +56,8 @@ impl<IO> Guarded<IO> {
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.conn.waker.register(cx.waker());
         loop {
-            if self.conn.is_evicted() {
+            // Evicted only while it waited (a request in hand finishes).
+            if self.conn.is_evicted() && self.conn.timer().waiting_since_ms().is_some() {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "connection evicted to make room for another",
@@ -85,9 +90,13 @@ impl<IO> Guarded<IO> {
 
     fn wrote(&mut self, n: usize) {
         if n > 0 {
-            let now = self.guard.now_ms();
-            self.conn.timer().wrote(now);
+            self.conn.timer().wrote();
         }
+    }
+
+    /// The TLS handshake on this socket is done (its bytes were no head).
+    pub fn handshake_done(&self) {
+        self.conn.timer().handshake_done();
     }
 
     fn write_blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -110,15 +119,53 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.conn.is_evicted() {
+        if this.conn.is_evicted() && this.conn.timer().waiting_since_ms().is_some() {
             return Poll::Ready(this.check(cx));
         }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+        if this.conn.is_closing() && this.conn.timer().waiting_since_ms().is_some() {
+            // Its last response said `Connection: close`: read no more
+            // (end of stream; actix-http then closes it).
+            return Poll::Ready(Ok(()));
+        }
+        let (waiting, head_bytes) = {
+            let t = this.conn.timer();
+            (t.waiting_since_ms(), t.head_bytes())
+        };
+        let read = if let Some(since) = waiting {
+            let room = MAX_HEAD_BYTES.saturating_sub(head_bytes) as usize;
+            if room == 0 {
+                if this.head_full_in == Some(since) {
+                    // It parsed what it had and found no whole head.
+                    this.guard.stats.timed_out(Expiry::HeadTooLarge);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "client connection deadline passed (head_too_large)",
+                    )));
+                }
+                // Read no more: let actix-http parse what it has first.
+                this.head_full_in = Some(since);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Small reads: what a head brings before its request starts
+            // stays within MAX_HEAD_BYTES.
+            let cap = room.min(WAITING_READ_BYTES).min(buf.remaining());
+            let mut small = ReadBuf::new(buf.initialize_unfilled_to(cap));
+            let r = Pin::new(&mut this.io).poll_read(cx, &mut small);
+            let n = small.filled().len();
+            buf.advance(n);
+            r.map_ok(|()| n)
+        } else {
+            let before = buf.filled().len();
+            Pin::new(&mut this.io)
+                .poll_read(cx, buf)
+                .map_ok(|()| buf.filled().len() - before)
+        };
+        match read {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
                     let now = this.guard.now_ms();
-                    this.conn.timer().read(now);
+                    this.conn.timer().read(now, n);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -138,9 +185,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.conn.is_evicted() {
-            return Poll::Ready(this.check(cx).map(|_| 0));
-        }
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 this.wrote(n);
@@ -160,9 +204,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.conn.is_evicted() {
-            return Poll::Ready(this.check(cx).map(|_| 0));
-        }
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 this.wrote(n);
@@ -280,7 +321,7 @@ mod tests {
         let g = guard();
         let (mut io, _client) = guarded(&g);
         io.conn().timer().request_started();
-        io.conn().timer().request_finished(g.now_ms());
+        io.conn().timer().responding(g.now_ms());
         let err = io.write_all(&[0u8; 4096]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
@@ -295,7 +336,7 @@ mod tests {
             io.read(&mut buf).await
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        super::super::table::Evictable::evict(&conn);
+        assert!(super::super::table::Evictable::evict(&conn));
         let r = tokio::time::timeout(std::time::Duration::from_millis(250), reader)
             .await
             .expect("woken at once")

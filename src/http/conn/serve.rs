@@ -99,6 +99,7 @@ where
                         .accept(io)
                         .await
                         .map_err(actix_http::error::DispatchError::Io)?;
+                    tls.get_ref().0.handshake_done();
                     Ok((tls, Protocol::Http1, Some(peer)))
                 }
             })
@@ -171,6 +172,9 @@ where
         .keep_alive(Duration::from_millis(limits.keep_alive_ms.max(1)))
         .client_request_timeout(Duration::from_millis(limits.head_timeout_ms.max(1)))
         .client_disconnect_timeout(Duration::from_secs(1))
+        // A client that half-closes is gone: its handler stops (a stalled
+        // disk cannot pile up connections in CLOSE-WAIT).
+        .h1_allow_half_closed(false)
         .graceful_shutdown_signal(move || {
             let signal = signal.clone();
             async move { signal.notified().await }

@@ -1,10 +1,12 @@
-//! The table of open client connections: a cap overall and a cap per
-//! client address (IPv6 per /64, the block one host usually holds), and,
-//! when the overall cap is reached, room made by evicting the connection
-//! that has waited longest for its next request (a slow-loris holds
-//! connections in exactly that state; a busy connection is never evicted).
-//! Pure: time is passed in; what a connection is waiting on comes from
-//! [`Evictable`].
+//! The table of open client connections: a cap overall, a cap per client
+//! address (IPv6 per /64, the block one host usually holds) and one per
+//! IPv6 /48 (four address caps: a site's subnets), and, when the overall cap
+//! is reached, room made by evicting a connection that waits for its next
+//! request — from the address holding the most connections first, one that
+//! never completed a request before one that did, the longest waiting first
+//! (a slow-loris holds connections in exactly that state; a connection with
+//! a request in hand is never evicted). Pure: time is passed in; what a
+//! connection is waiting on comes from [`Evictable`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,10 +26,12 @@ pub struct TableLimits {
 
 /// What the table needs to know of a connection.
 pub trait Evictable {
-    /// Since when it waits for its next request (`None`: a handler runs).
-    fn waiting_since_ms(&self) -> Option<u64>;
-    /// Tell it to close (it leaves the table when it does).
-    fn evict(&self);
+    /// Since when it waits for its next request (`None`: a request is in
+    /// hand), and whether it completed one before.
+    fn waiting(&self) -> Option<(u64, bool)>;
+    /// Tell it to close if it still waits (it leaves the table when it
+    /// does); answers whether it was told.
+    fn evict(&self) -> bool;
 }
 
 /// Why a connection was refused.
@@ -35,6 +39,8 @@ pub trait Evictable {
 pub enum Refusal {
     /// Its address holds `max_per_address` connections.
     PerAddress,
+    /// Its IPv6 /48 holds four times `max_per_address` connections.
+    PerNetwork,
     /// The node holds `max_connections` and none could be evicted.
     Full,
 }
@@ -43,6 +49,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::PerAddress => "per_address",
+            Refusal::PerNetwork => "per_network",
             Refusal::Full => "total",
         }
     }
@@ -68,7 +75,23 @@ pub struct ConnTable<T> {
     next_id: u64,
     open: HashMap<u64, Entry<T>>,
     per_bucket: HashMap<IpAddr, usize>,
+    per_network: HashMap<IpAddr, usize>,
     evicting: usize,
+    /// A full table found nothing to evict: none can be before this.
+    no_victim_before_ms: u64,
+}
+
+/// The IPv6 /48 of an address (IPv4: none).
+fn network(ip: IpAddr) -> Option<IpAddr> {
+    match bucket(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                s[0], s[1], s[2], 0, 0, 0, 0, 0,
+            )))
+        }
+    }
 }
 
 /// The address connections are counted under.
@@ -92,7 +115,9 @@ impl<T: Evictable> ConnTable<T> {
             next_id: 0,
             open: HashMap::new(),
             per_bucket: HashMap::new(),
+            per_network: HashMap::new(),
             evicting: 0,
+            no_victim_before_ms: 0,
         }
     }
 
@@ -121,6 +146,13 @@ impl<T: Evictable> ConnTable<T> {
         if self.per_bucket.get(&b).copied().unwrap_or(0) >= self.limits.max_per_address {
             return Err(Refusal::PerAddress);
         }
+        let net = network(ip);
+        if let Some(net) = net {
+            let cap = self.limits.max_per_address.saturating_mul(4);
+            if self.per_network.get(&net).copied().unwrap_or(0) >= cap {
+                return Err(Refusal::PerNetwork);
+            }
+        }
         let mut evicted = None;
         if self.open.len() >= self.limits.max_connections {
             evicted = Some(self.evict_one(now_ms).ok_or(Refusal::Full)?);
@@ -128,6 +160,9 @@ impl<T: Evictable> ConnTable<T> {
         let id = self.next_id;
         self.next_id += 1;
         *self.per_bucket.entry(b).or_insert(0) += 1;
+        if let Some(net) = net {
+            *self.per_network.entry(net).or_insert(0) += 1;
+        }
         let entry = self.open.entry(id).or_insert(Entry {
             bucket: b,
             handle: make(id),
@@ -150,25 +185,54 @@ impl<T: Evictable> ConnTable<T> {
                 self.per_bucket.remove(&e.bucket);
             }
         }
+        if let Some(net) = network(e.bucket) {
+            if let Some(n) = self.per_network.get_mut(&net) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_network.remove(&net);
+                }
+            }
+        }
     }
 
-    /// Evicts the connection that has waited longest, if any may be.
+    /// Evicts a waiting connection, if any may be: from the address
+    /// holding the most, one never served first, the longest waiting first.
     fn evict_one(&mut self, now_ms: u64) -> Option<u64> {
-        if self.evicting >= self.limits.max_evicting {
+        if self.evicting >= self.limits.max_evicting || now_ms < self.no_victim_before_ms {
             return None;
         }
-        let (id, e) = self
-            .open
-            .iter_mut()
-            .filter(|(_, e)| !e.evicting)
-            .filter_map(|(id, e)| Some((e.handle.waiting_since_ms()?, id, e)))
-            .filter(|(since, _, _)| now_ms.saturating_sub(*since) >= self.limits.evict_after_ms)
-            .min_by_key(|(since, id, _)| (*since, **id))
-            .map(|(_, id, e)| (*id, e))?;
-        e.evicting = true;
-        e.handle.evict();
-        self.evicting += 1;
-        Some(id)
+        let after = self.limits.evict_after_ms;
+        let mut soonest = now_ms.saturating_add(after);
+        // (most connections on its address first, never served first,
+        // longest waiting first, id), id
+        type Rank = (std::cmp::Reverse<usize>, bool, u64, u64);
+        let mut candidates: Vec<(Rank, u64)> = Vec::new();
+        for (id, e) in &self.open {
+            if e.evicting {
+                continue;
+            }
+            let Some((since, served)) = e.handle.waiting() else {
+                continue;
+            };
+            if now_ms.saturating_sub(since) < after {
+                soonest = soonest.min(since.saturating_add(after));
+                continue;
+            }
+            let from_address = self.per_bucket.get(&e.bucket).copied().unwrap_or(0);
+            candidates.push(((std::cmp::Reverse(from_address), served, since, *id), *id));
+        }
+        candidates.sort_unstable();
+        for (_, id) in candidates {
+            let e = self.open.get_mut(&id).expect("listed");
+            // It may have begun a request since it was listed.
+            if e.handle.evict() {
+                e.evicting = true;
+                self.evicting += 1;
+                return Some(id);
+            }
+        }
+        self.no_victim_before_ms = soonest;
+        None
     }
 }
 
@@ -185,11 +249,12 @@ mod tests {
     }
 
     impl Evictable for Fake {
-        fn waiting_since_ms(&self) -> Option<u64> {
-            self.since.get()
+        fn waiting(&self) -> Option<(u64, bool)> {
+            self.since.get().map(|s| (s, false))
         }
-        fn evict(&self) {
+        fn evict(&self) -> bool {
             self.evicted.set(true);
+            true
         }
     }
 
@@ -277,6 +342,47 @@ mod tests {
             Some(Refusal::Full),
             "none waited 100 ms"
         );
+        // Without a scan until one could have: at 1_050 the waiting ones
+        // have waited 100 ms.
+        assert_eq!(t.no_victim_before_ms, 1_050);
+        t.admit(ip("10.0.1.1"), 1_050, |_| fake(None)).unwrap();
+    }
+
+    #[test]
+    fn the_address_holding_most_loses_first_and_ipv6_counts_per_48_too() {
+        let limits = TableLimits {
+            max_connections: 4,
+            max_per_address: 3,
+            max_evicting: 4,
+            evict_after_ms: 0,
+        };
+        let mut t = ConnTable::new(limits);
+        let pooled = fake(Some(0)); // the longest waiting, alone on its address
+        let p = pooled.clone();
+        t.admit(ip("10.0.0.1"), 0, move |_| p).unwrap();
+        let crowd: Vec<Fake> = (0..3).map(|_| fake(Some(500))).collect();
+        for f in &crowd {
+            let f = f.clone();
+            t.admit(ip("10.0.0.2"), 0, move |_| f).unwrap();
+        }
+        t.admit(ip("10.0.0.3"), 1_000, |_| fake(None)).unwrap();
+        assert!(!pooled.evicted.get(), "the crowd's address pays");
+        assert_eq!(crowd.iter().filter(|f| f.evicted.get()).count(), 1);
+        let mut t = ConnTable::new(TableLimits {
+            max_connections: 100,
+            max_per_address: 2,
+            max_evicting: 1,
+            evict_after_ms: 0,
+        });
+        for i in 0..8 {
+            t.admit(ip(&format!("2001:db8:0:{i}::1")), 0, |_| fake(None))
+                .unwrap();
+        }
+        assert_eq!(
+            t.admit(ip("2001:db8:0:99::1"), 0, |_| fake(None)).err(),
+            Some(Refusal::PerNetwork)
+        );
+        t.admit(ip("2001:db8:1::1"), 0, |_| fake(None)).unwrap();
     }
 
     #[test]
