@@ -34,7 +34,7 @@ use crate::record::Record;
 use crate::replica::LocalReplica;
 use crate::ring::Ring;
 use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
-use crate::version::{Hlc, Version};
+use crate::version::{Hlc, IssueRefused, Version};
 use crate::wire::{Request, Response, WireRecord};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -248,34 +248,34 @@ impl NodeCore {
     }
 
     /// A fresh version above `floor`, covered by a durable clock reservation
-    /// (so this node never issues it again, even after a restart).
+    /// (so this node never issues it again, even after a restart). Refused
+    /// (503 `clock_skew`, not applied, and nothing stored in the clock) when
+    /// the clock stepped since it was measured, or the version would lie
+    /// beyond the allowed drift: every replica would refuse it, and ours
+    /// would keep it.
     async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
-        // Checked again here, not only when the write began: a write that
-        // retries, or reads first (conditional), may outlive a step.
-        let v = self.hlc.next_after(floor).map_err(|e| {
-            Metrics::add(&self.local.stats.clock_refusals, 1);
-            Error::ClockSkew(format!(
-                "{e}: this node coordinates writes once gossip has measured its clock (within a \
-                 few rounds) — send the request to another node"
-            ))
-        })?;
         // Without peers nobody else judges our versions: only the order of
         // our own matters, and the clock keeps it.
         let judged = !self.view().peers.is_empty();
-        let checked = if judged {
-            self.hlc.check_drift(v)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = checked {
-            // Our clock once ran far ahead (a step since corrected): every
-            // replica would refuse this version, and ours would keep it.
+        // Checked again here, not only when the write began: a write that
+        // retries, or reads first (conditional), may outlive a step.
+        let v = self.hlc.next_after(floor, judged).map_err(|e| {
             Metrics::add(&self.local.stats.clock_refusals, 1);
-            return Err(Error::ClockSkew(format!(
-                "this node's clock would issue a version that {e}; it refuses to coordinate \
-                 writes until real time catches up — send the request to another node"
-            )));
-        }
+            Error::ClockSkew(match e {
+                IssueRefused::Stepped => format!(
+                    "{e}: this node coordinates writes once gossip has measured its clock \
+                     (within a few rounds) — send the request to another node"
+                ),
+                IssueRefused::FloorAhead(_) => format!(
+                    "{e}; the write is refused (a replica's version that far ahead comes from \
+                     a member whose clock runs ahead)"
+                ),
+                IssueRefused::ClockAhead(_) => format!(
+                    "{e}; it refuses to coordinate writes until real time catches up — send \
+                     the request to another node"
+                ),
+            })
+        })?;
         if let Some(ceiling) = self.hlc.needs_reservation(v) {
             self.local.reserve_clock(ceiling).await?;
         }

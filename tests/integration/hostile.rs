@@ -1,13 +1,16 @@
 //! Hostile peers on the peer port: a process holding a member's certificate
 //! (a compromised member; or, without peer TLS, anyone who knows the cluster
 //! name) cannot make a node ignore a member, grow its member table, feed it
-//! clock samples, or exhaust its sessions.
+//! clock samples, or exhaust its sessions — nor, answering as a replica,
+//! push the clock of a node that reads from it beyond the drift.
 
+use crate::fake_member::FakeMember;
 use crate::faults::{status_of, wait_converged, SLOW};
-use crate::harness::{kv_at, Cluster, ClusterSpec, Poll};
+use crate::harness::{kv, kv_at, Cluster, ClusterSpec, Poll};
 use crate::peer_conn::PeerConn;
+use ringkv_actors::version::{node_tag, pack, Version};
 use ringkv_actors::wire::{
-    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response,
+    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response, WireRecord,
     PROTOCOL_VERSION,
 };
 use std::io::{Read, Write};
@@ -30,25 +33,30 @@ impl Raw {
 
     /// Like [`Raw::connect`], answering why the node turned us away.
     pub fn try_connect(c: &Cluster, target: usize, id: &str) -> Result<Raw, String> {
-        let mut s = PeerConn::connect(c, target, id);
-        let hello = Frame::Hello(Hello {
-            cluster: "itest".into(),
-            protocol: PROTOCOL_VERSION,
-            node_id: id.into(),
-        });
-        s.write_all(&encode_frame(&hello, 4096).unwrap())
+        let mut raw = Raw::over(PeerConn::connect(c, target, id));
+        raw.send(&Frame::Hello(hello(id)))
             .map_err(|e| format!("no hello back: {e}"))?;
-        let mut raw = Raw {
-            s,
-            buf: bytes::BytesMut::new(),
-            codec: FrameCodec::new(16 << 20),
-        };
         match raw.next() {
             Some(Frame::Hello(_)) => Ok(raw),
             other => Err(format!("no hello back: {other:?}")),
         }
     }
 
+    /// Frames over `s`, whichever side opened it.
+    pub fn over(s: PeerConn) -> Raw {
+        Raw {
+            s,
+            buf: bytes::BytesMut::new(),
+            codec: FrameCodec::new(16 << 20),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.s.write_all(&encode_frame(frame, 16 << 20).unwrap())
+    }
+
+    /// The next frame; `None` once the connection closed, broke or stayed
+    /// silent past its read timeout.
     pub fn next(&mut self) -> Option<Frame> {
         loop {
             if let Some(Received { frame, .. }) = self.codec.decode(&mut self.buf).unwrap() {
@@ -63,14 +71,20 @@ impl Raw {
     }
 
     pub fn call(&mut self, id: u64, body: Request) -> Response {
-        let f = Frame::Request { id, body };
-        self.s
-            .write_all(&encode_frame(&f, 16 << 20).unwrap())
-            .unwrap();
+        self.send(&Frame::Request { id, body }).unwrap();
         match self.next() {
             Some(Frame::Response { id: got, body }) if got == id => body,
             other => panic!("no response to {id}: {other:?}"),
         }
+    }
+}
+
+/// The hello member `id` of the harness's cluster says.
+pub fn hello(id: &str) -> Hello {
+    Hello {
+        cluster: "itest".into(),
+        protocol: PROTOCOL_VERSION,
+        node_id: id.into(),
     }
 }
 
@@ -227,4 +241,45 @@ fn a_connection_flood_is_capped() {
         .client()
         .put(&kv_at("after-flood", Some("all")), b"y");
     assert_eq!(r.status, 201, "{r}");
+}
+
+/// Security review (h15): a conditional write reads at quorum and issues
+/// above the version it read. A replica (here a fake member with n2's real
+/// certificate) answering a version 9 s ahead — between one and two drifts
+/// (5 s), which reads answer — made n1 store that version + 1 into its
+/// clock before refusing the write, so every later write n1 coordinated
+/// was refused too, for up to a drift (and each further compare-and-set
+/// renewed it).
+#[test]
+fn a_replica_reading_from_the_future_cannot_stall_a_coordinators_writes() {
+    let mut c = Cluster::create(ClusterSpec::fast(2, 2));
+    let key = "cas-from-the-future";
+    let ahead = Version::new(pack(now_ms() + 9_000, 0), node_tag("n2"));
+    let _n2 = FakeMember::start(&c, 1, move |r| match r {
+        Request::Read { key: k } if k.as_ref() == key.as_bytes() => Some(Response::Read {
+            record: Some(WireRecord {
+                ts: ahead.ts,
+                node: ahead.node,
+                value: Some(bytes::Bytes::from_static(b"planted")),
+            }),
+        }),
+        _ => None,
+    });
+    c.node_mut(0).spawn();
+    c.node_mut(0).wait_healthy().expect("n1 starts");
+    c.wait_replicas_reachable();
+    let n1 = c.node(0).client();
+    let etag = format!("\"{}\"", ahead.etag());
+    let r = n1.put_with(&kv(key), &[("If-Match", &etag)], b"cas");
+    let body = r.expect_error(503, "clock_skew");
+    assert_eq!(body["outcome"], "not_applied", "{r}");
+    // Right after, n1 still coordinates writes: its clock kept nothing of
+    // the refused version.
+    let r = n1.put(&kv("after-the-refusal"), b"x");
+    assert_eq!(r.status, 201, "{r}");
+    let stamped = Version::parse_etag(r.etag().trim_matches('"')).expect("etag");
+    assert!(
+        stamped < ahead,
+        "{stamped:?} issued above the refused floor"
+    );
 }
