@@ -11,6 +11,7 @@
 //!   answers.
 //! * **Write.** Stamp a fresh hybrid-logical-clock version and send it to each
 //!   replica in its own task. A replica that is down, or fails, gets a hint
+//!   (except this node: peers refuse hints addressed to their sender)
 //!   instead: the write is stored at the next healthy node clockwise past the
 //!   preference list (or, when there is none, at another live replica), tagged
 //!   with the intended owner, and replayed by that node's hint actor. W counts
@@ -680,7 +681,15 @@ impl NodeCore {
         for target in pref {
             let known_down = *target != self.node_id && self.liveness.is_down(target);
             // Each replica that may need a hint gets its own first choice.
-            let mut mine: Vec<String> = holders.iter().filter(|h| *h != target).cloned().collect();
+            // None for ourselves: peers refuse hints addressed to their
+            // sender (a member could otherwise plant hints for itself and
+            // refuse their replay, pinning GC); when our own write fails,
+            // the other replicas and anti-entropy bring it to us.
+            let mut mine: Vec<String> = if *target == self.node_id {
+                Vec::new()
+            } else {
+                holders.iter().filter(|h| *h != target).cloned().collect()
+            };
             if !mine.is_empty() {
                 let len = mine.len();
                 mine.rotate_left(next_holder % len);

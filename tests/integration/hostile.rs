@@ -13,6 +13,7 @@ use ringkv_actors::wire::{
     encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response, WireRecord,
     PROTOCOL_VERSION,
 };
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -282,4 +283,72 @@ fn a_replica_reading_from_the_future_cannot_stall_a_coordinators_writes() {
         stamped < ahead,
         "{stamped:?} issued above the refused floor"
     );
+}
+
+/// Security review (h15): a member could plant on an honest node a hint
+/// addressed to itself, with an ancient version, and refuse its replay:
+/// that pinned the node's hint floor, and with it tombstone GC everywhere.
+#[test]
+fn a_hint_addressed_to_its_sender_is_refused() {
+    let mut c = Cluster::start(ClusterSpec::fast(2, 2));
+    c.wait_replicas_reachable();
+    let refused = metric(&c, 0, "peer_requests_refused");
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let r = raw.call(
+        1,
+        Request::StoreHint {
+            target: "n2".into(),
+            key: bytes::Bytes::from_static(b"pinned"),
+            record: WireRecord {
+                ts: pack(1_000, 0),
+                node: node_tag("n2"),
+                value: Some(bytes::Bytes::from_static(b"v")),
+            },
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ringkv_actors::wire::ErrorCode::Invalid,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(metric(&c, 0, "peer_requests_refused"), refused + 1);
+    let status = c.cluster_status(0);
+    assert_eq!(status["hints"]["pending"], 0, "{status}");
+    let n1 = &status["members"][0];
+    assert_eq!(n1["id"], "n1");
+    assert_eq!(n1["hint_floor_ms"], Value::Null, "n1 holds no hint: {n1}");
+}
+
+/// What remains (see the threat model): a member can still hold GC back by
+/// gossiping a low hint floor of its own. The operator sees which member
+/// it is in `GET /v1/cluster` (`members[].hint_floor_ms`).
+#[test]
+fn the_member_holding_tombstone_gc_back_shows_in_the_cluster_status() {
+    let mut c = Cluster::create(ClusterSpec::fast(2, 2));
+    c.node_mut(0).spawn();
+    c.node_mut(0).wait_healthy().expect("n1 starts");
+    let floor_of = |c: &Cluster, id: &str| {
+        let s = c.cluster_status(0);
+        let m = s["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no {id} in {s}"));
+        m["hint_floor_ms"].clone()
+    };
+    assert_eq!(floor_of(&c, "n2"), 0, "never heard from: GC counts 0");
+    assert_eq!(floor_of(&c, "n1"), Value::Null, "n1 holds no hints");
+    // n2 (the test, with n2's certificate) says it holds a hint from 1970.
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let mut me = entry("n2", now_ms(), 1, now_ms());
+    me.hints_floor = pack(1_000, 0);
+    match raw.call(1, Request::Gossip { members: vec![me] }) {
+        Response::Gossip { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(floor_of(&c, "n2"), 1_000);
 }
