@@ -935,6 +935,58 @@ fn unexpected(node: &str, request: &'static str) -> Error {
     })
 }
 
+/// Cores for tests of the agents built on one (GC, anti-entropy), without
+/// processes or sockets.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::replica::ReplicaActor;
+    use crate::storage::Store;
+    use crate::version::SystemClock;
+    use actix::Actor;
+
+    /// The core of `members[0]` in a cluster of `members` (N = `n`, quorum
+    /// levels), over `store`, with no peer connections; its writer runs on
+    /// its own arbiter.
+    pub fn node_core(store: Store, members: &[&str], n: usize) -> Arc<NodeCore> {
+        let writer_store = store.clone();
+        let writer = ReplicaActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
+            ReplicaActor::new(writer_store, Arc::default())
+        });
+        let hlc = Arc::new(Hlc::new(1, Arc::new(SystemClock::default()), 5_000));
+        let local = LocalReplica {
+            store,
+            writer,
+            hlc,
+            stats: Arc::default(),
+            repairing: Arc::default(),
+            repair_wanted: Arc::default(),
+        };
+        let replication = Replication {
+            n,
+            r: n / 2 + 1,
+            w: n / 2 + 1,
+            request_timeout: Duration::from_secs(2),
+            background_timeout: Duration::from_secs(2),
+            hinted_handoff: false,
+            sloppy_quorum: false,
+            read_repair_blocking_all: false,
+        };
+        let view = ClusterView {
+            ring: Arc::new(Ring::new(members.iter().copied(), 16)),
+            members: vec![],
+            peers: Default::default(),
+        };
+        Arc::new(NodeCore::new(
+            members[0].into(),
+            local,
+            replication,
+            Arc::new(Liveness::default()),
+            view,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

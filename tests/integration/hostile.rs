@@ -5,7 +5,7 @@
 //! push the clock of a node that reads from it beyond the drift.
 
 use crate::fake_member::FakeMember;
-use crate::faults::{status_of, wait_converged, SLOW};
+use crate::faults::{repair, status_of, wait_converged, SLOW};
 use crate::harness::{kv, kv_at, Cluster, ClusterSpec, Poll};
 use crate::peer_conn::PeerConn;
 use ringkv_actors::version::{node_tag, pack, Version};
@@ -16,7 +16,7 @@ use ringkv_actors::wire::{
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::codec::Decoder;
 
 /// A raw peer connection to node `target` that said hello as `id` (with
@@ -351,4 +351,61 @@ fn the_member_holding_tombstone_gc_back_shows_in_the_cluster_status() {
         other => panic!("{other:?}"),
     }
     assert_eq!(floor_of(&c, "n2"), 1_000);
+}
+
+/// Security review (h15): a member opening fresh anti-entropy session ids
+/// made a node build Merkle trees (scans) back to back. Now a burst of them
+/// is refused (`overloaded`, counted) after the first few, and legitimate
+/// repairs still complete — also the impersonated member's own, once it
+/// earned a token again (its refused exchange is retried by a later pass).
+#[test]
+fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
+    use ringkv_actors::wire::ErrorCode;
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
+    c.wait_replicas_reachable();
+    let epoch = c.cluster_status(0)["ring_epoch"].as_u64().unwrap();
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..50u64 {
+        let ask = Request::TreeHashes {
+            session: (7 << 40) | i,
+            epoch,
+            depth: ringkv_actors::merkle::DEFAULT_DEPTH,
+            level: 0,
+            indices: vec![0],
+        };
+        match raw.call(i + 1, ask) {
+            Response::Hashes { .. } => {}
+            Response::Error {
+                code: ErrorCode::Overloaded,
+                ..
+            } => refused += 1,
+            other => panic!("session {i}: {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(refused >= 40, "{refused} of 50 refused in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(metric(&c, 0, "ae_builds_refused"), refused);
+    // Other members' repairs, with n1 on either side, complete at once.
+    for i in [2, 0] {
+        let s = repair(&c, i);
+        assert_eq!(s["peers_failed"], serde_json::json!([]), "n{}: {s}", i + 1);
+    }
+    // n2's own exchange with n1 waits for a token, then completes.
+    c.wait_until(SLOW, "a repair from n2 completes", || {
+        let s = repair(&c, 1);
+        if s["peers_failed"] == serde_json::json!([]) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(s.to_string())
+        }
+    });
+    let log = c.node(1).log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("anti-entropy")),
+        "a refused exchange is no error:\n{log}"
+    );
 }
