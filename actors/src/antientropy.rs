@@ -22,7 +22,12 @@
 //! peer, and 2^(depth+1) words of memory; writes cost nothing extra. The
 //! responder keeps a session's tree in a bounded table
 //! ([`crate::sessions`]) that expires entries after their last use; at most
-//! [`MAX_CONCURRENT_BUILDS`] trees are built at once, on the blocking pool.
+//! [`MAX_CONCURRENT_BUILDS`] trees are built at once, on the blocking pool,
+//! and each peer may open sessions (ask for builds) at most
+//! [`BUILD_RATE`] — a burst of a few, then one a second ([`crate::rate`]).
+//! Beyond that a new session is refused with `Overloaded` (counted): its
+//! initiator fails that exchange and tries again at its next pass, so fresh
+//! session ids cannot keep a responder scanning back to back.
 //! Record transfer is throttled to the configured bandwidth; every call has
 //! the background deadline and travels at background priority.
 
@@ -32,12 +37,13 @@ use crate::merge_join::{MergeJoin, Step};
 use crate::merkle::{differing_children, MerkleTree, DEFAULT_DEPTH};
 use crate::metrics::Metrics;
 use crate::peer::PeerError;
+use crate::rate::{Rate, RateLimiter};
 use crate::record::Record;
 use crate::ring::Token;
 use crate::sessions::SessionTable;
 use crate::storage::{data_key_token, StoreError};
 use crate::version::Version;
-use crate::wire::{ErrorCode, KeyVersion, Request, Response, WireRecord, MAX_ITEMS};
+use crate::wire::{ErrorCode, KeyVersion, Request, Response, WireRecord, MAX_ITEMS, MAX_MEMBERS};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +57,20 @@ pub const SESSIONS_PER_PEER: usize = 2;
 pub const MAX_SESSIONS: usize = 32;
 /// Trees built at once (each is a scan of the shared ranges).
 pub const MAX_CONCURRENT_BUILDS: usize = 2;
+/// How often one peer may make us build a tree (open a session). A
+/// legitimate initiator opens one session per pass, and its passes never
+/// overlap: one per `repair.anti_entropy_interval_ms`, plus on-demand passes
+/// (`POST /v1/admin/repair`, coalesced while one runs), the retries of a
+/// node in repair mode (every 2 s) and passes for dropped hints (every 2 s)
+/// — rarely more than 3 or 4 close together, and about one a second when an
+/// operator or the chaos suite repairs in a loop. A burst of 8 and one a
+/// second keeps all of that clear of the bound, while a peer opening fresh
+/// sessions in a loop gets at most one build a second (each a scan of the
+/// ranges it shares with us).
+pub const BUILD_RATE: Rate = Rate {
+    burst: 8,
+    refill_ms: 1_000,
+};
 /// Leaves compared in one stream of version pages.
 pub const LEAVES_PER_REQUEST: usize = 16;
 /// Rows read per storage scan while building a tree.
@@ -117,6 +137,8 @@ pub struct RepairService {
     pub core: Arc<NodeCore>,
     sessions: Arc<Mutex<SessionTable<Arc<Session>>>>,
     builds: Arc<Semaphore>,
+    /// Per peer: how fast it may open sessions ([`BUILD_RATE`]).
+    build_rate: Arc<Mutex<RateLimiter>>,
     pub status: Arc<Mutex<RepairStatus>>,
     pub config: RepairConfig,
     epoch: Instant,
@@ -224,6 +246,7 @@ impl RepairService {
                 MAX_SESSIONS,
             ))),
             builds: Arc::new(Semaphore::new(MAX_CONCURRENT_BUILDS)),
+            build_rate: Arc::new(Mutex::new(RateLimiter::new(BUILD_RATE, MAX_MEMBERS))),
             status: Arc::default(),
             config,
             epoch: Instant::now(),
@@ -375,6 +398,24 @@ impl RepairService {
         let state = match self.session(from, session).await {
             Some(s) => s,
             None => {
+                let now = self.mono_ms();
+                if !self
+                    .build_rate
+                    .lock()
+                    .expect("build rate")
+                    .try_take(from, now)
+                {
+                    Metrics::add(&self.core.local.stats.ae_builds_refused, 1);
+                    log::debug!("refused a Merkle tree build for {from}: asked too often");
+                    return Err((
+                        ErrorCode::Overloaded,
+                        format!(
+                            "too many new anti-entropy sessions: at most {} at once, then one \
+                             every {} ms; try again later",
+                            BUILD_RATE.burst, BUILD_RATE.refill_ms
+                        ),
+                    ));
+                }
                 let ranges = self.shared_ranges(from);
                 let tree = self
                     .build_tree(ranges.clone())
@@ -815,6 +856,85 @@ fn rand_u64(seed: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The anti-entropy service of n1 in a 3-node cluster (N = 3), over an
+    /// empty store in `dir`.
+    fn responder(dir: &std::path::Path) -> RepairService {
+        let store = crate::storage::Store::open(dir, "n1", false).unwrap();
+        let core = crate::coordinator::testing::node_core(store, &["n1", "n2", "n3"], 3);
+        let config = RepairConfig {
+            interval: Duration::from_secs(600),
+            bandwidth_bytes_per_sec: 16 << 20,
+            gc_grace_ms: 60_000,
+            max_frame: 16 << 20,
+        };
+        RepairService::new(core, config)
+    }
+
+    /// Whether `peer`'s `TreeHashes` for the root of `session` was answered
+    /// with hashes (`true`) or refused as overloaded (`false`).
+    async fn root_of(svc: &RepairService, peer: &str, session: u64) -> bool {
+        let request = Request::TreeHashes {
+            session,
+            epoch: svc.core.view().ring.epoch(),
+            depth: DEFAULT_DEPTH,
+            level: 0,
+            indices: vec![0],
+        };
+        match svc.handle(peer, request).await {
+            Some(Response::Hashes { hashes }) => hashes.len() == 1,
+            Some(Response::Error {
+                code: ErrorCode::Overloaded,
+                ..
+            }) => false,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Security review (h15): a member opening fresh session ids made us
+    /// build (scan) Merkle trees back to back, two at a time, for as long
+    /// as it liked. Now each peer gets a burst of builds, then one a second;
+    /// sessions already open, and other peers, are unaffected.
+    #[actix::test]
+    async fn fresh_sessions_beyond_the_build_rate_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = responder(dir.path());
+        let started = Instant::now();
+        let mut built = Vec::new();
+        for session in 0..50 {
+            if root_of(&svc, "n2", session).await {
+                built.push(session);
+            }
+        }
+        let elapsed = started.elapsed();
+        let burst = BUILD_RATE.burst as usize;
+        let earned = (elapsed.as_millis() as u64 / BUILD_RATE.refill_ms) as usize;
+        assert!(
+            (burst..=burst + earned).contains(&built.len()),
+            "{} of 50 built in {elapsed:?}",
+            built.len()
+        );
+        let refused = svc
+            .core
+            .local
+            .stats
+            .ae_builds_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(refused as usize, 50 - built.len());
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+        // The exchange of a session already open goes on (no new build).
+        let open = *built.last().unwrap();
+        assert!(root_of(&svc, "n2", open).await);
+        // Another member's exchange is served at once.
+        assert!(root_of(&svc, "n3", 1_000).await);
+        // n2 waits for its next token (unless this machine was so slow a
+        // token was earned already), then opens a session again.
+        if started.elapsed() < Duration::from_millis(BUILD_RATE.refill_ms * 9 / 10) {
+            assert!(!root_of(&svc, "n2", 1_001).await);
+        }
+        tokio::time::sleep(Duration::from_millis(BUILD_RATE.refill_ms + 100)).await;
+        assert!(root_of(&svc, "n2", 1_002).await);
+    }
 
     #[test]
     fn leaf_spans_refuse_leaves_that_do_not_exist() {

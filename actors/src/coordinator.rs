@@ -11,6 +11,7 @@
 //!   answers.
 //! * **Write.** Stamp a fresh hybrid-logical-clock version and send it to each
 //!   replica in its own task. A replica that is down, or fails, gets a hint
+//!   (except this node: peers refuse hints addressed to their sender)
 //!   instead: the write is stored at the next healthy node clockwise past the
 //!   preference list (or, when there is none, at another live replica), tagged
 //!   with the intended owner, and replayed by that node's hint actor. W counts
@@ -34,7 +35,7 @@ use crate::record::Record;
 use crate::replica::LocalReplica;
 use crate::ring::Ring;
 use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
-use crate::version::{Hlc, Version};
+use crate::version::{Hlc, IssueRefused, Version};
 use crate::wire::{Request, Response, WireRecord};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -248,34 +249,34 @@ impl NodeCore {
     }
 
     /// A fresh version above `floor`, covered by a durable clock reservation
-    /// (so this node never issues it again, even after a restart).
+    /// (so this node never issues it again, even after a restart). Refused
+    /// (503 `clock_skew`, not applied, and nothing stored in the clock) when
+    /// the clock stepped since it was measured, or the version would lie
+    /// beyond the allowed drift: every replica would refuse it, and ours
+    /// would keep it.
     async fn new_version(&self, floor: Option<Version>) -> Result<Version> {
-        // Checked again here, not only when the write began: a write that
-        // retries, or reads first (conditional), may outlive a step.
-        let v = self.hlc.next_after(floor).map_err(|e| {
-            Metrics::add(&self.local.stats.clock_refusals, 1);
-            Error::ClockSkew(format!(
-                "{e}: this node coordinates writes once gossip has measured its clock (within a \
-                 few rounds) — send the request to another node"
-            ))
-        })?;
         // Without peers nobody else judges our versions: only the order of
         // our own matters, and the clock keeps it.
         let judged = !self.view().peers.is_empty();
-        let checked = if judged {
-            self.hlc.check_drift(v)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = checked {
-            // Our clock once ran far ahead (a step since corrected): every
-            // replica would refuse this version, and ours would keep it.
+        // Checked again here, not only when the write began: a write that
+        // retries, or reads first (conditional), may outlive a step.
+        let v = self.hlc.next_after(floor, judged).map_err(|e| {
             Metrics::add(&self.local.stats.clock_refusals, 1);
-            return Err(Error::ClockSkew(format!(
-                "this node's clock would issue a version that {e}; it refuses to coordinate \
-                 writes until real time catches up — send the request to another node"
-            )));
-        }
+            Error::ClockSkew(match e {
+                IssueRefused::Stepped => format!(
+                    "{e}: this node coordinates writes once gossip has measured its clock \
+                     (within a few rounds) — send the request to another node"
+                ),
+                IssueRefused::FloorAhead(_) => format!(
+                    "{e}; the write is refused (a replica's version that far ahead comes from \
+                     a member whose clock runs ahead)"
+                ),
+                IssueRefused::ClockAhead(_) => format!(
+                    "{e}; it refuses to coordinate writes until real time catches up — send \
+                     the request to another node"
+                ),
+            })
+        })?;
         if let Some(ceiling) = self.hlc.needs_reservation(v) {
             self.local.reserve_clock(ceiling).await?;
         }
@@ -680,7 +681,15 @@ impl NodeCore {
         for target in pref {
             let known_down = *target != self.node_id && self.liveness.is_down(target);
             // Each replica that may need a hint gets its own first choice.
-            let mut mine: Vec<String> = holders.iter().filter(|h| *h != target).cloned().collect();
+            // None for ourselves: peers refuse hints addressed to their
+            // sender (a member could otherwise plant hints for itself and
+            // refuse their replay, pinning GC); when our own write fails,
+            // the other replicas and anti-entropy bring it to us.
+            let mut mine: Vec<String> = if *target == self.node_id {
+                Vec::new()
+            } else {
+                holders.iter().filter(|h| *h != target).cloned().collect()
+            };
             if !mine.is_empty() {
                 let len = mine.len();
                 mine.rotate_left(next_holder % len);
@@ -924,6 +933,58 @@ fn unexpected(node: &str, request: &'static str) -> Error {
         peer: node.to_string(),
         request,
     })
+}
+
+/// Cores for tests of the agents built on one (GC, anti-entropy), without
+/// processes or sockets.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::replica::ReplicaActor;
+    use crate::storage::Store;
+    use crate::version::SystemClock;
+    use actix::Actor;
+
+    /// The core of `members[0]` in a cluster of `members` (N = `n`, quorum
+    /// levels), over `store`, with no peer connections; its writer runs on
+    /// its own arbiter.
+    pub fn node_core(store: Store, members: &[&str], n: usize) -> Arc<NodeCore> {
+        let writer_store = store.clone();
+        let writer = ReplicaActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
+            ReplicaActor::new(writer_store, Arc::default())
+        });
+        let hlc = Arc::new(Hlc::new(1, Arc::new(SystemClock::default()), 5_000));
+        let local = LocalReplica {
+            store,
+            writer,
+            hlc,
+            stats: Arc::default(),
+            repairing: Arc::default(),
+            repair_wanted: Arc::default(),
+        };
+        let replication = Replication {
+            n,
+            r: n / 2 + 1,
+            w: n / 2 + 1,
+            request_timeout: Duration::from_secs(2),
+            background_timeout: Duration::from_secs(2),
+            hinted_handoff: false,
+            sloppy_quorum: false,
+            read_repair_blocking_all: false,
+        };
+        let view = ClusterView {
+            ring: Arc::new(Ring::new(members.iter().copied(), 16)),
+            members: vec![],
+            peers: Default::default(),
+        };
+        Arc::new(NodeCore::new(
+            members[0].into(),
+            local,
+            replication,
+            Arc::new(Liveness::default()),
+            view,
+        ))
+    }
 }
 
 #[cfg(test)]

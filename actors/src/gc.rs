@@ -292,53 +292,14 @@ impl TombstoneGc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::{ClusterView, Replication};
-    use crate::gossip::Liveness;
     use crate::record::Record;
-    use crate::replica::{LocalReplica, ReplicaActor};
-    use crate::ring::Ring;
     use crate::storage::{Store, WriteOp};
-    use crate::version::{Clock, Hlc, SystemClock, Version};
-    use actix::Actor;
+    use crate::version::{Clock, SystemClock, Version};
     use std::time::{Duration, Instant};
 
     /// A one-node core (N = 1) whose writer runs on its own arbiter.
     fn single_node(store: Store) -> Arc<NodeCore> {
-        let writer_store = store.clone();
-        let writer = ReplicaActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
-            ReplicaActor::new(writer_store, Arc::default())
-        });
-        let hlc = Arc::new(Hlc::new(1, Arc::new(SystemClock::default()), 5_000));
-        let local = LocalReplica {
-            store,
-            writer,
-            hlc,
-            stats: Arc::default(),
-            repairing: Arc::default(),
-            repair_wanted: Arc::default(),
-        };
-        let replication = Replication {
-            n: 1,
-            r: 1,
-            w: 1,
-            request_timeout: Duration::from_secs(2),
-            background_timeout: Duration::from_secs(2),
-            hinted_handoff: false,
-            sloppy_quorum: false,
-            read_repair_blocking_all: false,
-        };
-        let view = ClusterView {
-            ring: Arc::new(Ring::new(["n1"], 16)),
-            members: vec![],
-            peers: Default::default(),
-        };
-        Arc::new(NodeCore::new(
-            "n1".into(),
-            local,
-            replication,
-            Arc::new(Liveness::default()),
-            view,
-        ))
+        crate::coordinator::testing::node_core(store, &["n1"], 1)
     }
 
     fn tombstones(store: &Store, prefix: &str, n: usize, ms: u64) {

@@ -99,6 +99,16 @@ impl Liveness {
             .unwrap_or(u64::MAX)
     }
 
+    /// The hint floor `node` last gossiped (`None`: never heard from; GC
+    /// then counts it as 0). `u64::MAX`: it holds no hints.
+    pub fn reported_floor(&self, node: &str) -> Option<u64> {
+        self.1
+            .read()
+            .expect("floors lock")
+            .get(node)
+            .map(|&(floor, _)| floor)
+    }
+
     /// Records `node`'s hint floor, reported at our monotonic `at_mono_ms`.
     pub fn set_floor(&self, node: &str, floor: u64, at_mono_ms: u64) {
         self.1

@@ -5,7 +5,8 @@
 //! The peer server hands it requests that passed [`Request::validate`] from
 //! sessions whose hello named a configured member; this module adds the
 //! checks that need the node's state (a hint's target must be another
-//! member; a version must not be too far ahead of our clock). Every failure
+//! member, and not its sender; a version must not be too far ahead of our
+//! clock). Every failure
 //! answers a typed [`ErrorCode`]; nothing here panics on peer input.
 //!
 //! It is the top of the engine's import graph: it uses the replica, gossip
@@ -69,7 +70,7 @@ impl Inbound {
                 target,
                 key,
                 record,
-            } => self.store_hint(target, key, record).await,
+            } => self.store_hint(from, target, key, record).await,
             Request::WriteBatch { items } => {
                 let items = items
                     .into_iter()
@@ -121,13 +122,27 @@ impl Inbound {
         }
     }
 
-    async fn store_hint(&self, target: String, key: bytes::Bytes, record: WireRecord) -> Response {
-        if target == self.node_id || !self.members.contains(&target) {
+    /// Keeps a hint from `from` for `target`. Refused (`Invalid`, counted)
+    /// unless `target` is another member than us and than `from`: a hint
+    /// for a stranger could never be replayed, and a member holding hints
+    /// addressed to itself could refuse their replay forever — with an old
+    /// version, that would pin our hint floor and with it tombstone GC
+    /// everywhere. (A coordinator whose own write failed sends no hint for
+    /// itself; anti-entropy brings it the write.)
+    async fn store_hint(
+        &self,
+        from: &str,
+        target: String,
+        key: bytes::Bytes,
+        record: WireRecord,
+    ) -> Response {
+        if target == self.node_id || target == from || !self.members.contains(&target) {
             Metrics::add(&self.local.stats.peer_requests_refused, 1);
             return Response::error(
                 ErrorCode::Invalid,
                 format!(
-                    "a hint's target must be another member, not '{}'",
+                    "a hint's target must be another member than the holder and the sender, \
+                     not '{}'",
                     crate::wire::printable(&target)
                 ),
             );

@@ -15,6 +15,8 @@
 //! * [`merkle`], [`merge_join`]: Merkle trees and the side-by-side walk that
 //!   finds where two replicas differ.
 //! * [`sessions`]: a bounded, expiring table of per-peer sessions.
+//! * [`rate`]: bounded token buckets per key (how often a peer may ask for
+//!   expensive work).
 //! * [`wire`]: the peer protocol's frames (the only module naming rmp-serde).
 //! * [`faults`]: test-only fault switches.
 //!
@@ -57,6 +59,7 @@ pub mod metrics;
 pub mod partition;
 pub mod peer;
 pub mod quorum;
+pub mod rate;
 pub mod record;
 pub mod repair;
 pub mod replica;

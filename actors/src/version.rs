@@ -18,6 +18,16 @@
 //!   physical part is further ahead of the local wall clock than the allowed
 //!   drift, so one node with a runaway clock cannot drag every other forward.
 //!
+//! And one keeps the clock itself within the drift: nothing is stored into
+//! it that is then refused. `observe` checks before it folds in;
+//! `next_after` checks the timestamp it would issue (when versions are
+//! judged by peers) before it stores it, so a version replaced that lies
+//! between one and two drifts ahead (reads answer those) is refused without
+//! leaving the clock ahead — otherwise every later write this node
+//! coordinates would be refused until real time caught up. The one
+//! exception is [`Hlc::restore`]: a restarted clock must start above its
+//! reservation, wherever that lies.
+//!
 //! A node never issues the same version twice, even across restarts and clock
 //! steps: before it issues a timestamp above its *reservation* it must make a
 //! higher reservation durable ([`Hlc::needs_reservation`], done by the
@@ -132,17 +142,39 @@ pub struct ClockDriftError {
     pub max_drift_ms: u64,
 }
 
-/// The wall clock stepped since the cluster last vouched for it (or it was
-/// never vouched for): no version is issued until gossip measures it again.
+/// Why [`Hlc::next_after`] issued nothing (and stored nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClockStepped;
+pub enum IssueRefused {
+    /// The wall clock stepped since the cluster last vouched for it (or it
+    /// was never vouched for): no version is issued until gossip measures
+    /// it again.
+    Stepped,
+    /// The version would lie beyond the allowed drift of the cluster's time
+    /// because the version it must exceed (the one being replaced) does.
+    FloorAhead(ClockDriftError),
+    /// The version would lie beyond the allowed drift because this clock
+    /// already issued or restored timestamps that far ahead (it ran ahead
+    /// once, since corrected): it waits until real time catches up.
+    ClockAhead(ClockDriftError),
+}
 
-impl fmt::Display for ClockStepped {
+impl fmt::Display for IssueRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the wall clock stepped (or was never measured against the cluster) and gossip \
-             has not measured it since",
-        )
+        match self {
+            IssueRefused::Stepped => f.write_str(
+                "the wall clock stepped (or was never measured against the cluster) and gossip \
+                 has not measured it since",
+            ),
+            IssueRefused::FloorAhead(e) => write!(
+                f,
+                "the version this write must exceed is beyond the allowed drift (the next \
+                 {e})"
+            ),
+            IssueRefused::ClockAhead(e) => write!(
+                f,
+                "this node's clock once ran ahead, beyond the allowed drift (the next {e})"
+            ),
+        }
     }
 }
 
@@ -343,23 +375,35 @@ impl Hlc {
     }
 
     /// A fresh version, greater than every one this clock issued or observed,
-    /// without the step check (tests of the clock itself).
+    /// without the step or drift check (tests of the clock itself).
     #[cfg(test)]
     pub fn now(&self) -> Version {
-        self.issue_at(self.clock.now_ms(), 0)
+        self.issue_at(self.clock.now_ms(), 0, u64::MAX)
+            .expect("no limit")
     }
 
     /// A fresh version strictly greater than `prev` (the version being
-    /// replaced) and than every one this clock issued or observed; it issues
-    /// nothing when the wall clock has
-    /// stepped since the cluster last vouched for it: the correction in force
-    /// was measured against the clock before the step. A lagging node set
-    /// right by NTP would otherwise add its old correction to the corrected
-    /// clock and issue versions a minute ahead — refused by its peers, kept
-    /// by its own replica, and raising its high-water mark so that every
-    /// later version is ahead too. The step is judged on the very reading
-    /// the version is made from, so no step can slip in between.
-    pub fn next_after(&self, prev: Option<Version>) -> Result<Version, ClockStepped> {
+    /// replaced) and than every one this clock issued or observed.
+    ///
+    /// It issues nothing when the wall clock has stepped since the cluster
+    /// last vouched for it: the correction in force was measured against the
+    /// clock before the step. A lagging node set right by NTP would otherwise
+    /// add its old correction to the corrected clock and issue versions a
+    /// minute ahead — refused by its peers, kept by its own replica, and
+    /// raising its high-water mark so that every later version is ahead too.
+    /// The step is judged on the very reading the version is made from, so no
+    /// step can slip in between.
+    ///
+    /// With `judged` (the node has peers, who refuse versions beyond the
+    /// drift) it also issues nothing beyond the allowed drift of the
+    /// cluster's time, judged on that same reading exactly as
+    /// [`Hlc::check_drift`] judges: the candidate is checked *before* it is
+    /// stored, so a refused version leaves the clock where it was. (A floor
+    /// between one and two drifts ahead — a read answers such versions —
+    /// used to be stored first and refused after, leaving every later write
+    /// of this node refused for up to a drift.) Without peers only the order
+    /// of our own versions matters, and any floor is honoured.
+    pub fn next_after(&self, prev: Option<Version>, judged: bool) -> Result<Version, IssueRefused> {
         let (wall, mono) = (self.clock.now_ms(), self.mono_ms());
         if self
             .steps
@@ -367,13 +411,39 @@ impl Hlc {
             .unwrap_or_else(|p| p.into_inner())
             .check(wall, mono)
         {
-            return Err(ClockStepped);
+            return Err(IssueRefused::Stepped);
         }
-        Ok(self.issue_at(wall, prev.map(|v| v.ts).unwrap_or(0)))
+        // Not stepped: the judging time is the cluster's time, from this
+        // reading ([`Hlc::judging_ms`]).
+        let judging_ms = (wall as i64)
+            .saturating_add(self.cluster_offset_ms())
+            .max(0) as u64;
+        let limit_ms = if judged {
+            judging_ms.saturating_add(self.max_drift_ms)
+        } else {
+            u64::MAX
+        };
+        let floor = prev.map(|v| v.ts).unwrap_or(0);
+        self.issue_at(wall, floor, limit_ms)
+            .map_err(|(ts, by_floor)| {
+                let e = ClockDriftError {
+                    remote_ms: ts >> LOGICAL_BITS,
+                    local_ms: judging_ms,
+                    max_drift_ms: self.max_drift_ms,
+                };
+                if by_floor {
+                    IssueRefused::FloorAhead(e)
+                } else {
+                    IssueRefused::ClockAhead(e)
+                }
+            })
     }
 
-    /// Issues from the wall-clock reading `wall_ms`.
-    fn issue_at(&self, wall_ms: u64, floor: u64) -> Version {
+    /// Issues from the wall-clock reading `wall_ms` a timestamp above `floor`
+    /// and above the clock, unless its physical part would exceed `limit_ms`:
+    /// then it stores nothing and answers the timestamp it would have issued
+    /// and whether `floor` (rather than the clock) put it there.
+    fn issue_at(&self, wall_ms: u64, floor: u64, limit_ms: u64) -> Result<Version, (u64, bool)> {
         // A clock known to lag issues at the cluster's time, not its own
         // (one known to run ahead cannot go back; it is refused elsewhere).
         let cluster = (wall_ms as i64)
@@ -382,12 +452,16 @@ impl Hlc {
         let wall = pack(wall_ms.max(cluster), 0);
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
-            let next = wall.max(cur + 1).max(floor + 1);
+            let above_clock = wall.max(cur.saturating_add(1));
+            let next = above_clock.max(floor.saturating_add(1));
+            if next >> LOGICAL_BITS > limit_ms {
+                return Err((next, next > above_clock));
+            }
             match self
                 .last
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return Version::new(next, self.node),
+                Ok(_) => return Ok(Version::new(next, self.node)),
                 Err(seen) => cur = seen,
             }
         }
@@ -488,10 +562,13 @@ mod tests {
         let t = 10_000_000;
         let (clock, h) = hlc(t - 60_000);
         h.set_cluster_offset_ms(60_000);
-        let v = h.next_after(None).unwrap();
+        let v = h.next_after(None, true).unwrap();
         assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
         clock.set(t + 10);
-        assert!(matches!(h.next_after(None), Err(ClockStepped)));
+        assert!(matches!(
+            h.next_after(None, true),
+            Err(IssueRefused::Stepped)
+        ));
         assert!(
             h.high_water() < pack(t + 1_000, 0),
             "nothing issued from the future"
@@ -499,7 +576,7 @@ mod tests {
         // Gossip measures it again: no correction now.
         h.set_cluster_offset_ms(0);
         h.vouch();
-        let v = h.next_after(None).unwrap();
+        let v = h.next_after(None, true).unwrap();
         assert!((t..t + 1_000).contains(&v.physical_ms()), "{v:?}");
     }
 
@@ -584,12 +661,83 @@ mod tests {
 
     #[test]
     fn next_after_beats_a_replaced_version_from_the_future() {
-        // The local wall clock is 60 s behind the version being replaced.
+        // The local wall clock is 60 s behind the version being replaced;
+        // a node without peers (nobody judges its versions) still goes
+        // above it.
         let (_c, h) = hlc(1_000_000);
         let stored = Version::new(pack(1_060_000, 3), 99);
-        let v = h.next_after(Some(stored)).unwrap();
+        let v = h.next_after(Some(stored), false).unwrap();
         assert!(v > stored);
         assert_eq!(v.node, 7);
+    }
+
+    /// Security review (h15): a conditional write's floor read between one
+    /// and two drifts ahead (reads answer those) was stored into the clock
+    /// before the drift check refused the write, so every later write of
+    /// this node was refused as well, until real time caught up.
+    #[test]
+    fn a_floor_beyond_the_drift_is_refused_and_leaves_the_clock_alone() {
+        let t = 10_000_000;
+        let (_, h) = hlc(t);
+        h.vouch();
+        let before = h.high_water();
+        // Drift 1 s: 1.5 s ahead is answered by a read, but not issuable.
+        let floor = Version::new(pack(t + 1_500, 0), 3);
+        h.observe_read(floor).unwrap();
+        match h.next_after(Some(floor), true) {
+            Err(IssueRefused::FloorAhead(e)) => {
+                assert_eq!(
+                    (e.remote_ms, e.local_ms, e.max_drift_ms),
+                    (t + 1_500, t, 1_000)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.high_water(), before, "nothing stored");
+        // The next unconditional write issues at the wall clock.
+        let v = h.next_after(None, true).unwrap();
+        assert_eq!(v.physical_ms(), t, "{v:?}");
+        assert!(v < floor);
+    }
+
+    #[test]
+    fn a_floor_within_the_drift_is_honoured() {
+        let t = 10_000_000;
+        let (_, h) = hlc(t);
+        h.vouch();
+        let floor = Version::new(pack(t + 1_000, 7), 3);
+        let v = h.next_after(Some(floor), true).unwrap();
+        assert!(v > floor, "{v:?}");
+        assert_eq!(v.physical_ms(), t + 1_000);
+        // And the clock keeps above it.
+        assert!(h.next_after(None, true).unwrap() > v);
+    }
+
+    /// The clock's own timestamps beyond the drift (a reservation restored
+    /// after the wall clock stepped back) are refused the same way, and
+    /// nothing beyond them is stored: it issues again once real time caught
+    /// up.
+    #[test]
+    fn a_clock_ahead_of_the_drift_issues_once_real_time_catches_up() {
+        let t = 10_000_000;
+        let (clock, h) = hlc(t);
+        h.vouch();
+        h.restore(t + 3_000);
+        let restored = h.high_water();
+        assert!(matches!(
+            h.next_after(None, true),
+            Err(IssueRefused::ClockAhead(_))
+        ));
+        assert_eq!(h.high_water(), restored);
+        clock.set(t + 2_001);
+        h.vouch();
+        let v = h.next_after(None, true).unwrap();
+        assert!(v.ts > restored, "{v:?}");
+        // Without peers nothing judges: it issues above the reservation.
+        let (_, lone) = hlc(t);
+        lone.vouch();
+        lone.restore(t + 3_000);
+        assert!(lone.next_after(None, false).unwrap().physical_ms() > t + 3_000);
     }
 
     #[test]

@@ -149,6 +149,12 @@ fn reload_failing_json(stats: &ringkv_actors::metrics::Metrics) -> Value {
     Value::Array(failing)
 }
 
+/// A hint floor (a version timestamp; `u64::MAX`: no hints) as the time of
+/// the oldest hint's version, in ms.
+fn hint_floor_ms(floor: u64) -> Option<u64> {
+    (floor != u64::MAX).then_some(floor >> ringkv_actors::version::LOGICAL_BITS)
+}
+
 pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let svc = &state.services;
     let core = &svc.core;
@@ -180,6 +186,16 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
                 "owned_share": view.ring.owned_share(&m.state.id),
                 "pending_hints": hints.count,
                 "pending_hint_bytes": hints.bytes,
+                // The time (ms) of the oldest hint's version this member
+                // holds, as it gossiped it (ours: our store's); null: it
+                // holds none; 0 for a member never heard from, as GC counts
+                // it. Tombstone GC purges nothing above the lowest: the
+                // member showing it is the one holding GC back.
+                "hint_floor_ms": hint_floor_ms(if m.is_self {
+                    core.local.store.hints_floor()
+                } else {
+                    core.liveness.reported_floor(&m.state.id).unwrap_or(0)
+                }),
             })
         })
         .collect();

@@ -298,7 +298,8 @@ fn a_paused_node_is_marked_down_and_catches_up() {
     );
 }
 
-fn repair(c: &Cluster, i: usize) -> Value {
+/// Runs an anti-entropy pass on node `i`; answers its summary.
+pub fn repair(c: &Cluster, i: usize) -> Value {
     let r = c
         .node(i)
         .client()

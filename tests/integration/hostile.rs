@@ -1,18 +1,22 @@
 //! Hostile peers on the peer port: a process holding a member's certificate
 //! (a compromised member; or, without peer TLS, anyone who knows the cluster
 //! name) cannot make a node ignore a member, grow its member table, feed it
-//! clock samples, or exhaust its sessions.
+//! clock samples, or exhaust its sessions — nor, answering as a replica,
+//! push the clock of a node that reads from it beyond the drift.
 
-use crate::faults::{status_of, wait_converged, SLOW};
-use crate::harness::{kv_at, Cluster, ClusterSpec, Poll};
+use crate::fake_member::FakeMember;
+use crate::faults::{repair, status_of, wait_converged, SLOW};
+use crate::harness::{kv, kv_at, Cluster, ClusterSpec, Poll};
 use crate::peer_conn::PeerConn;
+use ringkv_actors::version::{node_tag, pack, Version};
 use ringkv_actors::wire::{
-    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response,
+    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response, WireRecord,
     PROTOCOL_VERSION,
 };
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::codec::Decoder;
 
 /// A raw peer connection to node `target` that said hello as `id` (with
@@ -30,25 +34,30 @@ impl Raw {
 
     /// Like [`Raw::connect`], answering why the node turned us away.
     pub fn try_connect(c: &Cluster, target: usize, id: &str) -> Result<Raw, String> {
-        let mut s = PeerConn::connect(c, target, id);
-        let hello = Frame::Hello(Hello {
-            cluster: "itest".into(),
-            protocol: PROTOCOL_VERSION,
-            node_id: id.into(),
-        });
-        s.write_all(&encode_frame(&hello, 4096).unwrap())
+        let mut raw = Raw::over(PeerConn::connect(c, target, id));
+        raw.send(&Frame::Hello(hello(id)))
             .map_err(|e| format!("no hello back: {e}"))?;
-        let mut raw = Raw {
-            s,
-            buf: bytes::BytesMut::new(),
-            codec: FrameCodec::new(16 << 20),
-        };
         match raw.next() {
             Some(Frame::Hello(_)) => Ok(raw),
             other => Err(format!("no hello back: {other:?}")),
         }
     }
 
+    /// Frames over `s`, whichever side opened it.
+    pub fn over(s: PeerConn) -> Raw {
+        Raw {
+            s,
+            buf: bytes::BytesMut::new(),
+            codec: FrameCodec::new(16 << 20),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.s.write_all(&encode_frame(frame, 16 << 20).unwrap())
+    }
+
+    /// The next frame; `None` once the connection closed, broke or stayed
+    /// silent past its read timeout.
     pub fn next(&mut self) -> Option<Frame> {
         loop {
             if let Some(Received { frame, .. }) = self.codec.decode(&mut self.buf).unwrap() {
@@ -63,14 +72,20 @@ impl Raw {
     }
 
     pub fn call(&mut self, id: u64, body: Request) -> Response {
-        let f = Frame::Request { id, body };
-        self.s
-            .write_all(&encode_frame(&f, 16 << 20).unwrap())
-            .unwrap();
+        self.send(&Frame::Request { id, body }).unwrap();
         match self.next() {
             Some(Frame::Response { id: got, body }) if got == id => body,
             other => panic!("no response to {id}: {other:?}"),
         }
+    }
+}
+
+/// The hello member `id` of the harness's cluster says.
+pub fn hello(id: &str) -> Hello {
+    Hello {
+        cluster: "itest".into(),
+        protocol: PROTOCOL_VERSION,
+        node_id: id.into(),
     }
 }
 
@@ -227,4 +242,170 @@ fn a_connection_flood_is_capped() {
         .client()
         .put(&kv_at("after-flood", Some("all")), b"y");
     assert_eq!(r.status, 201, "{r}");
+}
+
+/// Security review (h15): a conditional write reads at quorum and issues
+/// above the version it read. A replica (here a fake member with n2's real
+/// certificate) answering a version 9 s ahead — between one and two drifts
+/// (5 s), which reads answer — made n1 store that version + 1 into its
+/// clock before refusing the write, so every later write n1 coordinated
+/// was refused too, for up to a drift (and each further compare-and-set
+/// renewed it).
+#[test]
+fn a_replica_reading_from_the_future_cannot_stall_a_coordinators_writes() {
+    let mut c = Cluster::create(ClusterSpec::fast(2, 2));
+    let key = "cas-from-the-future";
+    let ahead = Version::new(pack(now_ms() + 9_000, 0), node_tag("n2"));
+    let _n2 = FakeMember::start(&c, 1, move |r| match r {
+        Request::Read { key: k } if k.as_ref() == key.as_bytes() => Some(Response::Read {
+            record: Some(WireRecord {
+                ts: ahead.ts,
+                node: ahead.node,
+                value: Some(bytes::Bytes::from_static(b"planted")),
+            }),
+        }),
+        _ => None,
+    });
+    c.node_mut(0).spawn();
+    c.node_mut(0).wait_healthy().expect("n1 starts");
+    c.wait_replicas_reachable();
+    let n1 = c.node(0).client();
+    let etag = format!("\"{}\"", ahead.etag());
+    let r = n1.put_with(&kv(key), &[("If-Match", &etag)], b"cas");
+    let body = r.expect_error(503, "clock_skew");
+    assert_eq!(body["outcome"], "not_applied", "{r}");
+    // Right after, n1 still coordinates writes: its clock kept nothing of
+    // the refused version.
+    let r = n1.put(&kv("after-the-refusal"), b"x");
+    assert_eq!(r.status, 201, "{r}");
+    let stamped = Version::parse_etag(r.etag().trim_matches('"')).expect("etag");
+    assert!(
+        stamped < ahead,
+        "{stamped:?} issued above the refused floor"
+    );
+}
+
+/// Security review (h15): a member could plant on an honest node a hint
+/// addressed to itself, with an ancient version, and refuse its replay:
+/// that pinned the node's hint floor, and with it tombstone GC everywhere.
+#[test]
+fn a_hint_addressed_to_its_sender_is_refused() {
+    let mut c = Cluster::start(ClusterSpec::fast(2, 2));
+    c.wait_replicas_reachable();
+    let refused = metric(&c, 0, "peer_requests_refused");
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let r = raw.call(
+        1,
+        Request::StoreHint {
+            target: "n2".into(),
+            key: bytes::Bytes::from_static(b"pinned"),
+            record: WireRecord {
+                ts: pack(1_000, 0),
+                node: node_tag("n2"),
+                value: Some(bytes::Bytes::from_static(b"v")),
+            },
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ringkv_actors::wire::ErrorCode::Invalid,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(metric(&c, 0, "peer_requests_refused"), refused + 1);
+    let status = c.cluster_status(0);
+    assert_eq!(status["hints"]["pending"], 0, "{status}");
+    let n1 = &status["members"][0];
+    assert_eq!(n1["id"], "n1");
+    assert_eq!(n1["hint_floor_ms"], Value::Null, "n1 holds no hint: {n1}");
+}
+
+/// What remains (see the threat model): a member can still hold GC back by
+/// gossiping a low hint floor of its own. The operator sees which member
+/// it is in `GET /v1/cluster` (`members[].hint_floor_ms`).
+#[test]
+fn the_member_holding_tombstone_gc_back_shows_in_the_cluster_status() {
+    let mut c = Cluster::create(ClusterSpec::fast(2, 2));
+    c.node_mut(0).spawn();
+    c.node_mut(0).wait_healthy().expect("n1 starts");
+    let floor_of = |c: &Cluster, id: &str| {
+        let s = c.cluster_status(0);
+        let m = s["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no {id} in {s}"));
+        m["hint_floor_ms"].clone()
+    };
+    assert_eq!(floor_of(&c, "n2"), 0, "never heard from: GC counts 0");
+    assert_eq!(floor_of(&c, "n1"), Value::Null, "n1 holds no hints");
+    // n2 (the test, with n2's certificate) says it holds a hint from 1970.
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let mut me = entry("n2", now_ms(), 1, now_ms());
+    me.hints_floor = pack(1_000, 0);
+    match raw.call(1, Request::Gossip { members: vec![me] }) {
+        Response::Gossip { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(floor_of(&c, "n2"), 1_000);
+}
+
+/// Security review (h15): a member opening fresh anti-entropy session ids
+/// made a node build Merkle trees (scans) back to back. Now a burst of them
+/// is refused (`overloaded`, counted) after the first few, and legitimate
+/// repairs still complete — also the impersonated member's own, once it
+/// earned a token again (its refused exchange is retried by a later pass).
+#[test]
+fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
+    use ringkv_actors::wire::ErrorCode;
+    let mut c = Cluster::start(ClusterSpec::fast(3, 3));
+    c.wait_replicas_reachable();
+    let epoch = c.cluster_status(0)["ring_epoch"].as_u64().unwrap();
+    let mut raw = Raw::connect(&c, 0, "n2");
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..50u64 {
+        let ask = Request::TreeHashes {
+            session: (7 << 40) | i,
+            epoch,
+            depth: ringkv_actors::merkle::DEFAULT_DEPTH,
+            level: 0,
+            indices: vec![0],
+        };
+        match raw.call(i + 1, ask) {
+            Response::Hashes { .. } => {}
+            Response::Error {
+                code: ErrorCode::Overloaded,
+                ..
+            } => refused += 1,
+            other => panic!("session {i}: {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(refused >= 40, "{refused} of 50 refused in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(metric(&c, 0, "ae_builds_refused"), refused);
+    // Other members' repairs, with n1 on either side, complete at once.
+    for i in [2, 0] {
+        let s = repair(&c, i);
+        assert_eq!(s["peers_failed"], serde_json::json!([]), "n{}: {s}", i + 1);
+    }
+    // n2's own exchange with n1 waits for a token, then completes.
+    c.wait_until(SLOW, "a repair from n2 completes", || {
+        let s = repair(&c, 1);
+        if s["peers_failed"] == serde_json::json!([]) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(s.to_string())
+        }
+    });
+    let log = c.node(1).log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("anti-entropy")),
+        "a refused exchange is no error:\n{log}"
+    );
 }

@@ -14,6 +14,8 @@
 //!   peers killed mid-transfer or never reading, a full write queue, a failed
 //!   fsync, clock steps across restarts, SIGTERM while peers misbehave
 //! * [`hostile`]: forged hellos, gossip and clock samples on the peer port
+//! * [`peer_conn`], [`fake_member`]: raw peer connections, both ways: to a
+//!   node's peer port, and a fake member the nodes dial
 //! * [`security`]: peer mTLS, HTTPS, tokens and roles, certificate
 //!   rotation, `ringkv up` with security
 //! * [`slow_clients`]: slow-loris heads, trickled and stalled bodies,
@@ -24,6 +26,7 @@
 mod bounded;
 mod cluster;
 mod crash;
+mod fake_member;
 mod faults;
 mod harness;
 mod hostile;

@@ -1,7 +1,10 @@
 //! A raw connection to a node's peer port, the way tests play a member (or
 //! an impostor): plain TCP on a cluster without peer TLS, else TLS 1.3 with
 //! the certificate of a node of the cluster's CA (or of another CA). The
-//! test then writes whatever frames it likes.
+//! test then writes whatever frames it likes. The other way round, a
+//! connection a node dialed to a member's address can be accepted with that
+//! member's certificate ([`PeerConn::accept`]), so a test plays the member
+//! the node believes it reached.
 
 use crate::harness::Cluster;
 use ringkv_actors::peer::tls::{identity, PeerTls, TlsFiles};
@@ -14,18 +17,23 @@ use std::time::Duration;
 pub enum PeerConn {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// A connection a node dialed, accepted as the member it dialed.
+    Served(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
 }
 
-/// The TLS client configuration of `as_node`'s certificate in `certs`.
-pub fn client_config(certs: &Path, as_node: &str) -> Arc<rustls::ClientConfig> {
+/// `as_node`'s TLS material in `certs`.
+fn material(certs: &Path, as_node: &str) -> PeerTls {
     let files = TlsFiles {
         ca: certs.join("ca.crt"),
         cert: certs.join(format!("{as_node}.crt")),
         key: certs.join(format!("{as_node}.key")),
     };
-    PeerTls::new(as_node, files)
-        .unwrap_or_else(|e| panic!("certificate of {as_node}: {e}"))
-        .client()
+    PeerTls::new(as_node, files).unwrap_or_else(|e| panic!("certificate of {as_node}: {e}"))
+}
+
+/// The TLS client configuration of `as_node`'s certificate in `certs`.
+pub fn client_config(certs: &Path, as_node: &str) -> Arc<rustls::ClientConfig> {
+    material(certs, as_node).client()
 }
 
 impl PeerConn {
@@ -40,6 +48,19 @@ impl PeerConn {
         PeerConn::tls(node.peer_addr, &node.id, config)
     }
 
+    /// Accepts `stream`, which a node dialed to member `as_node`'s address:
+    /// with `certs` (the cluster's certificates, when its peers use TLS, see
+    /// [`certs_of`]) as `as_node`, with its certificate, requiring the
+    /// node's client certificate as a real member does.
+    pub fn accept(stream: TcpStream, certs: Option<&Path>, as_node: &str) -> PeerConn {
+        let Some(certs) = certs else {
+            return PeerConn::Plain(stream);
+        };
+        let config = material(certs, as_node).server();
+        let conn = rustls::ServerConnection::new(config).expect("TLS server");
+        PeerConn::Served(Box::new(rustls::StreamOwned::new(conn, stream)))
+    }
+
     /// TLS to `addr`, expecting node `target_id`'s certificate.
     pub fn tls(addr: SocketAddr, target_id: &str, config: Arc<rustls::ClientConfig>) -> PeerConn {
         let name = rustls::pki_types::ServerName::try_from(identity(target_id)).expect("name");
@@ -51,7 +72,9 @@ impl PeerConn {
     /// presented (DER), or why there is none.
     pub fn peer_cert(&mut self) -> Result<Vec<u8>, String> {
         match self {
-            PeerConn::Plain(_) => Err("plain TCP".into()),
+            PeerConn::Plain(_) | PeerConn::Served(_) => {
+                Err("not a TLS connection we dialed".into())
+            }
             PeerConn::Tls(s) => {
                 while s.conn.is_handshaking() {
                     s.conn
@@ -71,6 +94,7 @@ impl PeerConn {
         match self {
             PeerConn::Plain(s) => s,
             PeerConn::Tls(s) => &s.sock,
+            PeerConn::Served(s) => &s.sock,
         }
     }
 
@@ -81,6 +105,11 @@ impl PeerConn {
     pub fn set_write_timeout(&self, t: Option<Duration>) {
         self.tcp().set_write_timeout(t).expect("write timeout");
     }
+}
+
+/// The cluster's certificate directory when its peers use TLS.
+pub fn certs_of(c: &Cluster) -> Option<std::path::PathBuf> {
+    c.spec.security.peer_tls.then(|| c.dir.path().join("certs"))
 }
 
 fn tcp(addr: SocketAddr) -> TcpStream {
@@ -95,6 +124,7 @@ impl Read for PeerConn {
         match self {
             PeerConn::Plain(s) => s.read(buf),
             PeerConn::Tls(s) => s.read(buf),
+            PeerConn::Served(s) => s.read(buf),
         }
     }
 }
@@ -104,6 +134,7 @@ impl Write for PeerConn {
         match self {
             PeerConn::Plain(s) => s.write(buf),
             PeerConn::Tls(s) => s.write(buf),
+            PeerConn::Served(s) => s.write(buf),
         }
     }
 
@@ -111,6 +142,7 @@ impl Write for PeerConn {
         match self {
             PeerConn::Plain(s) => s.flush(),
             PeerConn::Tls(s) => s.flush(),
+            PeerConn::Served(s) => s.flush(),
         }
     }
 }
