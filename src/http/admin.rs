@@ -15,15 +15,7 @@ use std::sync::atomic::Ordering;
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let mut text = state.services.core.local.stats.render();
     state.services.conns.stats.render(&mut text);
-    let budget = &state.services.body_budget;
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        text,
-        "# HELP ringkv_http_body_bytes request-body bytes held now (http.max_inflight_body_bytes)\n\
-         # TYPE ringkv_http_body_bytes gauge\n\
-         ringkv_http_body_bytes {}",
-        budget.used()
-    );
+    state.services.body_budget.render(&mut text);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

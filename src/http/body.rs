@@ -32,18 +32,36 @@ pub struct BodyDeadlines {
     pub min_bytes_per_sec: u64,
 }
 
+/// Which body deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Late {
+    Total = 0,
+    Idle = 1,
+    Rate = 2,
+}
+
+impl Late {
+    fn what(self) -> &'static str {
+        match self {
+            Late::Total => "did not arrive in time",
+            Late::Idle => "stopped arriving",
+            Late::Rate => "arrived too slowly (http.min_body_bytes_per_sec)",
+        }
+    }
+}
+
 impl BodyDeadlines {
     /// When the next bytes must have arrived, given `received` so far since
-    /// `start`, the last arrival at `last`; and what missing it means.
+    /// `start`, the last arrival at `last`; and which deadline that is.
     pub fn next(
         &self,
         start: tokio::time::Instant,
         last: tokio::time::Instant,
         received: usize,
-    ) -> (tokio::time::Instant, &'static str) {
-        let mut at = (start + self.total, "did not arrive in time");
+    ) -> (tokio::time::Instant, Late) {
+        let mut at = (start + self.total, Late::Total);
         if last + self.idle < at.0 {
-            at = (last + self.idle, "stopped arriving");
+            at = (last + self.idle, Late::Idle);
         }
         if self.min_bytes_per_sec > 0 {
             // By then `received + 1` bytes are due at the minimum rate.
@@ -51,7 +69,7 @@ impl BodyDeadlines {
                 Duration::from_secs_f64((received + 1) as f64 / self.min_bytes_per_sec as f64);
             let rate_at = start + MIN_RATE_GRACE + due;
             if rate_at < at.0 {
-                at = (rate_at, "arrived too slowly (http.min_body_bytes_per_sec)");
+                at = (rate_at, Late::Rate);
             }
         }
         at
@@ -137,9 +155,12 @@ pub async fn read(
     let start = tokio::time::Instant::now();
     let mut last = start;
     loop {
-        let (at, what) = deadlines.next(start, last, buf.len());
+        let (at, late) = deadlines.next(start, last, buf.len());
         let chunk = match tokio::time::timeout_at(at, payload.next()).await {
-            Err(_) => return Err(timed_out(what)),
+            Err(_) => {
+                budget.timed_out[late as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(timed_out(late.what()));
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 return Err(ApiError::bad_request(
@@ -164,7 +185,10 @@ pub async fn read(
                 .min(declared.unwrap_or(limit).max(len))
                 .min(limit);
             let more = want.saturating_sub(reservation.bytes());
-            reservation.grow(more).map_err(exhausted)?;
+            reservation.grow(more).map_err(|which| {
+                budget.refused[which as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                exhausted(which)
+            })?;
             // Exactly what was reserved (`reserve` may double).
             buf.reserve_exact(want - buf.len());
         }
@@ -187,20 +211,18 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let s = |ms: u64| t0 + Duration::from_millis(ms);
         // Fresh: the idle bound first.
-        assert_eq!(d.next(t0, t0, 0), (s(3_000), "stopped arriving"));
+        assert_eq!(d.next(t0, t0, 0), (s(3_000), Late::Idle));
         // A byte every 2 s (under the idle bound): at 6 s only 3 of the
         // 1,001 bytes due after the grace are in.
-        let (at, why) = d.next(t0, s(6_000), 3);
-        assert_eq!(at, s(5_004));
-        assert!(why.contains("too slowly"), "{why}");
+        assert_eq!(d.next(t0, s(6_000), 3), (s(5_004), Late::Rate));
         // Fast enough: the idle bound again.
-        assert_eq!(d.next(t0, s(6_000), 100_000).1, "stopped arriving");
+        assert_eq!(d.next(t0, s(6_000), 100_000).1, Late::Idle);
         // Near the end: the total.
         assert_eq!(d.next(t0, s(29_000), 10_000_000).0, s(30_000));
         let off = BodyDeadlines {
             min_bytes_per_sec: 0,
             ..d
         };
-        assert_eq!(off.next(t0, s(6_000), 3).1, "stopped arriving");
+        assert_eq!(off.next(t0, s(6_000), 3).1, Late::Idle);
     }
 }

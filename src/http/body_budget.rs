@@ -29,8 +29,8 @@ pub struct TokenId(pub String);
 /// Which bound a reservation hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exhausted {
-    Node,
-    Client,
+    Node = 0,
+    Client = 1,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +45,10 @@ pub struct BodyBudget {
     pub total: usize,
     pub per_client: usize,
     state: Mutex<State>,
+    /// Bodies answered 408, by why: too slow in all, stalled, below the rate.
+    pub timed_out: [std::sync::atomic::AtomicU64; 3],
+    /// Bodies refused 503 at the node's bound, and at a client's share.
+    pub refused: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl BodyBudget {
@@ -53,6 +57,8 @@ impl BodyBudget {
             total,
             per_client: per_client.min(total),
             state: Mutex::default(),
+            timed_out: Default::default(),
+            refused: Default::default(),
         })
     }
 
@@ -68,6 +74,36 @@ impl BodyBudget {
     /// Bytes reserved now, node-wide.
     pub fn used(&self) -> usize {
         self.lock().used
+    }
+
+    /// The Prometheus text of the budget and its refusals.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_http_body_bytes request-body bytes held now (http.max_inflight_body_bytes)\n\
+             # TYPE ringkv_http_body_bytes gauge\n\
+             ringkv_http_body_bytes {}\n\
+             # HELP ringkv_http_bodies_timed_out_total request bodies answered 408: not in time \
+             (http.body_timeout_ms), stalled (http.idle_timeout_ms), too slow \
+             (http.min_body_bytes_per_sec)\n\
+             # TYPE ringkv_http_bodies_timed_out_total counter\n\
+             ringkv_http_bodies_timed_out_total{{why=\"total\"}} {}\n\
+             ringkv_http_bodies_timed_out_total{{why=\"idle\"}} {}\n\
+             ringkv_http_bodies_timed_out_total{{why=\"rate\"}} {}\n\
+             # HELP ringkv_http_bodies_refused_total request bodies answered 503 at the node's \
+             budget or at the client's share of it\n\
+             # TYPE ringkv_http_bodies_refused_total counter\n\
+             ringkv_http_bodies_refused_total{{bound=\"node\"}} {}\n\
+             ringkv_http_bodies_refused_total{{bound=\"client\"}} {}",
+            self.used(),
+            self.timed_out[0].load(Relaxed),
+            self.timed_out[1].load(Relaxed),
+            self.timed_out[2].load(Relaxed),
+            self.refused[0].load(Relaxed),
+            self.refused[1].load(Relaxed),
+        );
     }
 
     /// Clients holding reservations now.
