@@ -56,44 +56,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// The key-value routes, each bounded by `http.handler_timeout_ms`, its
-/// body included: beyond, 503 `timeout` (`indeterminate` for a write, which
-/// may yet be applied), and the connection closes.
+/// The key-value routes. Writes are bounded by `http.handler_timeout_ms`,
+/// their body included: beyond, 503 `timeout`, `indeterminate` (the write
+/// may yet be applied), and the connection closes. (A read needs no such
+/// bound: the local replica is read synchronously, and every remote replica
+/// within `cluster.request_timeout_ms`.)
 async fn kv_routes(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = std::time::Duration::from_millis(state.services.config.http.handler_timeout_ms);
-    let write = matches!(*req.method(), Method::PUT | Method::DELETE);
-    let handler = async {
-        match *req.method() {
-            Method::GET | Method::HEAD => kv::get(req.clone(), state.clone()).await,
-            Method::PUT => kv::put(req.clone(), payload, state.clone()).await,
-            Method::DELETE => kv::delete(req.clone(), state.clone()).await,
-            _ => Ok(method_not_allowed(
+    let write = match *req.method() {
+        Method::GET | Method::HEAD => return kv::get(req, state).await,
+        Method::PUT => futures_util::future::Either::Left(kv::put(req, payload, state.clone())),
+        Method::DELETE => futures_util::future::Either::Right(kv::delete(req, state.clone())),
+        _ => {
+            return Ok(method_not_allowed(
                 "use GET, HEAD, PUT or DELETE on /v1/kv/{key}",
-            )),
+            ))
         }
     };
-    match tokio::time::timeout(limit, handler).await {
+    let limit = std::time::Duration::from_millis(state.services.config.http.handler_timeout_ms);
+    match tokio::time::timeout(limit, write).await {
         Ok(answer) => answer,
         Err(_) => {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 format!(
-                    "the request did not complete within http.handler_timeout_ms ({} ms)",
+                    "the write did not complete within http.handler_timeout_ms ({} ms)",
                     limit.as_millis()
                 ),
             )
+            .with("outcome", "indeterminate")
             .closing();
             e.retry_after_s = Some(1);
-            Err(if write {
-                e.with("outcome", "indeterminate")
-            } else {
-                e
-            })
+            Err(e)
         }
     }
 }

@@ -119,18 +119,20 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.conn.is_evicted() && this.conn.timer().waiting_since_ms().is_some() {
-            return Poll::Ready(this.check(cx));
-        }
-        if this.conn.is_closing() && this.conn.timer().waiting_since_ms().is_some() {
-            // Its last response said `Connection: close`: read no more
-            // (end of stream; actix-http then closes it).
-            return Poll::Ready(Ok(()));
-        }
         let (waiting, head_bytes) = {
             let t = this.conn.timer();
             (t.waiting_since_ms(), t.head_bytes())
         };
+        if waiting.is_some() {
+            if this.conn.is_evicted() {
+                return Poll::Ready(this.check(cx));
+            }
+            if this.conn.is_closing() {
+                // Its last response said `Connection: close`: read no more
+                // (end of stream; actix-http then closes it).
+                return Poll::Ready(Ok(()));
+            }
+        }
         let read = if let Some(since) = waiting {
             let room = MAX_HEAD_BYTES.saturating_sub(head_bytes) as usize;
             if room == 0 {
@@ -150,9 +152,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
             // Small reads: what a head brings before its request starts
             // stays within MAX_HEAD_BYTES.
             let cap = room.min(WAITING_READ_BYTES).min(buf.remaining());
-            let mut small = ReadBuf::new(buf.initialize_unfilled_to(cap));
+            let mut small = buf.take(cap);
             let r = Pin::new(&mut this.io).poll_read(cx, &mut small);
             let n = small.filled().len();
+            // SAFETY: `small` is the first `cap` bytes of `buf`'s unfilled
+            // part; the reader filled (so initialized) its first `n` bytes.
+            unsafe { buf.assume_init(n) };
             buf.advance(n);
             r.map_ok(|()| n)
         } else {

@@ -30,9 +30,13 @@ impl Drop for InHand {
         // The guard's clock: the one the I/O wrapper reads deadlines on.
         let now = self.0.now_ms();
         self.0.timer().request_finished(now);
-        // The socket was last polled under the old phase: poll it again so
-        // the wait's deadlines are armed (or a closing connection closes).
-        self.0.waker.wake();
+        // A closing connection closes at its next read: make sure there is
+        // one (actix-http may wait for nothing, draining an unread body).
+        // Others are read again by actix-http, which arms the wait's
+        // deadlines (an idle one ends at its own keep-alive).
+        if self.0.is_closing() {
+            self.0.waker.wake();
+        }
     }
 }
 
@@ -133,7 +137,6 @@ where
                 }
                 let now = c.now_ms();
                 c.timer().responding(now);
-                c.waker.wake();
             }
             Ok(res.map_body(|_, body| Tracked { body, in_hand }))
         })
