@@ -4,7 +4,8 @@
 //! Start-up order: open the store (bumping the restart generation), start the
 //! replica actor (writer arbiter), bind the peer port and start one peer
 //! session per other member plus the gossip, hint and repair actors (peer
-//! arbiter), then serve HTTP with one partition actor per worker.
+//! arbiter), then serve HTTP (each handler coordinates its request on its
+//! own worker).
 //!
 //! SIGTERM or SIGINT: the HTTP server stops accepting, lets in-flight requests
 //! finish (up to `http.shutdown_grace_ms`), then the replica actor flushes
@@ -30,7 +31,6 @@ use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
 use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::metrics::Metrics;
-use ringkv_actors::partition::PartitionActor;
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
 use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, ReplicaLimits};
@@ -75,7 +75,7 @@ pub enum StartError {
     Security(String),
 }
 
-/// Everything the HTTP layer reaches besides the partition actors.
+/// Everything the HTTP layer reaches.
 pub struct Services {
     pub core: Arc<NodeCore>,
     pub gossip: Addr<GossipActor>,
@@ -313,12 +313,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
     let app = move || {
-        // One coordinator per worker thread: no shared mailbox on the hot path.
-        let partition = PartitionActor::new(core.clone()).start();
         App::new()
             .app_data(web::Data::new(ApiState {
                 node_id: node_id.clone(),
-                partition,
                 services: services.clone(),
                 max_value_bytes,
             }))

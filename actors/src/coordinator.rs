@@ -43,8 +43,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Stripes of the per-key lock that serializes conditional writes.
-const KEY_LOCK_STRIPES: usize = 1024;
+/// Reads awaiting their late replicas in the background at once; beyond,
+/// a read answers without repairing its stale replicas (anti-entropy will).
+pub const MAX_READ_TAILS: usize = 1024;
 /// Attempts of a write whose version some replica already exceeds: the
 /// second goes above the newest version seen (clock skew); after that, a newer
 /// version is a concurrent later write and the write is acknowledged.
@@ -84,7 +85,7 @@ pub struct ClusterView {
     pub peers: Peers,
 }
 
-/// State shared by every partition actor of a node.
+/// The coordinator state of a node, shared by every HTTP worker.
 pub struct NodeCore {
     pub node_id: String,
     pub local: LocalReplica,
@@ -92,7 +93,12 @@ pub struct NodeCore {
     pub replication: Replication,
     pub liveness: Arc<Liveness>,
     view: RwLock<Arc<ClusterView>>,
-    key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Serialize conditional writes per key (waiting at most a request
+    /// timeout).
+    key_locks: crate::key_locks::KeyLocks,
+    /// Reads whose late answers are awaited in the background (for read
+    /// repair), at most [`MAX_READ_TAILS`].
+    read_tails: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a successful write reports.
@@ -141,9 +147,8 @@ impl NodeCore {
             replication,
             liveness,
             view: RwLock::new(Arc::new(view)),
-            key_locks: (0..KEY_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            key_locks: Default::default(),
+            read_tails: Arc::new(tokio::sync::Semaphore::new(MAX_READ_TAILS)),
         }
     }
 
@@ -155,11 +160,6 @@ impl NodeCore {
     /// Installs a new membership view (as membership changes).
     pub fn set_view(&self, view: ClusterView) {
         *self.view.write().expect("view lock") = Arc::new(view);
-    }
-
-    fn key_lock(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
-        let h = twox_hash::XxHash64::oneshot(0, key) as usize;
-        &self.key_locks[h % KEY_LOCK_STRIPES]
     }
 
     /// Reads the local or a remote replica's record.
@@ -362,27 +362,39 @@ impl NodeCore {
             });
         }
         let newest = reconcile(replies.iter().map(|(_, r)| r));
+        // What a repair needs of each reply: its version, not its value.
+        let versions: Vec<(String, Option<Version>)> = replies
+            .into_iter()
+            .map(|(node, r)| (node, r.map(|r| r.version)))
+            .collect();
         if blocking_repair {
-            self.repair_stale(&view, key, newest.as_ref(), &replies)
+            self.repair_stale(&view, key, newest.as_ref(), &versions)
                 .await;
-        } else {
+        } else if let Ok(permit) = self.read_tails.clone().try_acquire_owned() {
+            // The late answers are awaited, and stale replicas repaired, in
+            // the background: at most MAX_READ_TAILS reads at once, each
+            // holding one record (the newest) whatever the replies' sizes.
             let core = self.clone();
             let key = key.clone();
-            let answer = newest.clone();
+            let mut newest_seen = newest.clone();
             actix::spawn(async move {
+                let _permit = permit;
+                let mut versions = versions;
                 while let Some((node, r)) = rx.recv().await {
                     if let Ok(r) = r.and_then(|r| core.sane(r)) {
-                        replies.push((node, r));
+                        versions.push((node, r.as_ref().map(|r| r.version)));
+                        if let Some(r) = r {
+                            if newest_seen.as_ref().is_none_or(|n| r.version > n.version) {
+                                newest_seen = Some(r);
+                            }
+                        }
                     }
                 }
-                let newest = reconcile(replies.iter().map(|(_, r)| r));
-                let newest = match (newest, answer) {
-                    (Some(a), Some(b)) => Some(if a.version >= b.version { a } else { b }),
-                    (a, b) => a.or(b),
-                };
-                core.repair_stale(&view, &key, newest.as_ref(), &replies)
+                core.repair_stale(&view, &key, newest_seen.as_ref(), &versions)
                     .await;
             });
+        } else {
+            Metrics::add(&self.local.stats.read_tails_dropped, 1);
         }
         Ok(newest)
     }
@@ -426,14 +438,14 @@ impl NodeCore {
         view: &ClusterView,
         key: &Bytes,
         newest: Option<&Record>,
-        replies: &[(String, Option<Record>)],
+        replies: &[(String, Option<Version>)],
     ) {
         let Some(newest) = newest else { return };
         if self.hlc.check_drift(newest.version).is_err() {
             return;
         }
-        for (node, r) in replies {
-            if r.as_ref().is_some_and(|r| r.version >= newest.version) {
+        for (node, v) in replies {
+            if v.is_some_and(|v| v >= newest.version) {
                 continue;
             }
             let op = WriteOp {
@@ -481,7 +493,20 @@ impl NodeCore {
         }
         let r = &self.replication;
         let consistency = consistency.for_conditional(r.n, r.r, r.w);
-        let _guard = self.key_lock(&key).lock().await;
+        let wait = self.replication.request_timeout;
+        let Ok(_guard) = self.key_locks.lock(&key, wait).await else {
+            return Err(Error::Unavailable {
+                consistency,
+                required: consistency.required(r.n, r.w),
+                received: 0,
+                errors: vec![format!(
+                    "other conditional writes to this key through this node held it for \
+                     longer than {} ms",
+                    wait.as_millis()
+                )],
+                indeterminate: false,
+            });
+        };
         let current = self.read(&key, consistency).await?;
         if !precondition.holds(current.as_ref()) {
             return Err(Error::PreconditionFailed {

@@ -277,7 +277,7 @@ impl TombstoneGc {
                     version: r.version,
                 })
                 .collect();
-            let outcomes = self.core.local.apply_all(mutations).await?;
+            let outcomes = self.core.local.apply_background(mutations).await?;
             let n = outcomes
                 .iter()
                 .filter(|o| matches!(o, Ok(crate::storage::WriteOutcome::Done { changed: true })))

@@ -92,7 +92,7 @@ impl Inbound {
                         version: Version::new(ts, node),
                     })
                     .collect();
-                match self.local.apply_all(mutations).await {
+                match self.local.apply_background(mutations).await {
                     Ok(out) => Response::Purged {
                         purged: out
                             .iter()

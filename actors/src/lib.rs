@@ -28,8 +28,8 @@
 //!
 //! Agents, top of the graph:
 //! * [`replica`]: the replica actor, owner of the local write path (group commit).
-//! * [`coordinator`], [`partition`]: quorum reads and writes; the partition
-//!   actor per HTTP worker.
+//! * [`coordinator`]: quorum reads and writes, called by the HTTP handlers
+//!   on their own worker (no mailbox on the request path).
 //! * [`gossip`], [`hint`], [`antientropy`], [`gc`], [`repair`]: membership,
 //!   hinted handoff, anti-entropy, tombstone GC, and their scheduling.
 //! * [`inbound`]: answers peers' requests.
@@ -50,13 +50,13 @@ pub mod gc;
 pub mod gossip;
 pub mod hint;
 pub mod inbound;
+pub mod key_locks;
 pub mod layout;
 pub mod limits;
 pub mod membership;
 pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
-pub mod partition;
 pub mod peer;
 pub mod quorum;
 pub mod rate;

@@ -54,6 +54,7 @@ counters! {
     hints_replayed: "hints delivered to their target and deleted",
     hints_rescued: "hints older than hints.max_age_ms handed to another live replica of their key",
     read_repairs: "stale replicas sent the newest version after a read",
+    read_tails_dropped: "reads that answered without awaiting their late replicas (too many awaited at once: no read repair, anti-entropy repairs)",
     ae_rounds: "anti-entropy exchanges completed",
     ae_hashes_compared: "Merkle tree nodes compared",
     ae_keys_pulled: "records taken from peers by anti-entropy",

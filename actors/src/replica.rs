@@ -13,7 +13,10 @@
 //! mutations and [`ReplicaLimits::max_queued_bytes`] bytes; work beyond is
 //! refused at once with [`StoreError::Overloaded`] (HTTP 503 with
 //! `Retry-After`), never queued without limit. One `Apply` larger than the
-//! whole byte bound is taken alone when the queue is empty.
+//! whole byte bound is taken alone when the queue is empty. Background work
+//! (anti-entropy and hint batches, purges: [`Lane::Background`]) may hold at
+//! most half of either bound, so a flood of it — a peer's batches, a
+//! catch-up after a restart — cannot take the room client writes need.
 //!
 //! **Failures.** A full disk refuses the batch (the store reopens its
 //! handle, and writes resume once space is freed). Any other I/O failure of a
@@ -64,11 +67,39 @@ impl Default for ReplicaLimits {
     }
 }
 
+/// Which share of the write queue a job counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Part of a client's request (a coordinator's write, a hint for it).
+    Foreground,
+    /// Anti-entropy and hint batches, purges: at most half the queue.
+    Background,
+}
+
 /// Apply mutations durably, in one commit; answers one result per mutation
 /// once it is on disk, or the error that failed the whole commit.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ItemResult>, StoreError>")]
-pub struct Apply(pub Vec<Mutation>);
+pub struct Apply {
+    pub mutations: Vec<Mutation>,
+    pub lane: Lane,
+}
+
+impl Apply {
+    pub fn foreground(mutations: Vec<Mutation>) -> Apply {
+        Apply {
+            mutations,
+            lane: Lane::Foreground,
+        }
+    }
+
+    pub fn background(mutations: Vec<Mutation>) -> Apply {
+        Apply {
+            mutations,
+            lane: Lane::Background,
+        }
+    }
+}
 
 /// Answers once every write received before it is committed.
 #[derive(Message)]
@@ -80,6 +111,7 @@ type Reply = oneshot::Sender<Result<Vec<ItemResult>, StoreError>>;
 struct Job {
     mutations: Vec<Mutation>,
     weight: usize,
+    lane: Lane,
     reply: Reply,
 }
 
@@ -106,6 +138,9 @@ pub struct ReplicaActor {
     queue: VecDeque<Job>,
     queued_ops: usize,
     queued_bytes: usize,
+    /// Of those, background work's.
+    background_ops: usize,
+    background_bytes: usize,
     committing: bool,
     flush_waiters: Vec<oneshot::Sender<()>>,
     on_fatal: OnFatal,
@@ -123,6 +158,8 @@ impl ReplicaActor {
             queue: VecDeque::new(),
             queued_ops: 0,
             queued_bytes: 0,
+            background_ops: 0,
+            background_bytes: 0,
             committing: false,
             flush_waiters: Vec::new(),
             on_fatal: exit_on_fatal(),
@@ -164,6 +201,10 @@ impl ReplicaActor {
             let job = self.queue.pop_front().expect("front");
             self.queued_ops -= n;
             self.queued_bytes -= job.weight;
+            if job.lane == Lane::Background {
+                self.background_ops -= n;
+                self.background_bytes -= job.weight;
+            }
             batch.push(job);
         }
         batch
@@ -231,38 +272,58 @@ impl ReplicaActor {
         }
         self.queued_ops = 0;
         self.queued_bytes = 0;
+        self.background_ops = 0;
+        self.background_bytes = 0;
         self.failed = Some(e.clone());
         for w in self.flush_waiters.drain(..) {
             let _ = w.send(());
         }
     }
 
-    fn enqueue(&mut self, mutations: Vec<Mutation>, ctx: &mut Context<Self>) -> ApplyFuture {
+    fn enqueue(
+        &mut self,
+        mutations: Vec<Mutation>,
+        lane: Lane,
+        ctx: &mut Context<Self>,
+    ) -> ApplyFuture {
         if let Some(e) = self.failed.clone() {
             return Box::pin(async move { Err(e) });
         }
         let n = mutations.len();
         let weight: usize = mutations.iter().map(Mutation::weight).sum();
+        let l = &self.limits;
         let fits = self.queue.is_empty()
-            || (self.queued_ops + n <= self.limits.max_queued_ops
-                && self.queued_bytes + weight <= self.limits.max_queued_bytes);
-        if !fits {
+            || (self.queued_ops + n <= l.max_queued_ops
+                && self.queued_bytes + weight <= l.max_queued_bytes);
+        let background_fits = lane == Lane::Foreground
+            || self.background_ops == 0
+            || (self.background_ops + n <= l.max_queued_ops / 2
+                && self.background_bytes + weight <= l.max_queued_bytes / 2);
+        if !fits || !background_fits {
             Metrics::add(&self.stats.writes_overloaded, n as u64);
             let err = StoreError::Overloaded(format!(
-                "the write queue holds {} mutations and {} bytes (limits {} and {})",
+                "the write queue holds {} mutations and {} bytes, {} and {} of them \
+                 background work (limits {} and {}, half of them for background work)",
                 self.queued_ops,
                 self.queued_bytes,
-                self.limits.max_queued_ops,
-                self.limits.max_queued_bytes
+                self.background_ops,
+                self.background_bytes,
+                l.max_queued_ops,
+                l.max_queued_bytes
             ));
             return Box::pin(async move { Err(err) });
         }
         let (tx, rx) = oneshot::channel();
         self.queued_ops += n;
         self.queued_bytes += weight;
+        if lane == Lane::Background {
+            self.background_ops += n;
+            self.background_bytes += weight;
+        }
         self.queue.push_back(Job {
             mutations,
             weight,
+            lane,
             reply: tx,
         });
         self.start_commit(ctx);
@@ -287,7 +348,7 @@ impl Handler<Apply> for ReplicaActor {
     type Result = ApplyFuture;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(msg.0, ctx)
+        self.enqueue(msg.mutations, msg.lane, ctx)
     }
 }
 
@@ -350,8 +411,18 @@ impl LocalReplica {
 
     /// Applies mutations durably in one commit.
     pub async fn apply_all(&self, m: Vec<Mutation>) -> Result<Vec<ItemResult>, StoreError> {
+        self.send(Apply::foreground(m)).await
+    }
+
+    /// Applies background work (anti-entropy and hint batches, purges)
+    /// durably in one commit, within the background share of the queue.
+    pub async fn apply_background(&self, m: Vec<Mutation>) -> Result<Vec<ItemResult>, StoreError> {
+        self.send(Apply::background(m)).await
+    }
+
+    async fn send(&self, apply: Apply) -> Result<Vec<ItemResult>, StoreError> {
         self.writer
-            .send(Apply(m))
+            .send(apply)
             .await
             .unwrap_or_else(|e| Err(StoreError::Engine(format!("replica actor: {e}"))))
     }
@@ -396,7 +467,8 @@ impl LocalReplica {
         }
         let mut applied = 0;
         if !mutations.is_empty() {
-            for (pos, result) in positions.into_iter().zip(self.apply_all(mutations).await?) {
+            let outcomes = self.apply_background(mutations).await?;
+            for (pos, result) in positions.into_iter().zip(outcomes) {
                 match result {
                     Ok(WriteOutcome::Applied { .. }) => applied += 1,
                     Ok(_) => {}

@@ -16,7 +16,7 @@ fn op(key: &str, ts: u64) -> WriteOp {
 }
 
 fn put(key: &str, ts: u64) -> Apply {
-    Apply(vec![Mutation::Put(op(key, ts))])
+    Apply::foreground(vec![Mutation::Put(op(key, ts))])
 }
 
 #[actix::test]
@@ -113,6 +113,49 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing_accepted() {
     }
 }
 
+/// Sweep of 10 (M4): background batches (a peer's anti-entropy or hint
+/// batches) filled the whole queue and every client write answered 503.
+#[actix::test]
+async fn background_work_leaves_room_for_client_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = slow_store(dir.path());
+    faults.apply("fsync_delay_ms = 300");
+    let stats = Arc::new(Metrics::default());
+    let limits = ReplicaLimits {
+        max_queued_ops: 40,
+        max_queued_bytes: usize::MAX,
+    };
+    let addr = ReplicaActor::new(store.clone(), stats)
+        .with_limits(limits)
+        .start();
+    // A commit in progress, then a flood of background batches of 5.
+    let first = addr.send(put("first", 10));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batches: Vec<_> = (0..20)
+        .map(|b| {
+            let muts = (0..5)
+                .map(|i| Mutation::Put(op(&format!("bg{b}-{i}"), 10)))
+                .collect();
+            addr.send(Apply::background(muts))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Client writes still find room: the background holds at most half.
+    let client: Vec<_> = (0..15)
+        .map(|i| addr.send(put(&format!("fg{i}"), 10)))
+        .collect();
+    let client = futures_util::future::join_all(client).await;
+    let batches = futures_util::future::join_all(batches).await;
+    first.await.unwrap().unwrap();
+    assert!(client.iter().all(|r| matches!(r, Ok(Ok(_)))), "{client:?}");
+    let refused = batches
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(StoreError::Overloaded(_)))))
+        .count();
+    assert!(refused >= 16, "{refused} of 20 background batches refused");
+    faults.apply("");
+}
+
 /// Regression (05 finding 6): after a failed fsync the store used to reopen
 /// and carry on, serving what the page cache showed.
 #[actix::test]
@@ -146,7 +189,7 @@ async fn mutations_of_one_apply_commit_together() {
     let batch: Vec<_> = (0..50)
         .map(|i| Mutation::Put(op(&format!("b{i}"), 3)))
         .collect();
-    let out = addr.send(Apply(batch)).await.unwrap().unwrap();
+    let out = addr.send(Apply::foreground(batch)).await.unwrap().unwrap();
     assert_eq!(out.len(), 50);
     assert_eq!(stats.commits.load(Ordering::Relaxed), 1);
 }

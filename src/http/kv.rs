@@ -7,7 +7,6 @@ use super::ApiState;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ringkv_actors::coordinator::WriteResult;
-use ringkv_actors::partition::{Get, Put};
 use ringkv_actors::record::Record;
 use ringkv_actors::version::Version;
 use std::time::{Duration, UNIX_EPOCH};
@@ -27,7 +26,7 @@ pub async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRes
     let key = request::key(&req, KV_PREFIX)?;
     let consistency = request::consistency(&req)?;
     let if_none_match = request::read_if_none_match(&req)?;
-    let record = state.partition.send(Get { key, consistency }).await??;
+    let record = state.services.core.read(&key, consistency).await?;
     let Some(Record {
         version,
         value: Some(value),
@@ -84,15 +83,10 @@ pub async fn put(
     )
     .await?;
     let result = state
-        .partition
-        .send(Put {
-            key,
-            value: Some(value),
-            precondition,
-            consistency,
-        })
+        .services
+        .core
+        .write(key, Some(value), precondition, consistency)
         .await
-        .map_err(|e| ApiError::from(e).for_write())?
         .map_err(|e| ApiError::from(e).for_write())?;
     Ok(written(result, StatusCode::CREATED))
 }
@@ -105,15 +99,10 @@ pub async fn delete(
     let consistency = request::consistency(&req)?;
     let precondition = request::precondition(&req)?;
     let result = state
-        .partition
-        .send(Put {
-            key,
-            value: None,
-            precondition,
-            consistency,
-        })
+        .services
+        .core
+        .write(key, None, precondition, consistency)
         .await
-        .map_err(|e| ApiError::from(e).for_write())?
         .map_err(|e| ApiError::from(e).for_write())?;
     Ok(written(result, StatusCode::NO_CONTENT))
 }

@@ -24,18 +24,15 @@ pub mod kv;
 pub mod request;
 
 use crate::server::Services;
-use actix::Addr;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use error::ApiError;
-use ringkv_actors::partition::PartitionActor;
 use serde_json::json;
 use std::sync::Arc;
 
 /// What every handler of one worker can reach.
 pub struct ApiState {
     pub node_id: String,
-    pub partition: Addr<PartitionActor>,
     pub services: Arc<Services>,
     pub max_value_bytes: usize,
 }
