@@ -26,6 +26,9 @@
 //!   through different nodes they are not (there is no consensus), and the
 //!   later version wins.
 
+pub mod holders;
+pub mod tally;
+
 use crate::error::{Error, Result};
 use crate::gossip::Liveness;
 use crate::metrics::Metrics;
@@ -38,9 +41,9 @@ use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
 use crate::version::{Hlc, IssueRefused, Version};
 use crate::wire::{Request, Response, WireRecord};
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tally::{Ack, ReadTally, Verdict, WritePolicy, WriteTally};
 use tokio::sync::mpsc;
 
 /// Reads awaiting their late replicas in the background at once; beyond,
@@ -109,27 +112,6 @@ pub struct WriteResult {
     pub created: bool,
     /// Acknowledgements that came from hint holders (sloppy quorum).
     pub hinted: usize,
-}
-
-/// How one replica's part of a write ended.
-enum Ack {
-    /// The replica stored it.
-    Direct { node: String, replaced_live: bool },
-    /// `holder` stored it as a hint for the replica, which failed for `why`.
-    Hinted { holder: String, why: String },
-    /// The replica holds a newer (or equal) version (`tombstone`: a delete).
-    Superseded {
-        node: String,
-        current: Version,
-        tombstone: bool,
-    },
-    /// Neither the replica nor a hint holder took it; `definite`: certainly
-    /// not applied anywhere; `disk_full`: the replica refused for a full disk.
-    Failed {
-        why: String,
-        definite: bool,
-        disk_full: bool,
-    },
 }
 
 impl NodeCore {
@@ -303,25 +285,20 @@ impl NodeCore {
         let replicas: Vec<String> = pref.into_iter().map(String::from).collect();
         let need = consistency.required(replicas.len(), self.replication.r);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut errors = Vec::new();
-        let mut replies: Vec<(String, Option<Record>)> = Vec::with_capacity(replicas.len());
+        let mut tally = ReadTally::new(need);
         let mut asked = 0;
         for node in &replicas {
             if node == &self.node_id {
                 // The local replica is a synchronous MVCC read: no task needed.
-                match self
-                    .local
-                    .read(key)
-                    .map_err(Error::from)
-                    .and_then(|r| self.sane(r))
-                {
-                    Ok(r) => replies.push((node.clone(), r)),
-                    Err(e) => errors.push(format!("{node}: {e}")),
-                }
+                let r = self.local.read(key).map_err(Error::from);
+                tally.record(
+                    node.clone(),
+                    r.and_then(|r| self.sane(r)).map_err(|e| e.to_string()),
+                );
                 continue;
             }
             if self.liveness.is_down(node) {
-                errors.push(format!("{node}: down (failure detector)"));
+                tally.record(node.clone(), Err("down (failure detector)".into()));
                 continue;
             }
             asked += 1;
@@ -341,26 +318,17 @@ impl NodeCore {
         let blocking_repair =
             consistency == Consistency::All && self.replication.read_repair_blocking_all;
         let mut answered = 0;
-        while replies.len() < need || (blocking_repair && answered < asked) {
-            let Some(reply) = rx.recv().await else { break };
+        while !tally.done() || (blocking_repair && answered < asked) {
+            let Some((node, r)) = rx.recv().await else {
+                break;
+            };
             answered += 1;
-            match reply {
-                (node, Ok(r)) => match self.sane(r) {
-                    Ok(r) => replies.push((node, r)),
-                    Err(e) => errors.push(format!("{node}: {e}")),
-                },
-                (node, Err(e)) => errors.push(format!("{node}: {e}")),
-            }
+            tally.record(
+                node,
+                r.and_then(|r| self.sane(r)).map_err(|e| e.to_string()),
+            );
         }
-        if replies.len() < need {
-            return Err(Error::Unavailable {
-                consistency,
-                required: need,
-                received: replies.len(),
-                errors,
-                indeterminate: false,
-            });
-        }
+        let replies = tally.finish(consistency)?;
         let newest = reconcile(replies.iter().map(|(_, r)| r));
         // What a repair needs of each reply: its version, not its value.
         let versions: Vec<(String, Option<Version>)> = replies
@@ -682,138 +650,58 @@ impl NodeCore {
             consistency,
         } = plan;
         let (n, need, consistency) = (*n, *need, *consistency);
-        let pref = &walk[..n];
-        // Hint holders, in order: healthy nodes past the preference list, then
-        // live replicas (this node first: no network hop).
-        let mut holders: Vec<String> = walk[n..]
-            .iter()
-            .filter(|_| self.replication.hinted_handoff)
-            .filter(|h| !self.liveness.is_down(h))
-            .cloned()
-            .collect();
-        if self.replication.hinted_handoff {
-            if pref.contains(&self.node_id) {
-                holders.push(self.node_id.clone());
-            }
-            holders.extend(
-                pref.iter()
-                    .filter(|p| **p != self.node_id && !self.liveness.is_down(p))
-                    .cloned(),
-            );
-        }
+        let plans = holders::plan(
+            walk,
+            n,
+            &self.node_id,
+            |node| self.liveness.is_down(node),
+            self.replication.hinted_handoff,
+        );
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut next_holder = 0;
-        for target in pref {
-            let known_down = *target != self.node_id && self.liveness.is_down(target);
-            // Each replica that may need a hint gets its own first choice.
-            // None for ourselves: peers refuse hints addressed to their
-            // sender (a member could otherwise plant hints for itself and
-            // refuse their replay, pinning GC); when our own write fails,
-            // the other replicas and anti-entropy bring it to us.
-            let mut mine: Vec<String> = if *target == self.node_id {
-                Vec::new()
-            } else {
-                holders.iter().filter(|h| *h != target).cloned().collect()
-            };
-            if !mine.is_empty() {
-                let len = mine.len();
-                mine.rotate_left(next_holder % len);
-            }
-            if known_down {
-                next_holder += 1;
-            }
-            let (core, view, target, op, tx) = (
-                self.clone(),
-                view.clone(),
-                target.clone(),
-                op.clone(),
-                tx.clone(),
-            );
+        for p in plans {
+            let (core, view, op, tx) = (self.clone(), view.clone(), op.clone(), tx.clone());
             actix::spawn(async move {
-                let ack = core.replicate(&view, &target, known_down, mine, op).await;
+                let ack = core
+                    .replicate(&view, &p.target, p.known_down, p.holders, op)
+                    .await;
                 let _ = tx.send(ack);
             });
         }
         drop(tx);
-        let (mut holders_acked, mut hinted_holders) = (HashSet::new(), HashSet::new());
-        let (mut replaced_live, mut newest) = (false, None::<(Version, bool)>);
-        let mut errors = Vec::new();
-        let (mut disk_full, mut failed) = (0, 0);
-        // Whether this attempt may be stored somewhere: an acknowledgement,
-        // a hint (replayed later even when it does not count), or a failure
-        // whose effect is unknown.
-        let mut maybe_applied = false;
-        while let Some(ack) = rx.recv().await {
-            match ack {
-                Ack::Direct {
-                    node,
-                    replaced_live: r,
-                } => {
-                    maybe_applied = true;
-                    replaced_live |= r;
-                    hinted_holders.remove(&node);
-                    holders_acked.insert(node);
-                }
-                Ack::Hinted { holder, why } => {
-                    maybe_applied = true;
-                    errors.push(format!("{why} (hint stored at {holder})"));
-                    if self.replication.sloppy_quorum && holders_acked.insert(holder.clone()) {
-                        hinted_holders.insert(holder);
+        let mut tally = WriteTally::new(WritePolicy {
+            need,
+            sloppy_quorum: self.replication.sloppy_quorum,
+            superseded_acks,
+            wait_all,
+            consistency,
+        });
+        let verdict = loop {
+            match rx.recv().await {
+                Some(ack) => {
+                    if let Some(v) = tally.record(ack) {
+                        break v;
                     }
                 }
-                Ack::Superseded { node, .. } if superseded_acks => {
-                    holders_acked.insert(node);
-                }
-                Ack::Superseded {
-                    current, tombstone, ..
-                } => {
-                    if newest.is_none_or(|(v, _)| current > v) {
-                        newest = Some((current, tombstone));
-                    }
-                }
-                Ack::Failed {
-                    why,
-                    definite,
-                    disk_full: full,
-                } => {
-                    failed += 1;
-                    disk_full += usize::from(full);
-                    maybe_applied |= !definite;
-                    errors.push(why);
-                }
+                None => break tally.finish(),
             }
-            if !wait_all && holders_acked.len() >= need && newest.is_none() {
-                return Ok(WriteResult {
-                    version: op.record.version,
-                    created: !replaced_live,
-                    hinted: hinted_holders.len(),
-                });
-            }
-        }
-        if let Some((v, tombstone)) = newest {
-            return Err(Attempt::Superseded {
-                newest: v,
+        };
+        match verdict {
+            Verdict::Acked { created, hinted } => Ok(WriteResult {
+                version: op.record.version,
+                created,
+                hinted,
+            }),
+            Verdict::Superseded {
+                newest,
                 tombstone,
                 maybe_applied,
-            });
+            } => Err(Attempt::Superseded {
+                newest,
+                tombstone,
+                maybe_applied,
+            }),
+            Verdict::Failed(e) => Err(Attempt::Failed(e)),
         }
-        if holders_acked.len() >= need {
-            return Ok(WriteResult {
-                version: op.record.version,
-                created: !replaced_live,
-                hinted: hinted_holders.len(),
-            });
-        }
-        if disk_full > 0 && disk_full == failed && !maybe_applied {
-            return Err(Attempt::Failed(Error::DiskFull(errors.join("; "))));
-        }
-        Err(Attempt::Failed(Error::Unavailable {
-            consistency,
-            required: need,
-            received: holders_acked.len(),
-            errors,
-            indeterminate: maybe_applied,
-        }))
     }
 
     /// One replica's part of a write: directly, else as a hint.
