@@ -44,8 +44,6 @@ pub mod coordinator;
 pub mod error;
 pub mod failure;
 pub mod faults;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gc;
 pub mod gossip;
 pub mod hint;

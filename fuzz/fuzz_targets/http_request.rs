@@ -1,10 +1,10 @@
 //! The HTTP request parsing of `src/http/request.rs`: key, consistency level
-//! and conditional headers (input layout in `ringkv::http::fuzzing`).
+//! and conditional headers (input layout in `ringkv_fuzz_harness::http`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv::http::fuzzing::http_request;
-use ringkv_actors::fuzzing::tally;
+use ringkv_fuzz_harness::http::http_request;
+use ringkv_fuzz_harness::peer::tally;
 
 fuzz_target!(|data: &[u8]| {
     let r = http_request(data);

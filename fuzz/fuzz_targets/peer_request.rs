@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_actors::fuzzing::peer_request;
+use ringkv_fuzz_harness::peer::peer_request;
 
 fuzz_target!(|data: &[u8]| {
     peer_request(data).assert_clean_and_tally("peer_request");

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringkv_actors::fuzzing::peer_request_structured;
+use ringkv_fuzz_harness::peer::peer_request_structured;
 
 fuzz_target!(|data: &[u8]| {
     peer_request_structured(data).assert_clean_and_tally("peer_request_structured");

@@ -19,7 +19,6 @@ pub mod body_budget;
 pub mod cluster;
 pub mod conn;
 pub mod error;
-pub mod fuzzing;
 pub mod kv;
 pub mod request;
 

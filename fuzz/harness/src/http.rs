@@ -1,4 +1,4 @@
-//! Fuzz target for the parsing of what HTTP clients send ([`super::request`]):
+//! Fuzz target for the parsing of what HTTP clients send (`ringkv::http::request`):
 //! the key from the raw path, the consistency level (query or header) and the
 //! conditional headers of writes and reads. Shared by the bounded pass of
 //! `cargo test`, the long `--ignored` run and the cargo-fuzz crate (`fuzz/`).
@@ -18,18 +18,18 @@
 //! itself. These functions read no storage: garbage cannot change stored
 //! data here by construction.
 
-use super::error::ApiError;
-use super::request::{
-    consistency, key, parse_etag, precondition, read_if_none_match, CONSISTENCY_HEADER, KV_PREFIX,
-};
-use crate::config::MAX_KEY_BYTES;
+use crate::peer::Entropy;
 use actix_web::body::MessageBody;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::test::TestRequest;
 use actix_web::ResponseError;
 use percent_encoding::percent_decode_str;
-use ringkv_actors::fuzzing::Entropy;
+use ringkv::config::MAX_KEY_BYTES;
+use ringkv::http::error::ApiError;
+use ringkv::http::request::{
+    consistency, key, parse_etag, precondition, read_if_none_match, CONSISTENCY_HEADER, KV_PREFIX,
+};
 use ringkv_actors::storage::Precondition;
 use ringkv_actors::version::Version;
 use std::str::FromStr;
@@ -374,7 +374,7 @@ fn tags(e: &mut impl Entropy) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringkv_actors::fuzzing::{install_panic_counter, panics_so_far, XorShift, THREAD_PREFIX};
+    use crate::peer::{install_panic_counter, panics_so_far, XorShift, THREAD_PREFIX};
     use std::time::{Duration, Instant};
 
     #[derive(Debug, Default)]

@@ -39,27 +39,27 @@
 //! [`DecodeReport`] with `findings`; the cargo-fuzz targets panic on a finding
 //! so libFuzzer keeps the input, the counting runners count them.
 
-use crate::antientropy::{RepairConfig, RepairService};
-use crate::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
-use crate::failure::DetectorConfig;
-use crate::gossip::{GossipActor, GossipSetup, Liveness};
-use crate::inbound::Inbound;
-use crate::limits::{batch_budget, FRAME_OVERHEAD, MAX_KEY_BYTES};
-use crate::merkle::{DEFAULT_DEPTH, MAX_DEPTH};
-use crate::metrics::Metrics;
-use crate::peer::{Dispatch, Peers};
-use crate::record::Record;
-use crate::replica::{LocalReplica, ReplicaActor};
-use crate::ring::Ring;
-use crate::storage::{data_key, Hint, Mutation, Store, WriteOp};
-use crate::version::{node_tag, pack, Clock, Hlc, SystemClock, Version};
-use crate::wire::{
+use actix::Actor;
+use bytes::{BufMut, Bytes, BytesMut};
+use ringkv_actors::antientropy::{RepairConfig, RepairService};
+use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
+use ringkv_actors::failure::DetectorConfig;
+use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness};
+use ringkv_actors::inbound::Inbound;
+use ringkv_actors::limits::{batch_budget, FRAME_OVERHEAD, MAX_KEY_BYTES};
+use ringkv_actors::merkle::{DEFAULT_DEPTH, MAX_DEPTH};
+use ringkv_actors::metrics::Metrics;
+use ringkv_actors::peer::{Dispatch, Peers};
+use ringkv_actors::record::Record;
+use ringkv_actors::replica::{LocalReplica, ReplicaActor};
+use ringkv_actors::ring::Ring;
+use ringkv_actors::storage::{data_key, Hint, Mutation, Store, WriteOp};
+use ringkv_actors::version::{node_tag, pack, Clock, Hlc, SystemClock, Version};
+use ringkv_actors::wire::{
     decode_body, encode_body, encode_frame, ErrorCode, Frame, FrameCodec, Hello, MemberState,
     Received, Request, Response, WireRecord, DEFAULT_MAX_FRAME, HELLO_MAX_FRAME, MAX_ITEMS,
     MAX_MEMBERS, MAX_NAME_BYTES, MAX_TREE_INDICES, PROTOCOL_VERSION,
 };
-use actix::Actor;
-use bytes::{BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -564,7 +564,7 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(store: &Store) -> Result<Snapshot, String> {
-        let e = |e: crate::storage::StoreError| format!("reading the store: {e}");
+        let e = |e: ringkv_actors::storage::StoreError| format!("reading the store: {e}");
         let records = store
             .scan(0, u64::MAX, None, usize::MAX)
             .map_err(e)?
@@ -1264,7 +1264,7 @@ pub fn summarize(r: &Request) -> String {
         ),
         Request::StoreHint { target, key, .. } => format!(
             "StoreHint(target {:?}, key {} B)",
-            crate::wire::printable(target),
+            ringkv_actors::wire::printable(target),
             key.len()
         ),
         Request::WriteBatch { items } => format!("WriteBatch({} items)", items.len()),
@@ -1275,7 +1275,7 @@ pub fn summarize(r: &Request) -> String {
                 .iter()
                 .take(4)
                 .map(|m| (
-                    crate::wire::printable(&m.id),
+                    ringkv_actors::wire::printable(&m.id),
                     m.generation,
                     m.heartbeat
                 ))
@@ -1544,12 +1544,12 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
             // The leaf of a seeded key (most leaves hold no record).
             0..=1 => {
                 let (k, _) = self.existing();
-                (crate::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+                (ringkv_actors::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
             }
             // The leaf of the longest key `key` makes.
             2 => {
                 let k = vec![b'k'; MAX_KEY_BYTES];
-                (crate::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+                (ringkv_actors::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
             }
             3..=7 => self.e.below(1 << DEFAULT_DEPTH) as u32,
             8 => (1 << DEFAULT_DEPTH) - 1,
@@ -2281,7 +2281,7 @@ mod tests {
                         ),
                         "depth {depth}: {decoded:?}"
                     );
-                } else if depth > crate::wire::MAX_NESTING {
+                } else if depth > ringkv_actors::wire::MAX_NESTING {
                     assert!(decoded.is_err(), "depth {depth} decoded");
                 }
             }
@@ -2320,7 +2320,7 @@ mod tests {
     #[test]
     fn fuzz_regression_f2_nested_frame_fits_a_2_mib_stack() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["fuzzing::tests::fuzz_f2_child", "--exact", "--ignored"])
+            .args(["peer::tests::fuzz_f2_child", "--exact", "--ignored"])
             .env("RINGKV_FUZZ_F2_CHILD", "1")
             .output()
             .unwrap();
@@ -2415,7 +2415,7 @@ mod tests {
     #[test]
     fn fuzz_regression_f3_leaf_versions_answer_fits_its_reservation() {
         let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
-        let leaf = (crate::ring::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
+        let leaf = (ringkv_actors::ring::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
         let mut h = PeerHarness::new();
         h.quarantine = false;
         let facts = h.facts();
