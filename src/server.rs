@@ -124,6 +124,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         },
         min_free_bytes: cfg.storage.min_free_bytes,
         faults: faults.clone(),
+        partition_bits: ringkv_actors::layout::DEFAULT_PARTITION_BITS,
     };
     let store = Store::open_with(&node.data_dir, &node.id, options)?;
     if node.clock_offset_ms != 0 {

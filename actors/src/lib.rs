@@ -55,6 +55,7 @@ pub mod membership;
 pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
+pub mod partition_trees;
 pub mod peer;
 pub mod quorum;
 pub mod rate;

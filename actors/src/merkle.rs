@@ -210,6 +210,18 @@ impl MerkleTree {
         self.toggle(token, key, entry_hash(key, old) ^ entry_hash(key, new));
     }
 
+    /// Adds or removes (XOR) the entry `(key, version)` in leaf `leaf`, for a
+    /// tree whose leaves are placed by the caller (a partition's tree cuts
+    /// its partition, not the circle: [`crate::partition_trees`]).
+    pub fn toggle_in_leaf(&mut self, leaf: u32, key: &[u8], version: Version) {
+        let mut id = self.first_leaf() + (leaf as usize % self.first_leaf());
+        self.nodes[id] ^= entry_hash(key, version);
+        while id > 1 {
+            id /= 2;
+            self.nodes[id] = combine(self.nodes[2 * id], self.nodes[2 * id + 1]);
+        }
+    }
+
     /// Empties the tree, keeping its depth.
     pub fn clear(&mut self) {
         self.nodes.fill(EMPTY);

@@ -41,6 +41,7 @@
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
 use crate::faults::Faults;
+use crate::partition_trees::{Change, PartitionTrees, DEFAULT_TREE_DEPTH};
 use crate::record::{decode_header, DecodeError, Record};
 use crate::ring::{key_token, Token};
 use crate::storage_backend::FaultyFileBackend;
@@ -346,6 +347,9 @@ pub struct StoreOptions {
     pub min_free_bytes: u64,
     /// Test-only storage faults.
     pub faults: Arc<Faults>,
+    /// The store keeps one Merkle tree per partition of 2^this
+    /// ([`crate::partition_trees`]).
+    pub partition_bits: u8,
 }
 
 impl StoreOptions {
@@ -355,6 +359,7 @@ impl StoreOptions {
             hint_limits: HintLimits::default(),
             min_free_bytes: 0,
             faults: Arc::default(),
+            partition_bits: crate::layout::DEFAULT_PARTITION_BITS,
         }
     }
 }
@@ -367,6 +372,9 @@ pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
     hints: Arc<Mutex<HintState>>,
+    /// One Merkle tree per partition over the records, updated after each
+    /// commit with what it changed.
+    trees: Arc<Mutex<PartitionTrees>>,
     /// When the last reopen was tried (reopens are retried at most once per
     /// [`REOPEN_RETRY`]).
     last_reopen: Arc<Mutex<Option<std::time::Instant>>>,
@@ -486,16 +494,40 @@ impl Store {
             }
         })?;
         let db = open_db(dir, &options.faults)?;
+        let trees = PartitionTrees::new(options.partition_bits, DEFAULT_TREE_DEPTH);
         let store = Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             dir: dir.to_path_buf(),
             options,
             hints: Arc::default(),
+            trees: Arc::new(Mutex::new(trees)),
             last_reopen: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
         store.load_hint_tallies()?;
+        store.build_trees()?;
         Ok(store)
+    }
+
+    /// Builds the partition trees from the stored records' headers (at
+    /// open, before any write).
+    fn build_trees(&self) -> Result<(), StoreError> {
+        let mut trees = PartitionTrees::new(self.options.partition_bits, DEFAULT_TREE_DEPTH);
+        self.walk(0, Token::MAX, None, |_, k, v| {
+            match decode_header(v) {
+                Ok((version, _)) => trees.insert(&k[8..], version),
+                Err(e) => log::error!("a corrupt record is left out of its Merkle tree: {e}"),
+            }
+            Ok(true)
+        })?;
+        *self.trees.lock().expect("trees") = trees;
+        Ok(())
+    }
+
+    /// Runs `f` over the partition trees (kept current: every committed
+    /// write is in them).
+    pub fn with_trees<T>(&self, f: impl FnOnce(&PartitionTrees) -> T) -> T {
+        f(&self.trees.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The current database handle.
@@ -875,6 +907,7 @@ impl Store {
             Durability::None
         })?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
         let mut hints = self.hints.lock().expect("hint state").clone();
         {
             let mut data = tx.open_table(DATA)?;
@@ -883,9 +916,9 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             for m in batch {
                 outcomes.push(match m {
-                    Mutation::Put(op) => item(put(&mut data, &mut tombs, op))?,
+                    Mutation::Put(op) => item(put(&mut data, &mut tombs, op, &mut changes))?,
                     Mutation::Purge { key, version } => {
-                        item(purge(&mut data, &mut tombs, key, *version))?
+                        item(purge(&mut data, &mut tombs, key, *version, &mut changes))?
                     }
                     Mutation::Hint(h) => item(self.put_hint(&mut hint_table, &mut hints, h))?,
                     Mutation::DeleteHints(ids) => {
@@ -901,6 +934,11 @@ impl Store {
         tx.commit()?;
         hints.tallies.retain(|_, t| t.count > 0);
         *self.hints.lock().expect("hint state") = hints;
+        // After the commit, in commit order (one writer), once.
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        for c in &changes {
+            trees.apply(c);
+        }
         Ok(outcomes)
     }
 
@@ -1039,6 +1077,7 @@ fn put(
     data: &mut redb::Table<&[u8], &[u8]>,
     tombs: &mut redb::Table<&[u8], ()>,
     op: &WriteOp,
+    changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     let dk = data_key(&op.key);
     let current = match data.get(dk.as_slice())? {
@@ -1063,6 +1102,11 @@ fn put(
             (),
         )?;
     }
+    changes.push(Change {
+        key: op.key.clone(),
+        before: current.map(|(v, _)| v),
+        after: Some(op.record.version),
+    });
     Ok(WriteOutcome::Applied {
         replaced_live: matches!(current, Some((_, false))),
     })
@@ -1073,6 +1117,7 @@ fn purge(
     tombs: &mut redb::Table<&[u8], ()>,
     key: &[u8],
     version: Version,
+    changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     let dk = data_key(key);
     let current = match data.get(dk.as_slice())? {
@@ -1082,6 +1127,11 @@ fn purge(
     if current == Some((version, true)) {
         data.remove(dk.as_slice())?;
         tombs.remove(tombstone_index_key(version.ts, &dk).as_slice())?;
+        changes.push(Change {
+            key: Bytes::copy_from_slice(key),
+            before: Some(version),
+            after: None,
+        });
         return Ok(WriteOutcome::Done { changed: true });
     }
     Ok(WriteOutcome::Done { changed: false })

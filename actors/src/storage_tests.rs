@@ -7,10 +7,24 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: u8, value: Vec<u8>, ts: u64 },
-    Delete { key: u8, ts: u64 },
-    Get { key: u8 },
+    Put {
+        key: u8,
+        value: Vec<u8>,
+        ts: u64,
+    },
+    Delete {
+        key: u8,
+        ts: u64,
+    },
+    Get {
+        key: u8,
+    },
     Batch(Vec<(u8, Option<Vec<u8>>, u64)>),
+    /// Purges the key's tombstone at `ts` (nothing if it holds another).
+    Purge {
+        key: u8,
+        ts: u64,
+    },
     Reopen,
 }
 
@@ -26,8 +40,22 @@ fn op() -> impl Strategy<Value = Op> {
             (key, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)), ts),
             1..8
         ).prop_map(Op::Batch),
+        1 => (0u8..12, 1u64..40).prop_map(|(key, ts)| Op::Purge { key, ts }),
         1 => Just(Op::Reopen),
     ]
+}
+
+/// The partition roots of the trees the store keeps, and of trees built
+/// from the model's records.
+fn roots(s: &Store, model: &BTreeMap<Bytes, Record>) -> (Vec<u64>, Vec<u64>) {
+    let bits = crate::layout::DEFAULT_PARTITION_BITS;
+    let q = crate::layout::partition::count(bits);
+    let live = s.with_trees(|t| (0..q).map(|p| t.root(p)).collect());
+    let mut built = PartitionTrees::new(bits, DEFAULT_TREE_DEPTH);
+    for (k, r) in model {
+        built.insert(k, r.version);
+    }
+    (live, (0..q).map(|p| built.root(p)).collect())
 }
 
 /// The outcomes of a batch that committed, every mutation applied.
@@ -94,11 +122,23 @@ proptest! {
                 Op::Get { key } => {
                     prop_assert_eq!(s.get(&key_bytes(key)).unwrap(), model.get(&key_bytes(key)).cloned());
                 }
+                Op::Purge { key, ts } => {
+                    let k = key_bytes(key);
+                    let version = Version::new(ts, 1);
+                    apply(s, &[Mutation::Purge { key: k.clone(), version }]);
+                    if model.get(&k).is_some_and(|r| r.is_tombstone() && r.version == version) {
+                        model.remove(&k);
+                    }
+                }
                 Op::Reopen => {
                     drop(store.take());
                     store = Some(Store::open(dir.path(), "n1", false).unwrap());
                 }
             }
+            // The partition trees follow every commit exactly (and are
+            // rebuilt the same at a reopen).
+            let (live, built) = roots(store.as_ref().unwrap(), &model);
+            prop_assert_eq!(live, built);
         }
         let s = store.unwrap();
         prop_assert_eq!(s.len().unwrap(), model.len() as u64);
