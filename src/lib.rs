@@ -10,6 +10,7 @@ pub mod auth;
 pub mod certs;
 pub mod client;
 pub mod config;
+mod fault_file;
 pub mod files;
 pub mod http;
 pub mod secure;

@@ -26,7 +26,7 @@ use actix_web::{web, App};
 use ringkv_actors::antientropy::{RepairConfig, RepairService};
 use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
 use ringkv_actors::failure::DetectorConfig;
-use ringkv_actors::faults::{Faults, POLL_INTERVAL};
+use ringkv_actors::faults::Faults;
 use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
 use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
@@ -109,7 +109,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             "testing.fault_file = {}: fault injection is on (a test-only setting)",
             file.display()
         );
-        watch_faults(file, faults.clone());
+        crate::fault_file::watch(file, faults.clone());
     }
     let security = Arc::new(NodeSecurity::load(&node).map_err(StartError::Security)?);
     let https = security.https_config().map_err(StartError::Security)?;
@@ -416,29 +416,6 @@ fn raise_open_files_limit() -> u64 {
         }
     }
     lim.rlim_cur
-}
-
-/// Applies the test-only fault file now, then re-reads it every
-/// [`POLL_INTERVAL`].
-fn watch_faults(file: PathBuf, faults: Arc<Faults>) {
-    let first = std::fs::read_to_string(&file).unwrap_or_default();
-    for bad in faults.apply(&first) {
-        log::warn!("fault file {}: ignoring '{bad}'", file.display());
-    }
-    actix_rt::spawn(async move {
-        let mut last = first;
-        loop {
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            if text != last {
-                for bad in faults.apply(&text) {
-                    log::warn!("fault file {}: ignoring '{bad}'", file.display());
-                }
-                log::warn!("fault switches now: {:?}", faults);
-                last = text;
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    });
 }
 
 /// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
