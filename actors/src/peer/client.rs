@@ -15,8 +15,10 @@
 //!   answer is dropped when it comes;
 //! * the connection breaks (read error, end of stream, a write that makes no
 //!   progress for [`WRITE_STALL`], or foreground calls unanswered for
-//!   [`SILENCE_LIMIT`] while nothing arrives): every call waiting on it fails
-//!   at once, queued frames are dropped, and the client redials.
+//!   [`SILENCE_LIMIT`] while nothing arrives that answers a call still
+//!   waiting — frames answering unknown ids or calls given up on do not
+//!   count): every call waiting on it fails at once, queued frames are
+//!   dropped, and the client redials.
 //!
 //! Background requests ([`Request::is_background`]) wait in their own queue
 //! and go out at most [`MAX_BACKGROUND_IN_FLIGHT`] at a time, while client
@@ -76,9 +78,10 @@ struct LinkState {
     foreground_bytes: usize,
     background: VecDeque<Outgoing>,
     background_in_flight: usize,
+    /// When an answer to a call still waiting last arrived.
     last_rx: Instant,
-    /// When the first foreground frame written since anything last arrived
-    /// went out (the watchdog's measure of silence).
+    /// When the first foreground frame written since such an answer last
+    /// arrived went out (the watchdog's measure of silence).
     unanswered_since: Option<Instant>,
 }
 
@@ -323,15 +326,18 @@ impl Link {
 
     fn complete(&self, id: RequestId, body: Response) {
         let mut st = self.lock();
-        st.last_rx = Instant::now();
-        st.unanswered_since = None;
-        // An answer to a request we have not written yet is a lie: ignore it.
+        // An answer to a request we have not written yet is a lie, and one
+        // to a call nobody waits for any more (unknown, or given up on) says
+        // nothing about the calls that do wait: ignore both, and neither
+        // counts as a sign of life for the watchdog.
         if st.pending.get(&id).is_none_or(|p| p.written.is_none()) {
             return;
         }
         let Some(p) = st.pending.remove(&id) else {
             return;
         };
+        st.last_rx = Instant::now();
+        st.unanswered_since = None;
         if p.background {
             st.background_in_flight = st.background_in_flight.saturating_sub(1);
         }
@@ -405,8 +411,8 @@ impl Link {
     }
 
     /// Whether a foreground request went out more than the silence limit
-    /// ago and nothing at all arrived since (its caller may have given up
-    /// already: its deadline is shorter than the limit).
+    /// ago and no answer to a waiting call arrived since (its caller may
+    /// have given up already: its deadline is shorter than the limit).
     fn is_silent(&self, conn: u64) -> bool {
         let st = self.lock();
         st.conn == conn

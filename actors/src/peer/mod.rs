@@ -44,8 +44,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long either side may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-/// A connection on which foreground calls wait this long while nothing at all
-/// arrives is replaced.
+/// A connection on which foreground calls wait this long while no answer to
+/// a call still waiting arrives is replaced (frames answering unknown ids or
+/// calls given up on are no sign of life).
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 /// A write that makes no progress for this long means the peer stopped
 /// reading: the connection is closed.

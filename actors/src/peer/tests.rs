@@ -421,6 +421,82 @@ async fn a_silent_connection_is_replaced() {
     }
 }
 
+/// Sweep L3: any response frame reset the watchdog, before it was checked
+/// to answer a call of ours. A peer that answers none of our calls in time
+/// but keeps sending answers to ids we never used, or late answers to calls
+/// that gave up, kept a dead link open forever. Now only an answer to a call
+/// still waiting counts.
+#[actix::test]
+async fn answers_to_no_waiting_call_do_not_keep_a_silent_connection() {
+    let (addr, conn) = silent_peer().await;
+    let c = client_of(addr, 1 << 20).await;
+    let (mut reader, mut writer) = conn.await.unwrap();
+    tokio::task::spawn_local(async move {
+        let answer = |id| {
+            crate::wire::encode_frame(
+                &Frame::Response {
+                    id,
+                    body: Response::Read { record: None },
+                },
+                1 << 20,
+            )
+            .unwrap()
+        };
+        let mut late = std::collections::VecDeque::new();
+        let mut stranger = 1u64 << 40;
+        loop {
+            tokio::select! {
+                frame = reader.next() => match frame {
+                    Some(Ok(Received { frame: Frame::Request { id, .. }, .. })) => {
+                        late.push_back((id, Instant::now()));
+                    }
+                    _ => return,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    stranger += 1;
+                    let mut out = answer(stranger).to_vec();
+                    while late.front().is_some_and(|(_, at): &(u64, Instant)| {
+                        at.elapsed() > Duration::from_millis(600)
+                    }) {
+                        let (id, _) = late.pop_front().unwrap();
+                        out.extend_from_slice(&answer(id));
+                    }
+                    if writer.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    while c.is_connected() {
+        assert!(
+            started.elapsed() < SILENCE_LIMIT + Duration::from_secs(4),
+            "a connection answering none of our calls was kept"
+        );
+        // Foreground calls that time out; their answers come later.
+        let err = c
+            .call(read("x"), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PeerError::Timeout { .. }
+                    | PeerError::ConnectionLost { .. }
+                    | PeerError::NotConnected { .. }
+            ),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= SILENCE_LIMIT - Duration::from_millis(500),
+        "replaced after {:?}, before the silence limit",
+        started.elapsed()
+    );
+}
+
 /// A chaos run found a delete that came back: a write frame left in the
 /// kernel's send queue of a connection we had given up on was retransmitted
 /// and delivered after the partition healed — after the tombstone had been
