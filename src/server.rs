@@ -33,6 +33,7 @@ use ringkv_actors::inbound::Inbound;
 use ringkv_actors::metrics::Metrics;
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
+use ringkv_actors::repair_mode;
 use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, ReplicaLimits};
 use ringkv_actors::ring::Ring;
 use ringkv_actors::storage::{HintLimits, Mutation, Store, StoreError, StoreOptions};
@@ -156,29 +157,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         hlc.require_vouching();
     }
     let grace = cfg.repair.tombstone_grace_ms;
-    let repairing = match store.last_alive_ms()? {
-        // The wall clock is now before the last time this node recorded
-        // being alive (it stepped back, or ran ahead then): how long it was
-        // down is unknown, so it may have missed a purge.
-        Some(t) if clock.now_ms() < t => {
-            log::warn!(
-                "the wall clock reads {} ms before this node last recorded being alive: it \
-                 cannot tell how long it was down, so it serves no reads until anti-entropy \
-                 completes",
-                t - clock.now_ms()
-            );
-            true
-        }
-        Some(t) if clock.now_ms().saturating_sub(t) > grace => {
-            log::warn!(
-                "this node was down {} ms, longer than the tombstone grace period ({grace} ms): \
-                 it serves no reads until anti-entropy completes",
-                clock.now_ms().saturating_sub(t)
-            );
-            true
-        }
-        _ => false,
-    };
+    let repairing = repair_mode::enter_at_start(&store, clock.now_ms(), grace)?;
     let metrics = Arc::new(Metrics::default());
     let writer_arbiter = Arbiter::new();
     let (replica_store, replica_metrics) = (store.clone(), metrics.clone());
@@ -419,8 +398,10 @@ fn raise_open_files_limit() -> u64 {
 }
 
 /// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
-/// the gap tells whether it was down longer than the tombstone grace period.
-/// The record joins the writer's group commit.
+/// the gap tells whether it was down longer than the tombstone grace period
+/// (in repair mode too: the persisted repair flag, not this record, keeps a
+/// restart in repair mode; see `repair_mode`). The record joins the
+/// writer's group commit.
 fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(ALIVE_INTERVAL);

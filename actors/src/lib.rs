@@ -31,7 +31,8 @@
 //! * [`coordinator`]: quorum reads and writes, called by the HTTP handlers
 //!   on their own worker (no mailbox on the request path).
 //! * [`gossip`], [`hint`], [`antientropy`], [`gc`], [`repair`]: membership,
-//!   hinted handoff, anti-entropy, tombstone GC, and their scheduling.
+//!   hinted handoff, anti-entropy, tombstone GC, and their scheduling;
+//!   [`repair_mode`]: when a node serves no reads until a pass completed.
 //! * [`inbound`]: answers peers' requests.
 //! * [`metrics`], [`error`]: counters and job progress; the crate-wide error.
 //!
@@ -61,6 +62,7 @@ pub mod quorum;
 pub mod rate;
 pub mod record;
 pub mod repair;
+pub mod repair_mode;
 pub mod replica;
 pub mod ring;
 pub mod sessions;

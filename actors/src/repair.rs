@@ -8,9 +8,11 @@
 //!   a pass runs are coalesced: all of them are answered by the *next* pass
 //!   (which starts right after, so it compares every peer after the request
 //!   was made); at most [`MAX_WAITERS`] requests wait, more are refused.
-//! * A node that was down longer than the tombstone grace period serves no
-//!   reads (`LocalReplica::repairing`) until a pass with every live peer
-//!   succeeded; it retries every [`REPAIRING_RETRY`] until then.
+//! * A node in repair mode ([`crate::repair_mode`]: down longer than the
+//!   tombstone grace period, or still in repair mode when it stopped) serves
+//!   no reads (`LocalReplica::repairing`) until a pass with every live peer
+//!   succeeded; it retries every [`REPAIRING_RETRY`] until then. That pass
+//!   clears the persisted flag before reads are served.
 //! * GC runs one pass at a time, [`GC_INTERVAL`] after the previous ended.
 //!
 //! Each exchange's calls carry deadlines, so a pass always ends; its result
@@ -19,6 +21,7 @@
 use crate::antientropy::{RepairService, RunSummary};
 use crate::gc::TombstoneGc;
 use crate::metrics::{Job, Metrics};
+use crate::repair_mode;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -134,8 +137,20 @@ impl RepairActor {
         let complete = sum.peers_failed.is_empty()
             || (!sum.peers_synced.is_empty() && sum.peers_failed.iter().all(|(_, e)| e == DOWN));
         let local = &self.svc.core.local;
-        if complete_pass && complete && local.repairing.swap(false, Ordering::Relaxed) {
-            log::info!("anti-entropy pass complete: serving reads again");
+        if complete_pass && complete && local.repairing.load(Ordering::Relaxed) {
+            let leaving = local.clone();
+            ctx.spawn(
+                async move { repair_mode::leave(&leaving).await }
+                    .into_actor(self)
+                    .map(|left, _, _| match left {
+                        Ok(true) => log::info!("anti-entropy pass complete: serving reads again"),
+                        Ok(false) => {}
+                        Err(e) => log::warn!(
+                            "anti-entropy pass complete, but the end of repair mode could not \
+                             be recorded ({e}): still serving no reads; the next pass tries again"
+                        ),
+                    }),
+            );
         }
         if sum.peers_failed.iter().any(|(_, e)| e != DOWN) {
             local

@@ -12,8 +12,9 @@
 //! * `hints`: `target node id || 0x00 || seq (8 bytes BE)` → encoded hint (a
 //!   write kept for a replica that was down; see [`Hint`]).
 //! * `meta`: string → bytes: the node id the directory belongs to, the storage
-//!   format, the restart generation, when the node was last alive, and the
-//!   clock reservation (the highest timestamp this node may have issued).
+//!   format, the restart generation, when the node was last alive, the
+//!   clock reservation (the highest timestamp this node may have issued),
+//!   and whether repair mode is pending (see `repair_mode.rs`).
 //!
 //! Every change goes through [`Store::apply`], which runs a whole batch of
 //! [`Mutation`]s in one write transaction and commits once: the replica actor
@@ -71,6 +72,9 @@ const META_FORMAT: &str = "format";
 const META_GENERATION: &str = "generation";
 const META_LAST_ALIVE: &str = "last_alive_ms";
 const META_CLOCK_CEILING: &str = "clock_ceiling_ms";
+/// Present while the node is in repair mode (serves no reads until an
+/// anti-entropy pass completes); survives restarts.
+const META_REPAIR_PENDING: &str = "repair_pending";
 /// File name of the database inside a node's data directory.
 pub const DB_FILE: &str = "ringkv.redb";
 
@@ -228,6 +232,8 @@ pub enum Mutation {
         alive_ms: Option<u64>,
         clock_ceiling_ms: Option<u64>,
     },
+    /// Record that repair mode began (`true`) or ended (`false`).
+    RepairPending(bool),
 }
 
 impl Mutation {
@@ -239,7 +245,7 @@ impl Mutation {
             Mutation::Hint(h) => SMALL + h.key.len() + h.target.len() + value_len(&h.record),
             Mutation::DeleteHints(ids) => SMALL + ids.iter().map(|i| i.len()).sum::<usize>(),
             Mutation::Purge { key, .. } => SMALL + key.len(),
-            Mutation::Meta { .. } => SMALL,
+            Mutation::Meta { .. } | Mutation::RepairPending(_) => SMALL,
         }
     }
 }
@@ -677,6 +683,13 @@ impl Store {
         self.meta_u64(META_CLOCK_CEILING)
     }
 
+    /// Whether repair mode began and no completing pass has ended it yet.
+    pub fn repair_pending(&self) -> Result<bool, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(META_REPAIR_PENDING)?.is_some())
+    }
+
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let tx = self.db()?.begin_read()?;
         let meta = tx.open_table(META)?;
@@ -928,6 +941,7 @@ impl Store {
                         alive_ms,
                         clock_ceiling_ms,
                     } => Ok(record_meta(&mut meta, *alive_ms, *clock_ceiling_ms)?),
+                    Mutation::RepairPending(on) => Ok(record_repair_pending(&mut meta, *on)?),
                 });
             }
         }
@@ -1178,6 +1192,19 @@ fn record_meta(
             changed = true;
         }
     }
+    Ok(WriteOutcome::Done { changed })
+}
+
+fn record_repair_pending(
+    meta: &mut redb::Table<&str, &[u8]>,
+    on: bool,
+) -> Result<WriteOutcome, StoreError> {
+    let changed = if on {
+        meta.insert(META_REPAIR_PENDING, [1u8].as_slice())?
+            .is_none()
+    } else {
+        meta.remove(META_REPAIR_PENDING)?.is_some()
+    };
     Ok(WriteOutcome::Done { changed })
 }
 

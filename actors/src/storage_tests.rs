@@ -521,6 +521,32 @@ fn version_scans_are_bounded_in_bytes_and_resume() {
 }
 
 #[test]
+fn repair_pending_is_kept_until_cleared_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), "n1", true).unwrap();
+    assert!(!s.repair_pending().unwrap());
+    let set = |on| Mutation::RepairPending(on);
+    assert_eq!(
+        apply(&s, &[set(true)]),
+        vec![WriteOutcome::Done { changed: true }]
+    );
+    assert_eq!(
+        apply(&s, &[set(true)]),
+        vec![WriteOutcome::Done { changed: false }]
+    );
+    drop(s);
+    let s = Store::open(dir.path(), "n1", true).unwrap();
+    assert!(s.repair_pending().unwrap());
+    assert_eq!(
+        apply(&s, &[set(false)]),
+        vec![WriteOutcome::Done { changed: true }]
+    );
+    drop(s);
+    let s = Store::open(dir.path(), "n1", true).unwrap();
+    assert!(!s.repair_pending().unwrap());
+}
+
+#[test]
 fn meta_records_liveness_and_only_raises_the_clock_ceiling() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), "n1", false).unwrap();

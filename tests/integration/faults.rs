@@ -524,6 +524,74 @@ fn tombstones_outlive_a_down_replica_and_are_purged_after_repair() {
     }
 }
 
+/// Whether node `i` serves reads, by `GET /v1/cluster`.
+fn serving_reads(c: &Cluster, i: usize) -> Value {
+    c.cluster_status(i)["repair"]["serving_reads"].clone()
+}
+
+/// Sweep H1: a node decided at start whether to serve reads from when it
+/// last recorded being alive — which it recorded every second in repair
+/// mode too. Back after longer than the grace period with no peer to
+/// repair with, then restarted, it served reads at once: its old values of
+/// keys deleted and purged elsewhere could win reads and be read-repaired
+/// back. Repair mode is now persisted until a completing pass ends it.
+#[test]
+fn a_restart_during_repair_mode_stays_in_repair_mode() {
+    let spec = ClusterSpec::fast(2, 2).section_toml("repair", "tombstone_grace_ms = 3000");
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    let r = c.node(0).client().put(&kv_at("old", Some("all")), b"stale");
+    assert_eq!(r.status, 201, "{r}");
+    // n2 is down longer than the grace, and so is n1, the only peer it could
+    // repair with.
+    c.node_mut(1).kill9();
+    c.node_mut(0).kill9();
+    std::thread::sleep(Duration::from_millis(4000));
+    c.node_mut(1).start();
+    assert_eq!(serving_reads(&c, 1), false, "back after 4 s down");
+    // It lives a few seconds (recording liveness); its passes fail.
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(serving_reads(&c, 1), false, "no pass could complete");
+    c.node_mut(1).restart();
+    let log = c.node(1).log();
+    let last_run = &log[log.rfind("===== harness: run").unwrap_or(0)..];
+    assert!(
+        last_run.contains("serves no reads until anti-entropy completes"),
+        "{last_run}"
+    );
+    assert_eq!(serving_reads(&c, 1), false, "a restart ended repair mode");
+    let r = c.node(1).client().get(&kv_at("old", Some("one")));
+    assert_ne!(
+        r.status, 200,
+        "n2 in repair mode answered its own old value: {r}"
+    );
+    r.expect_status(503);
+    // Once /ready answers (n1 is down: after its grace), it says so too.
+    let ready = c.wait_until(SLOW, "n2 is ready", || {
+        let r = c.node(1).client().get("/ready");
+        if r.status == 200 {
+            Poll::Ready(r.json())
+        } else {
+            Poll::Pending(r.to_string())
+        }
+    });
+    assert_eq!(ready["serving_reads"], false, "{ready}");
+    // n1 back: a pass completes and ends repair mode, for good.
+    c.node_mut(0).start();
+    c.wait_until(
+        SLOW,
+        "n2 serves reads after a completed pass",
+        || match serving_reads(&c, 1) {
+            Value::Bool(true) => Poll::Ready(()),
+            other => Poll::Pending(other.to_string()),
+        },
+    );
+    c.node_mut(1).restart();
+    assert_eq!(serving_reads(&c, 1), true, "repair mode came back");
+    let r = c.node(1).client().get(&kv_at("old", Some("one")));
+    assert_eq!(r.status, 200, "{r}");
+}
+
 #[test]
 fn lagging_clock_cannot_write_into_the_past() {
     let spec = ClusterSpec::fast(3, 3).clock_offset(1, -60_000);
