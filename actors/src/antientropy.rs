@@ -22,7 +22,9 @@
 //! peer, and 2^(depth+1) words of memory; writes cost nothing extra. The
 //! responder keeps a session's tree in a bounded table
 //! ([`crate::sessions`]) that expires entries after their last use; at most
-//! [`MAX_CONCURRENT_BUILDS`] trees are built at once, on the blocking pool,
+//! [`MAX_CONCURRENT_BUILDS`] trees are built at once, on the blocking pool
+//! (a build waits for a slot at most the background deadline, then is
+//! refused `Overloaded`),
 //! and each peer may open sessions (ask for builds) at most
 //! [`BUILD_RATE`] — a burst of a few, then one a second ([`crate::rate`]).
 //! Beyond that a new session is refused with `Overloaded` (counted): its
@@ -301,13 +303,22 @@ impl RepairService {
     }
 
     /// Builds the tree over our records in `ranges` on the blocking pool, at
-    /// most [`MAX_CONCURRENT_BUILDS`] at once.
+    /// most [`MAX_CONCURRENT_BUILDS`] at once. Waits for a build slot at
+    /// most the background deadline (the time its asker waits for the
+    /// answer): `Busy` past that, so no build starts for an asker gone.
     async fn build_tree(&self, ranges: Vec<(Token, Token)>) -> Result<MerkleTree, StoreError> {
-        let _permit = self
-            .builds
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Engine("shutting down".into()))?;
+        let wait = self.core.replication.background_timeout;
+        let _permit = match tokio::time::timeout(wait, self.builds.acquire()).await {
+            Ok(permit) => permit.map_err(|_| StoreError::Engine("shutting down".into()))?,
+            Err(_) => {
+                Metrics::add(&self.core.local.stats.ae_builds_refused, 1);
+                return Err(StoreError::Overloaded(format!(
+                    "no Merkle tree build slot within {} ms ({MAX_CONCURRENT_BUILDS} builds \
+                     at once)",
+                    wait.as_millis()
+                )));
+            }
+        };
         let store = self.core.local.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut tree = MerkleTree::new(DEFAULT_DEPTH);
@@ -417,10 +428,10 @@ impl RepairService {
                     ));
                 }
                 let ranges = self.shared_ranges(from);
-                let tree = self
-                    .build_tree(ranges.clone())
-                    .await
-                    .map_err(|e| (ErrorCode::Storage, e.to_string()))?;
+                let tree = self.build_tree(ranges.clone()).await.map_err(|e| match e {
+                    StoreError::Overloaded(why) => (ErrorCode::Overloaded, why),
+                    e => (ErrorCode::Storage, e.to_string()),
+                })?;
                 let s = Arc::new(Session { tree, ranges });
                 let now = self.mono_ms();
                 self.sessions
@@ -934,6 +945,29 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(BUILD_RATE.refill_ms + 100)).await;
         assert!(root_of(&svc, "n2", 1_002).await);
+    }
+
+    /// Sweep M5: a responder waited for a build slot without a deadline,
+    /// then built a tree for an asker long gone. Now it waits at most the
+    /// background deadline and answers `Overloaded`.
+    #[actix::test]
+    async fn a_build_waits_for_a_slot_at_most_the_background_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = responder(dir.path());
+        let held = svc
+            .builds
+            .clone()
+            .acquire_many_owned(MAX_CONCURRENT_BUILDS as u32)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        assert!(!root_of(&svc, "n2", 7).await, "built without a slot");
+        let waited = started.elapsed();
+        let deadline = svc.core.replication.background_timeout;
+        assert!(waited >= deadline, "{waited:?}");
+        assert!(waited < deadline + Duration::from_secs(5), "{waited:?}");
+        drop(held);
+        assert!(root_of(&svc, "n2", 8).await);
     }
 
     #[test]

@@ -13,12 +13,18 @@
 //!   background `WriteBatch` with a deadline; after the target acknowledged a
 //!   batch (durably applied, last write wins) exactly the hints it took are
 //!   deleted. Hints it refused (a version too far ahead of its clock) stay and
-//!   are retried at the next pass; the walk goes on past them.
+//!   are retried at the next pass; the walk goes on past them. A hint the
+//!   target still refuses after `max_age` is rescued (below): a target that
+//!   refuses forever cannot pin the hint floor, and with it tombstone GC.
 //! * **Rescue**, while the target is down: hints older than `max_age` are
 //!   delivered to another live replica of their key (this node first, if it
 //!   is one), and deleted once one took them; anti-entropy later brings them
 //!   to the target. A hint is never dropped before its write reached a live
 //!   replica: if none is reachable it is kept.
+//! * A target that is no longer a member (removed from the configuration)
+//!   can never take its hints: they are all rescued at once.
+//!
+//! Which of these a pass does is [`pass_kind`], a pure decision.
 //!
 //! Hint ids are never reused or rewritten, so a hint stored while a batch was
 //! in flight is never deleted undelivered. Tombstone GC waits for every
@@ -46,6 +52,32 @@ use std::time::Duration;
 
 /// How often pending hints are retried.
 pub const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What one pass over a target's hints does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassKind {
+    /// Deliver to the target; rescue what it refused for longer than this.
+    Replay { rescue_refused_after_ms: u64 },
+    /// Hand hints older than this (all of them: `None`) to another live
+    /// replica of their key.
+    Rescue { older_than_ms: Option<u64> },
+}
+
+/// The pass for a target: whether it is still a member, whether gossip
+/// says it is up, and `hints.max_age_ms`. Pure.
+pub fn pass_kind(member: bool, up: bool, max_age_ms: u64) -> PassKind {
+    match (member, up) {
+        (false, _) => PassKind::Rescue {
+            older_than_ms: None,
+        },
+        (true, true) => PassKind::Replay {
+            rescue_refused_after_ms: max_age_ms,
+        },
+        (true, false) => PassKind::Rescue {
+            older_than_ms: Some(max_age_ms),
+        },
+    }
+}
 
 /// Why a pass stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -80,24 +112,30 @@ impl HintActor {
     }
 
     fn start(&mut self, target: String, ctx: &mut Context<Self>) {
-        if self.running.contains(&target) || !self.core.view().peers.contains(&target) {
+        if self.running.contains(&target) || target == self.core.node_id {
             return;
         }
         self.running.insert(target.clone());
+        let member = self.core.view().peers.contains(&target);
+        let kind = pass_kind(
+            member,
+            !self.core.liveness.is_down(&target),
+            self.max_age_ms,
+        );
+        let up = matches!(kind, PassKind::Replay { .. });
         let pass = Pass {
             core: self.core.clone(),
             target: target.clone(),
-            max_age_ms: self.max_age_ms,
             budget: self.budget,
             timeout: self.timeout,
         };
-        let up = !self.core.liveness.is_down(&target);
         ctx.spawn(
             async move {
-                if up {
-                    pass.replay().await
-                } else {
-                    pass.rescue().await
+                match kind {
+                    PassKind::Replay {
+                        rescue_refused_after_ms,
+                    } => pass.replay(rescue_refused_after_ms).await,
+                    PassKind::Rescue { older_than_ms } => pass.rescue(older_than_ms).await,
                 }
             }
             .into_actor(self)
@@ -129,14 +167,15 @@ impl HintActor {
 struct Pass {
     core: Arc<NodeCore>,
     target: String,
-    max_age_ms: u64,
     budget: usize,
     timeout: Duration,
 }
 
 impl Pass {
-    /// Sends every hint to the target in batches; answers how many it took.
-    async fn replay(&self) -> Result<u64, ReplayError> {
+    /// Sends every hint to the target in batches; answers how many it took
+    /// (or, refused by it for longer than `rescue_after_ms`, another
+    /// replica took).
+    async fn replay(&self, rescue_after_ms: u64) -> Result<u64, ReplayError> {
         let mut delivered = 0;
         let mut after: Option<HintId> = None;
         loop {
@@ -149,14 +188,29 @@ impl Pass {
             if page.hints.is_empty() {
                 continue;
             }
-            delivered += self.send_to(&self.target, page.hints).await?;
+            let (taken, refused) = self.send_to(&self.target, page.hints).await?;
+            delivered += taken;
+            let now = self.core.hlc.wall_ms();
+            let stuck: Vec<(HintId, Hint)> = refused
+                .into_iter()
+                .filter(|(_, h)| now.saturating_sub(h.stored_ms) > rescue_after_ms)
+                .collect();
+            if !stuck.is_empty() {
+                log::warn!(
+                    "{} refused {} hints for longer than hints.max_age_ms: handing them to \
+                     other live replicas",
+                    self.target,
+                    stuck.len()
+                );
+                delivered += self.hand_to_replicas(stuck).await?;
+            }
             self.core.local.stats.jobs.progress(Job::HintReplay);
         }
     }
 
-    /// Hands hints older than `max_age` to another live replica of their
-    /// key; answers how many one took.
-    async fn rescue(&self) -> Result<u64, ReplayError> {
+    /// Hands hints older than `older_than_ms` (all: `None`) to another live
+    /// replica of their key; answers how many one took.
+    async fn rescue(&self, older_than_ms: Option<u64>) -> Result<u64, ReplayError> {
         let mut rescued = 0;
         let mut after: Option<HintId> = None;
         let now = self.core.hlc.wall_ms();
@@ -171,28 +225,38 @@ impl Pass {
             let old: Vec<(HintId, Hint)> = page
                 .hints
                 .into_iter()
-                .take_while(|(_, h)| now.saturating_sub(h.stored_ms) > self.max_age_ms)
+                .take_while(|(_, h)| {
+                    older_than_ms.is_none_or(|age| now.saturating_sub(h.stored_ms) > age)
+                })
                 .collect();
             if old.is_empty() {
                 return Ok(rescued);
             }
-            let mut by_holder: BTreeMap<String, Vec<(HintId, Hint)>> = BTreeMap::new();
-            for (id, h) in old {
-                if let Some(holder) = self.live_replica(&h.key) {
-                    by_holder.entry(holder).or_default().push((id, h));
-                }
-            }
-            for (holder, hints) in by_holder {
-                let n = if holder == self.core.node_id {
-                    self.apply_here(hints).await?
-                } else {
-                    self.send_to(&holder, hints).await?
-                };
-                Metrics::add(&self.core.local.stats.hints_rescued, n);
-                rescued += n;
-            }
+            rescued += self.hand_to_replicas(old).await?;
             self.core.local.stats.jobs.progress(Job::HintReplay);
         }
+    }
+
+    /// Hands hints to another live replica of their key (this node first);
+    /// answers how many one took. Hints no live replica took are kept.
+    async fn hand_to_replicas(&self, hints: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
+        let mut by_holder: BTreeMap<String, Vec<(HintId, Hint)>> = BTreeMap::new();
+        for (id, h) in hints {
+            if let Some(holder) = self.live_replica(&h.key) {
+                by_holder.entry(holder).or_default().push((id, h));
+            }
+        }
+        let mut rescued = 0;
+        for (holder, hints) in by_holder {
+            let n = if holder == self.core.node_id {
+                self.apply_here(hints).await?
+            } else {
+                self.send_to(&holder, hints).await?.0
+            };
+            Metrics::add(&self.core.local.stats.hints_rescued, n);
+            rescued += n;
+        }
+        Ok(rescued)
     }
 
     /// A live replica of `key` other than the target, this node first.
@@ -239,8 +303,12 @@ impl Pass {
     }
 
     /// Sends hints to `node` in batches; deletes the ones it took. Answers
-    /// how many.
-    async fn send_to(&self, node: &str, hints: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
+    /// how many, and the hints it refused (kept).
+    async fn send_to(
+        &self,
+        node: &str,
+        hints: Vec<(HintId, Hint)>,
+    ) -> Result<(u64, Vec<(HintId, Hint)>), ReplayError> {
         let sizes: Vec<usize> = hints
             .iter()
             .map(|(_, h)| {
@@ -248,14 +316,15 @@ impl Pass {
             })
             .collect();
         let mut taken_total = 0;
+        let mut kept = Vec::new();
         let mut rest = hints;
         for n in split_by_bytes(&sizes, self.budget, BACKGROUND_BATCH_ITEMS) {
             let tail = rest.split_off(n);
             let batch = std::mem::replace(&mut rest, tail);
-            let (ids, items): (Vec<HintId>, Vec<_>) = batch
-                .into_iter()
-                .map(|(id, h)| (id, (h.key, WireRecord::from(h.record))))
-                .unzip();
+            let items = batch
+                .iter()
+                .map(|(_, h)| (h.key.clone(), WireRecord::from(h.record.clone())))
+                .collect();
             let request = Request::WriteBatch { items };
             let view = self.core.view();
             let refused = match view.peers.call(node, request, self.timeout).await? {
@@ -266,9 +335,18 @@ impl Pass {
                     })
                 }
             };
+            let refused_set: HashSet<u32> = refused.iter().copied().collect();
+            let ids = batch.iter().map(|(id, _)| id.clone()).collect();
             taken_total += self.delete_taken(node, ids, refused).await?;
+            kept.extend(
+                batch
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| refused_set.contains(&(*i as u32)))
+                    .map(|(_, h)| h),
+            );
         }
-        Ok(taken_total)
+        Ok((taken_total, kept))
     }
 
     /// Applies hints to this node's own replica (it is one of the key's).
@@ -334,5 +412,40 @@ impl Handler<PeerUp> for HintActor {
 
     fn handle(&mut self, msg: PeerUp, ctx: &mut Context<Self>) {
         self.start(msg.0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sweep M6: hints for a target that refused them (while up) or that
+    /// was removed from the configuration were kept forever, pinning the
+    /// hint floor and tombstone GC. Now the first are rescued after
+    /// `max_age`, the second at once.
+    #[test]
+    fn every_target_s_hints_have_a_way_out() {
+        let age = 60_000;
+        assert_eq!(
+            pass_kind(true, true, age),
+            PassKind::Replay {
+                rescue_refused_after_ms: age
+            }
+        );
+        assert_eq!(
+            pass_kind(true, false, age),
+            PassKind::Rescue {
+                older_than_ms: Some(age)
+            }
+        );
+        for up in [true, false] {
+            assert_eq!(
+                pass_kind(false, up, age),
+                PassKind::Rescue {
+                    older_than_ms: None
+                },
+                "a removed member's hints wait for nothing"
+            );
+        }
     }
 }

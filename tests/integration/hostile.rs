@@ -16,6 +16,8 @@ use ringkv_actors::wire::{
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::codec::Decoder;
 
@@ -408,4 +410,57 @@ fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
             .any(|l| l.contains("ERROR") && l.contains("anti-entropy")),
         "a refused exchange is no error:\n{log}"
     );
+}
+
+/// Sweep M6: a member that is up but refuses every hint replayed to it
+/// (here a fake n3 with its real certificate) kept its hints pending on
+/// the honest nodes forever, and with them their hint floor and tombstone
+/// GC. Now a hint refused for longer than `hints.max_age_ms` goes to
+/// another live replica of its key and is deleted.
+#[test]
+fn hints_a_target_keeps_refusing_are_rescued_after_max_age() {
+    let spec = ClusterSpec::fast(3, 3).section_toml("hints", "max_age_ms = 1500");
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    c.node_mut(2).kill9();
+    let r = c
+        .node(0)
+        .client()
+        .put(&kv_at("refused-hint", Some("quorum")), b"v");
+    assert_eq!(r.status, 201, "{r}");
+    c.wait_until(SLOW, "a hint for n3 is stored", || {
+        let p: u64 = crate::faults::pending_hints(&c, &[0, 1], "n3").iter().sum();
+        if p > 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(p.to_string())
+        }
+    });
+    let replays = Arc::new(AtomicU64::new(0));
+    let seen = replays.clone();
+    let _n3 = FakeMember::start(&c, 2, move |r| match r {
+        Request::WriteBatch { items } => {
+            seen.fetch_add(1, Ordering::Relaxed);
+            Some(Response::Batch {
+                applied: 0,
+                refused: (0..items.len() as u32).collect(),
+            })
+        }
+        _ => None,
+    });
+    crate::faults::wait_hints_drained(&c, &[0, 1], "n3");
+    assert!(replays.load(Ordering::Relaxed) > 0, "n3 was never asked");
+    let rescued: u64 = (0..2)
+        .map(|i| {
+            c.cluster_status(i)["hints"]["rescued"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(rescued > 0, "the hints drained without a rescue");
+    for i in 0..2 {
+        let r = c.node(i).client().get(&kv_at("refused-hint", Some("one")));
+        assert_eq!(r.status, 200, "n{}: {r}", i + 1);
+        assert_eq!(r.body, b"v");
+    }
 }
