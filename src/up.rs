@@ -123,6 +123,9 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
     };
     let mut children: Vec<(String, Child)> = Vec::new();
     let mut relays = Vec::new();
+    // How long nodes get to stop after SIGTERM before they are killed: their
+    // own graceful shutdown, and then some.
+    let stop_grace = std::time::Duration::from_millis(cfg.http.shutdown_grace_ms + 10_000);
     for node in &cfg.nodes {
         let spawned = Command::new(&exe)
             .args(["serve", "--config"])
@@ -137,7 +140,7 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("ringkv: cannot start node {}: {e}", node.id);
-                stop_all(&mut children).await;
+                stop_all(&mut children, stop_grace).await;
                 return ExitCode::FAILURE;
             }
         };
@@ -174,7 +177,7 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             eprintln!("ringkv: cannot install signal handlers");
-            stop_all(&mut children).await;
+            stop_all(&mut children, stop_grace).await;
             return ExitCode::FAILURE;
         }
     };
@@ -198,12 +201,12 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
         }
     }
     println!("stopping {} nodes", children.len());
-    stop_all(&mut children).await;
+    stop_all(&mut children, stop_grace).await;
     drain_relays(relays).await;
     ExitCode::SUCCESS
 }
 
-async fn stop_all(children: &mut Vec<(String, Child)>) {
+async fn stop_all(children: &mut Vec<(String, Child)>, grace: std::time::Duration) {
     for (_, child) in children.iter() {
         if let Some(pid) = child.id() {
             // SAFETY: sending a signal to our own child process.
@@ -212,8 +215,22 @@ async fn stop_all(children: &mut Vec<(String, Child)>) {
             }
         }
     }
+    // A node drains and stops within its shutdown timeout; one that does
+    // not (wedged disk, a bug) is killed, so `up` itself always ends.
+    let deadline = tokio::time::Instant::now() + grace;
     for (id, child) in children.iter_mut() {
-        match child.wait().await {
+        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                eprintln!(
+                    "ringkv: node {id} did not stop within {} s: killing it",
+                    grace.as_secs()
+                );
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        match status {
             Ok(status) => println!("node {id} stopped ({status})"),
             Err(e) => eprintln!("ringkv: waiting for node {id}: {e}"),
         }

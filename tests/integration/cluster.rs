@@ -480,3 +480,54 @@ fn up_runs_every_node_and_sigterm_stops_them() {
         );
     }
 }
+
+/// Sweep L2: `up` waited for its nodes forever after SIGTERM, so a node
+/// that could not stop (here: stopped with SIGSTOP) kept `up` running.
+/// Now a node gets its shutdown grace and ten seconds, then is killed.
+#[test]
+fn up_kills_a_node_that_does_not_stop_after_its_grace() {
+    let spec = ClusterSpec::fast(1, 1).section_toml("http", "shutdown_grace_ms = 500");
+    let c = Cluster::create(spec);
+    let mut up = Up::start(&c.config_path);
+    let probe = c.node(0).client_with_timeout(Duration::from_secs(1));
+    wait_until(Duration::from_secs(20), "n1 is healthy", || {
+        match probe.send("GET", "/health", &[], None) {
+            Ok(r) if r.status == 200 => Poll::Ready(()),
+            Ok(r) => Poll::Pending(r.to_string()),
+            Err(e) => Poll::Pending(e.to_string()),
+        }
+    });
+    let pid = up.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("children of `up`");
+    let node: libc::pid_t = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the node's pid");
+    // SAFETY: kill(2) on our own child and grandchild.
+    unsafe {
+        assert_eq!(libc::kill(node, libc::SIGSTOP), 0);
+        assert_eq!(libc::kill(pid as libc::pid_t, libc::SIGTERM), 0);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = up.child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "`ringkv up` still waits for a stopped node 30 s after SIGTERM:\n{}",
+            up.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(10), "killed after {waited:?}");
+    for h in up.readers.drain(..) {
+        let _ = h.join();
+    }
+    let out = up.output();
+    assert!(out.contains("did not stop within"), "{status}:\n{out}");
+    assert!(!answers(c.node(0).http_addr), "n1 still answers");
+}
