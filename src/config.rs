@@ -51,8 +51,14 @@ pub struct ClusterSection {
     pub r: Option<usize>,
     /// Replicas a write waits for when the request names no level.
     pub w: Option<usize>,
-    #[serde(default = "defaults::vnodes")]
-    pub vnodes: usize,
+    /// Q, the number of partitions of the token space (a power of two,
+    /// fixed when the cluster is created).
+    #[serde(default = "defaults::partitions")]
+    pub partitions: u32,
+    /// No longer a setting (placement is by `partitions`); read only to
+    /// refuse it with a clear message.
+    #[serde(default)]
+    pub vnodes: Option<toml::Value>,
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Deadline of each background call to a peer (a hint batch, an
@@ -347,12 +353,23 @@ impl Default for RepairSection {
     }
 }
 
+/// The most partitions a cluster may have (each costs a Merkle tree of 4 KiB
+/// on every replica holding data in it).
+pub const MAX_PARTITIONS: u32 = 4096;
+
+impl ClusterSection {
+    /// log2 of `partitions`.
+    pub fn partition_bits(&self) -> u8 {
+        self.partitions.trailing_zeros() as u8
+    }
+}
+
 mod defaults {
     use super::Durability;
     pub fn replication_factor() -> usize {
         3
     }
-    pub fn vnodes() -> usize {
+    pub fn partitions() -> u32 {
         256
     }
     pub fn request_timeout_ms() -> u64 {
@@ -490,10 +507,21 @@ impl Config {
                 }
             }
         }
-        if c.vnodes == 0 || c.vnodes > 4096 {
+        if c.vnodes.is_some() {
             return Err(self.err(
                 "cluster.vnodes",
-                format!("must be 1..=4096, got {}", c.vnodes),
+                "is no longer a setting: keys are placed by partitions (cluster.partitions, \
+                 default 256); remove the line"
+                    .to_string(),
+            ));
+        }
+        if !c.partitions.is_power_of_two() || c.partitions > MAX_PARTITIONS {
+            return Err(self.err(
+                "cluster.partitions",
+                format!(
+                    "must be a power of two from 1 to {MAX_PARTITIONS}, got {}",
+                    c.partitions
+                ),
             ));
         }
         if !(100..=3_600_000).contains(&c.background_timeout_ms) {
@@ -796,7 +824,8 @@ data_dir = "data/n1"
     #[test]
     fn good_config_gets_defaults_and_resolves_dirs() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.cluster.vnodes, 256);
+        assert_eq!(c.cluster.partitions, 256);
+        assert_eq!(c.cluster.partition_bits(), 8);
         assert_eq!((c.r(), c.w()), (1, 1));
         assert_eq!(c.storage.max_value_bytes, 1 << 20);
         assert_eq!(c.storage.durability, Durability::Immediate);
@@ -895,6 +924,32 @@ data_dir = "data/n1"
         assert!(e.contains("letter case"), "{e}");
         // Ids that differ in more than case are fine.
         parse(&format!("{GOOD}{}", second.replace("N1", "n2"))).unwrap();
+    }
+
+    #[test]
+    fn partitions_are_a_power_of_two_and_vnodes_is_gone() {
+        let with = |line: &str| {
+            GOOD.replace(
+                "replication_factor = 1",
+                &format!("replication_factor = 1\n{line}"),
+            )
+        };
+        for q in [1, 2, 64, 4096] {
+            let c = parse(&with(&format!("partitions = {q}"))).unwrap();
+            assert_eq!(1u32 << c.cluster.partition_bits(), q);
+        }
+        for q in [0, 3, 100, 8192] {
+            let e = bad(&with(&format!("partitions = {q}")));
+            assert!(
+                e.contains("cluster.partitions") && e.contains("power of two"),
+                "{e}"
+            );
+        }
+        let e = bad(&with("vnodes = 256"));
+        assert!(
+            e.contains("cluster.vnodes") && e.contains("cluster.partitions"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,12 +30,12 @@ use ringkv_actors::faults::Faults;
 use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
 use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
+use ringkv_actors::layout::{Layout, Member};
 use ringkv_actors::metrics::Metrics;
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
 use ringkv_actors::repair_mode;
 use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, ReplicaLimits};
-use ringkv_actors::ring::Ring;
 use ringkv_actors::storage::{HintLimits, Mutation, Store, StoreError, StoreOptions};
 use ringkv_actors::version::{node_tag, Clock, Hlc, SystemClock};
 use ringkv_actors::wire::{Hello, MemberState, PROTOCOL_VERSION};
@@ -125,7 +125,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         },
         min_free_bytes: cfg.storage.min_free_bytes,
         faults: faults.clone(),
-        partition_bits: ringkv_actors::layout::DEFAULT_PARTITION_BITS,
+        partition_bits: cfg.cluster.partition_bits(),
     };
     let store = Store::open_with(&node.data_dir, &node.id, options)?;
     if node.clock_offset_ms != 0 {
@@ -496,7 +496,7 @@ fn start_peer_listener(
     Ok(())
 }
 
-fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState {
+fn member_state(n: &crate::config::NodeSection, generation: u64, layout: u64) -> MemberState {
     MemberState {
         id: n.id.clone(),
         http_addr: n.http_addr.clone(),
@@ -504,7 +504,7 @@ fn member_state(n: &crate::config::NodeSection, generation: u64) -> MemberState 
         generation,
         heartbeat: 0,
         wall_ms: 0,
-        ring_epoch: 0,
+        ring_epoch: layout,
         hints_floor: 0,
         hlc_ts: 0,
     }
@@ -527,12 +527,13 @@ fn start_gossip(
         .iter()
         .find(|n| n.id == node.id)
         .expect("validated");
-    let me = member_state(me, generation);
+    let fingerprint = layout_of(cfg).fingerprint();
+    let me = member_state(me, generation, fingerprint);
     let others: Vec<_> = cfg
         .nodes
         .iter()
         .filter(|n| n.id != node.id)
-        .map(|n| member_state(n, 0))
+        .map(|n| member_state(n, 0, 0))
         .collect();
     let detector = DetectorConfig {
         threshold: cfg.gossip.phi_threshold,
@@ -561,6 +562,15 @@ fn start_gossip(
     })
 }
 
+/// The layout of the configured nodes.
+fn layout_of(cfg: &Config) -> Layout {
+    Layout::initial(
+        cfg.nodes.iter().map(|n| Member::new(n.id.as_str())),
+        cfg.cluster.replication_factor,
+        cfg.cluster.partition_bits(),
+    )
+}
+
 fn cluster_view(cfg: &Config, peers: Peers) -> ClusterView {
     let members = cfg
         .nodes
@@ -571,12 +581,8 @@ fn cluster_view(cfg: &Config, peers: Peers) -> ClusterView {
             peer_addr: n.peer_addr.clone(),
         })
         .collect();
-    let ring = Ring::new(
-        cfg.nodes.iter().map(|n| n.id.as_str()),
-        cfg.cluster.vnodes as u32,
-    );
     ClusterView {
-        ring: Arc::new(ring),
+        layout: Arc::new(layout_of(cfg)),
         members,
         peers,
     }

@@ -41,9 +41,9 @@ use crate::metrics::Metrics;
 use crate::peer::PeerError;
 use crate::rate::{Rate, RateLimiter};
 use crate::record::Record;
-use crate::ring::Token;
 use crate::sessions::SessionTable;
 use crate::storage::{data_key_token, StoreError};
+use crate::token::Token;
 use crate::version::Version;
 use crate::wire::{ErrorCode, KeyVersion, Request, Response, WireRecord, MAX_ITEMS, MAX_MEMBERS};
 use bytes::Bytes;
@@ -263,39 +263,16 @@ impl RepairService {
         batch_budget(self.config.max_frame)
     }
 
-    /// Inclusive token intervals replicated by both this node and `peer`,
-    /// sorted and merged.
+    /// Inclusive token intervals replicated by both this node and `peer`
+    /// (the spans of the partitions they share), sorted and merged.
     pub fn shared_ranges(&self, peer: &str) -> Vec<(Token, Token)> {
         let view = self.core.view();
-        let n = self.core.replication.n;
-        let me = self.core.node_id.as_str();
-        let mut out: Vec<(Token, Token)> = Vec::new();
-        for r in view.ring.ranges() {
-            let reps = view.ring.replicas_of_range(r.end, n);
-            if !(reps.contains(&me) && reps.contains(&peer)) {
-                continue;
-            }
-            if r.start == r.end {
-                out.push((0, u64::MAX));
-            } else if r.start < r.end {
-                out.push((r.start + 1, r.end));
-            } else {
-                if r.start < u64::MAX {
-                    out.push((r.start + 1, u64::MAX));
-                }
-                out.push((0, r.end));
-            }
-        }
-        out.sort_unstable();
-        let mut merged: Vec<(Token, Token)> = Vec::with_capacity(out.len());
-        for (a, b) in out {
+        let layout = &view.layout;
+        let mut merged: Vec<(Token, Token)> = Vec::new();
+        for p in layout.shared(&self.core.node_id, peer) {
+            let (a, b) = layout.span(p);
             match merged.last_mut() {
-                Some(last)
-                    if last.1.checked_add(1).is_some_and(|next| next >= a)
-                        || last.1 == u64::MAX =>
-                {
-                    last.1 = last.1.max(b)
-                }
+                Some(last) if last.1.checked_add(1) == Some(a) => last.1 = b,
                 _ => merged.push((a, b)),
             }
         }
@@ -401,9 +378,9 @@ impl RepairService {
         indices: Vec<u32>,
     ) -> Result<Response, (ErrorCode, String)> {
         let invalid = |m: String| (ErrorCode::Invalid, m);
-        if epoch != self.core.view().ring.epoch() || depth != DEFAULT_DEPTH {
+        if epoch != self.core.view().layout.fingerprint() || depth != DEFAULT_DEPTH {
             return Err(invalid(format!(
-                "ring epoch {epoch} / depth {depth} do not match ours"
+                "layout fingerprint {epoch:#x} / depth {depth} do not match ours: the two nodes place partitions differently (check that cluster.partitions, cluster.replication_factor and [[nodes]] agree)"
             )));
         }
         let state = match self.session(from, session).await {
@@ -527,7 +504,7 @@ impl RepairService {
         }
         let local = self.build_tree(ranges.clone()).await?;
         let session = rand_u64(self.core.hlc.wall_ms() ^ self.mono_ms().rotate_left(32));
-        let epoch = self.core.view().ring.epoch();
+        let epoch = self.core.view().layout.fingerprint();
         let depth = DEFAULT_DEPTH;
         let (mut level, mut indices) = (0u8, vec![0u32]);
         let leaves = loop {
@@ -887,7 +864,7 @@ mod tests {
     async fn root_of(svc: &RepairService, peer: &str, session: u64) -> bool {
         let request = Request::TreeHashes {
             session,
-            epoch: svc.core.view().ring.epoch(),
+            epoch: svc.core.view().layout.fingerprint(),
             depth: DEFAULT_DEPTH,
             level: 0,
             indices: vec![0],

@@ -148,7 +148,7 @@ impl TombstoneGc {
         let mine: Vec<(Bytes, Vec<String>)> = keys
             .into_iter()
             .filter_map(|k| {
-                let pref = view.ring.preference_list(&k, n);
+                let pref = view.layout.preference_list(&k, n);
                 if pref.first() != Some(&me) {
                     return None;
                 }

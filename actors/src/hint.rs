@@ -264,7 +264,7 @@ impl Pass {
         let view = self.core.view();
         let me = self.core.node_id.as_str();
         let live: Vec<&str> = view
-            .ring
+            .layout
             .preference_list(key, self.core.replication.n)
             .into_iter()
             .filter(|r| *r != self.target && (*r == me || !self.core.liveness.is_down(r)))

@@ -4,8 +4,9 @@
 //! # Layout
 //! Pure (no I/O, time passed in), bottom of the import graph:
 //! * [`limits`]: size limits and the byte arithmetic of batches and pages.
-//! * [`ring`]: the consistent-hash ring with virtual nodes: key tokens,
-//!   preference lists and primary ranges.
+//! * [`token`]: a key's token (xxHash64).
+//! * [`layout`]: Q partitions of the token space and the layout that maps
+//!   each to its N replicas (deterministic, balanced, minimal movement).
 //! * [`version`]: hybrid logical clock and the total order of versions.
 //! * [`record`]: a value or tombstone with its version, and its byte encoding.
 //! * [`quorum`]: consistency levels and reconciliation.
@@ -64,10 +65,10 @@ pub mod record;
 pub mod repair;
 pub mod repair_mode;
 pub mod replica;
-pub mod ring;
 pub mod sessions;
 pub mod storage;
 mod storage_backend;
+pub mod token;
 pub mod version;
 pub mod wire;
 

@@ -5,7 +5,7 @@
 //! leaves: leaf `i` covers the tokens `[i << (64 - d), ((i + 1) << (64 - d)) - 1]`
 //! ([`MerkleTree::leaf_span`]), so the leaf of a token is its top `d` bits
 //! ([`MerkleTree::leaf_of`]). What a tree summarises is a set of entries
-//! `(key, version)`, each placed by its key token ([`crate::ring::key_token`]).
+//! `(key, version)`, each placed by its key token ([`crate::token::key_token`]).
 //!
 //! * A leaf's hash is the XOR of [`entry_hash`] over the entries in it, where
 //!   `entry_hash` is the xxHash64, seed [`MERKLE_HASH_SEED`], of `key bytes ||
@@ -74,7 +74,7 @@
 //!   trees of different versions of ringkv look entirely different (costly,
 //!   not wrong); the golden test pins them.
 
-use crate::ring::Token;
+use crate::token::Token;
 use crate::version::Version;
 use std::borrow::Borrow;
 use std::fmt;
@@ -154,7 +154,7 @@ impl MerkleTree {
     }
 
     /// The tree of `entries` (`(key, version)`, each key placed at its
-    /// [`key_token`](crate::ring::key_token)), built in one pass: the leaves
+    /// [`key_token`](crate::token::key_token)), built in one pass: the leaves
     /// first, then every internal node once.
     ///
     /// # Panics
@@ -169,7 +169,7 @@ impl MerkleTree {
         let first_leaf = tree.first_leaf();
         for (key, version) in entries {
             let key = key.as_ref();
-            let leaf = tree.leaf_of(crate::ring::key_token(key)) as usize;
+            let leaf = tree.leaf_of(crate::token::key_token(key)) as usize;
             tree.nodes[first_leaf + leaf] ^= entry_hash(key, *version.borrow());
         }
         for id in (1..first_leaf).rev() {
@@ -279,7 +279,7 @@ impl MerkleTree {
     fn toggle(&mut self, token: Token, key: &[u8], delta: u64) {
         debug_assert_eq!(
             token,
-            crate::ring::key_token(key),
+            crate::token::key_token(key),
             "token is not the key's token"
         );
         let mut id = self.first_leaf() + self.leaf_of(token) as usize;
@@ -425,7 +425,7 @@ pub fn diff_leaves(a: &MerkleTree, b: &MerkleTree) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::key_token;
+    use crate::token::key_token;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 

@@ -18,7 +18,7 @@
 
 use crate::layout::partition::{count, partition_of, PartitionId};
 use crate::merkle::MerkleTree;
-use crate::ring::{key_token, Token};
+use crate::token::{key_token, Token};
 use crate::version::Version;
 
 /// Leaves per partition tree: 2^7.

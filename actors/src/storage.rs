@@ -44,8 +44,8 @@
 use crate::faults::Faults;
 use crate::partition_trees::{Change, PartitionTrees, DEFAULT_TREE_DEPTH};
 use crate::record::{decode_header, DecodeError, Record};
-use crate::ring::{key_token, Token};
 use crate::storage_backend::FaultyFileBackend;
+use crate::token::{key_token, Token};
 use crate::version::Version;
 use bytes::Bytes;
 use redb::{

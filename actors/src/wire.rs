@@ -397,7 +397,8 @@ pub struct MemberState {
     /// the sender's own entry. Lets nodes compare clocks.
     #[serde(default)]
     pub wall_ms: u64,
-    /// Ring epoch the member routes by.
+    /// The fingerprint of the layout the member places keys by
+    /// (`Layout::fingerprint`); the name is historical.
     pub ring_epoch: u64,
     /// The oldest version timestamp among the hints the member holds
     /// (`u64::MAX`: none; 0: unknown). Tombstone GC waits for every member's

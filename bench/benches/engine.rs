@@ -5,9 +5,10 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringkv_actors::layout::{Layout, Member};
 use ringkv_actors::merkle::{diff_leaves, MerkleTree, DEFAULT_DEPTH};
 use ringkv_actors::record::Record;
-use ringkv_actors::ring::{key_token, Ring};
+use ringkv_actors::token::key_token;
 use ringkv_actors::version::Version;
 use std::hint::black_box;
 
@@ -36,11 +37,12 @@ fn hashing(c: &mut Criterion) {
 }
 
 fn ring_lookup(c: &mut Criterion) {
-    let ring = Ring::new(["n1", "n2", "n3"], 256);
+    let nodes = || ["n1", "n2", "n3"].map(Member::new);
+    let ring = Layout::initial(nodes(), 3, 8);
     let keys = keys(1024);
-    let mut g = c.benchmark_group("ring");
+    let mut g = c.benchmark_group("layout");
     g.throughput(Throughput::Elements(keys.len() as u64));
-    g.bench_function("preference_list(n=3) x1024, 3 nodes x 256 vnodes", |b| {
+    g.bench_function("preference_list(n=3) x1024, 3 nodes, 256 partitions", |b| {
         b.iter(|| {
             let mut total = 0usize;
             for k in &keys {
@@ -50,8 +52,14 @@ fn ring_lookup(c: &mut Criterion) {
         })
     });
     g.finish();
-    c.bench_function("ring/new 3 nodes x 256 vnodes", |b| {
-        b.iter(|| Ring::new(black_box(["n1", "n2", "n3"]), 256))
+    c.bench_function("layout/initial 3 nodes, 256 partitions", |b| {
+        b.iter(|| Layout::initial(black_box(nodes()), 3, 8))
+    });
+    let five = ["n1", "n2", "n3", "n4", "n5"].map(Member::new);
+    c.bench_function("layout/next 5 -> 6 nodes, 4096 partitions", |b| {
+        let from = Layout::initial(five.clone(), 3, 12);
+        let six: Vec<Member> = five.iter().cloned().chain([Member::new("n6")]).collect();
+        b.iter(|| from.next(black_box(six.clone())))
     });
 }
 

@@ -29,7 +29,7 @@ use checker::{Final, Report};
 use history::{Kind, Op, Outcome};
 use nemesis::{Nemesis, Palette};
 use nodes::{ClusterConfig, Node};
-use ringkv_actors::ring::Ring;
+use ringkv_actors::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -466,9 +466,11 @@ fn final_state(
     keys.sort();
     keys.dedup();
     let ids: Vec<String> = (0..addrs.len()).map(|i| format!("n{}", i + 1)).collect();
-    let ring = Ring::new(
-        ids.iter().map(String::as_str),
-        ringkv_actors::ring::DEFAULT_VNODES,
+    // The nodes' layout: their config sets N = 3 and the default Q.
+    let ring = Layout::initial(
+        ids.iter().map(|id| Member::new(id.as_str())),
+        3,
+        DEFAULT_PARTITION_BITS,
     );
     let addrs = Arc::new(addrs.to_vec());
     let ring = Arc::new(ring);
@@ -516,7 +518,7 @@ const FINAL_READERS: usize = 8;
 fn read_final(
     agent: &ureq::Agent,
     addrs: &[SocketAddrV4],
-    ring: &Ring,
+    ring: &Layout,
     k: usize,
     key: &str,
 ) -> Final {

@@ -168,14 +168,19 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
                 "heartbeat": m.state.heartbeat,
                 "phi": m.phi,
                 "last_seen_ms_ago": m.last_seen_ms_ago,
-                "ring_epoch": m.state.ring_epoch,
+                // The fingerprint of its layout as it gossiped it (0: not
+                // heard yet); one differing from ours places keys otherwise.
+                "layout_fingerprint": m.state.ring_epoch,
                 "clock_offset_ms": m.clock_offset_ms,
                 // Our outbound peer connection to it is up (null: ourselves).
                 "connected": svc
                     .peer_links
                     .get(&m.state.id)
                     .map(|c| c.load(std::sync::atomic::Ordering::Relaxed)),
-                "owned_share": view.ring.owned_share(&m.state.id),
+                // Partitions it is the primary of (sums to 1) and of which it
+                // holds a replica (sums to N), as fractions of all.
+                "owned_share": view.layout.primary_share(&m.state.id),
+                "stored_share": view.layout.share(&m.state.id),
                 "pending_hints": hints.count,
                 "pending_hint_bytes": hints.bytes,
                 // The time (ms) of the oldest hint's version this member
@@ -201,7 +206,11 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(json!({
         "node": core.node_id,
         "generation": svc.generation,
-        "ring_epoch": view.ring.epoch(),
+        "layout": {
+            "version": view.layout.version(),
+            "fingerprint": view.layout.fingerprint(),
+            "partitions": view.layout.partitions(),
+        },
         "replication": {
             "n": core.replication.n,
             "r": core.replication.r,

@@ -1,4 +1,4 @@
-//! `GET /v1/ring` (placement for partition-aware clients) and
+//! `GET /v1/ring` (the layout, for partition-aware clients) and
 //! `GET /v1/admin/local/{key}` (this node's own record, uncoordinated).
 
 use super::error::ApiError;
@@ -6,7 +6,7 @@ use super::request;
 use super::ApiState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use ringkv_actors::ring::HASH_FUNCTION;
+use ringkv_actors::token::HASH_FUNCTION;
 use serde_json::json;
 
 /// Prefix of the admin route that reads the local record.
@@ -14,6 +14,7 @@ pub const LOCAL_PREFIX: &str = "/v1/admin/local/";
 
 pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
     let view = state.services.core.view();
+    let layout = &view.layout;
     let members: Vec<_> = view
         .members
         .iter()
@@ -22,17 +23,23 @@ pub async fn ring(state: web::Data<ApiState>) -> HttpResponse {
                 "id": m.id,
                 "http_addr": m.http_addr,
                 "peer_addr": m.peer_addr,
-                "tokens": view.ring.tokens_of(&m.id),
             })
         })
         .collect();
+    let replicas: Vec<Vec<&str>> = (0..layout.partitions())
+        .map(|p| layout.replicas(p))
+        .collect();
     HttpResponse::Ok().json(json!({
         "hash_function": HASH_FUNCTION,
-        "key_token": "hash_function(key bytes); a key belongs to the first token >= its own, wrapping",
+        "key_token": "hash_function(key bytes), an unsigned 64-bit integer",
+        "partitions": layout.partitions(),
+        "partition_bits": layout.partition_bits(),
+        "key_partition": "key_token >> (64 - partition_bits); 0 when partition_bits is 0",
         "replication_factor": state.services.core.replication.n,
-        "vnodes": view.ring.vnodes(),
-        "epoch": view.ring.epoch(),
+        "layout_version": layout.version(),
+        "fingerprint": layout.fingerprint(),
         "members": members,
+        "replicas": replicas,
     }))
 }
 

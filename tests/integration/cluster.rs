@@ -116,51 +116,55 @@ fn ring_seed(hash_function: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("seed {hex:?}: {e}"))
 }
 
-/// The ring as a client computes placement from `GET /v1/ring`.
-struct ClientRing {
+/// The layout as a client computes placement from `GET /v1/ring`.
+struct ClientLayout {
     seed: u64,
-    /// `(token, node id)`, sorted: ties go to the lower id, like the server.
-    points: Vec<(u64, String)>,
+    bits: u32,
+    /// Per partition, its replicas, primary first.
+    replicas: Vec<Vec<String>>,
 }
 
-impl ClientRing {
-    fn from_json(ring: &Value) -> ClientRing {
+impl ClientLayout {
+    fn from_json(ring: &Value) -> ClientLayout {
         let seed = ring_seed(ring["hash_function"].as_str().expect("hash_function"));
-        let vnodes = ring["vnodes"].as_u64().expect("vnodes") as usize;
-        let mut points = Vec::new();
-        for m in ring["members"].as_array().expect("members") {
-            let id = m["id"].as_str().expect("member id").to_string();
-            let tokens = m["tokens"].as_array().expect("tokens");
-            assert_eq!(tokens.len(), vnodes, "tokens of {id}");
-            for t in tokens {
-                points.push((t.as_u64().expect("token is a u64"), id.clone()));
-            }
+        let bits = ring["partition_bits"].as_u64().expect("partition_bits") as u32;
+        let q = ring["partitions"].as_u64().expect("partitions") as usize;
+        assert_eq!(q, 1 << bits, "{ring}");
+        let replicas: Vec<Vec<String>> = ring["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|set| {
+                set.as_array()
+                    .expect("a replica set")
+                    .iter()
+                    .map(|id| id.as_str().expect("an id").to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(replicas.len(), q, "one replica set per partition");
+        ClientLayout {
+            seed,
+            bits,
+            replicas,
         }
-        points.sort();
-        ClientRing { seed, points }
     }
 
-    /// The first `n` distinct nodes clockwise from the first token `>=` the
-    /// key's token, wrapping.
+    /// The replicas of the key's partition: the top `bits` bits of its
+    /// token.
     fn preference_list(&self, key: &[u8], n: usize) -> Vec<String> {
         let token = twox_hash::XxHash64::oneshot(self.seed, key);
-        let start = self.points.partition_point(|(t, _)| *t < token);
-        let mut out: Vec<String> = Vec::new();
-        for i in 0..self.points.len() {
-            let (_, id) = &self.points[(start + i) % self.points.len()];
-            if !out.contains(id) {
-                out.push(id.clone());
-                if out.len() == n {
-                    break;
-                }
-            }
-        }
-        out
+        let p = if self.bits == 0 {
+            0
+        } else {
+            (token >> (64 - self.bits)) as usize
+        };
+        self.replicas[p].iter().take(n).cloned().collect()
     }
 }
 
 #[test]
-fn keys_live_on_the_preference_list_computed_from_the_ring() {
+fn keys_live_on_the_replicas_computed_from_the_layout() {
     let mut c = Cluster::start(ClusterSpec::fast(4, 3));
     c.wait_replicas_reachable();
     let ring_json = c.node(0).client().get("/v1/ring").json();
@@ -180,7 +184,7 @@ fn keys_live_on_the_preference_list_computed_from_the_ring() {
             node.id
         );
     }
-    let ring = ClientRing::from_json(&ring_json);
+    let ring = ClientLayout::from_json(&ring_json);
 
     let mut left_out = BTreeSet::new();
     for k in 0..12 {

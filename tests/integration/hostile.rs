@@ -365,7 +365,9 @@ fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
     use ringkv_actors::wire::ErrorCode;
     let mut c = Cluster::start(ClusterSpec::fast(3, 3));
     c.wait_replicas_reachable();
-    let epoch = c.cluster_status(0)["ring_epoch"].as_u64().unwrap();
+    let epoch = c.cluster_status(0)["layout"]["fingerprint"]
+        .as_u64()
+        .unwrap();
     let mut raw = Raw::connect(&c, 0, "n2");
     let started = Instant::now();
     let mut refused = 0;

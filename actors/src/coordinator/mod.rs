@@ -1,8 +1,9 @@
 //! The coordinator's logic: placement, quorum reads and writes, sloppy quorum
-//! with hinted handoff, and read repair. Partition actors call it.
+//! with hinted handoff, and read repair. The HTTP handlers call it on their
+//! own worker.
 //!
-//! * **Placement.** A key's replicas are the first N distinct nodes clockwise
-//!   on the ring from the key's token (its preference list).
+//! * **Placement.** A key's replicas are the N nodes the layout assigns to
+//!   its partition (its preference list; [`crate::layout`]).
 //! * **Read.** Ask every replica the failure detector does not consider down;
 //!   answer once R replied, with the newest version (tombstones included).
 //!   The remaining answers are awaited in the background; replicas that
@@ -31,12 +32,12 @@ pub mod tally;
 
 use crate::error::{Error, Result};
 use crate::gossip::Liveness;
+use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::peer::{PeerError, Peers};
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
 use crate::replica::LocalReplica;
-use crate::ring::Ring;
 use crate::storage::{Hint, Precondition, StoreError, WriteOp, WriteOutcome};
 use crate::version::{Hlc, IssueRefused, Version};
 use crate::wire::{Request, Response, WireRecord};
@@ -79,11 +80,11 @@ pub struct MemberInfo {
     pub peer_addr: String,
 }
 
-/// The membership a coordinator routes by: the ring and a client per peer.
+/// The membership a coordinator routes by: the layout and a client per peer.
 /// Replaced as a whole when membership changes; requests keep the view they
 /// started with.
 pub struct ClusterView {
-    pub ring: Arc<Ring>,
+    pub layout: Arc<Layout>,
     pub members: Vec<MemberInfo>,
     pub peers: Peers,
 }
@@ -272,7 +273,7 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<Option<Record>> {
         let view = self.view();
-        let pref = view.ring.preference_list(key, self.replication.n);
+        let pref = view.layout.preference_list(key, self.replication.n);
         if pref.len() == 1 && pref[0] == self.node_id {
             // The only replica is this node (N = 1): nothing to wait for,
             // nothing to repair.
@@ -503,7 +504,12 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<WriteResult> {
         let view = self.view();
-        let walk: Vec<String> = view.ring.walk(&key).map(String::from).collect();
+        let walk: Vec<String> = view
+            .layout
+            .walk(&key)
+            .into_iter()
+            .map(String::from)
+            .collect();
         let n = self.replication.n.min(walk.len());
         let single = n == 1 && walk.first().map(String::as_str) == Some(self.node_id.as_str());
         let plan = WritePlan {
@@ -886,7 +892,11 @@ pub mod testing {
             read_repair_blocking_all: false,
         };
         let view = ClusterView {
-            ring: Arc::new(Ring::new(members.iter().copied(), 16)),
+            layout: Arc::new(Layout::initial(
+                members.iter().map(|m| crate::layout::Member::new(*m)),
+                n,
+                crate::layout::DEFAULT_PARTITION_BITS,
+            )),
             members: vec![],
             peers: Default::default(),
         };

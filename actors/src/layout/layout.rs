@@ -6,7 +6,7 @@
 
 use super::assign::{assign, score, Member};
 use super::partition::{count, partition_of, span, PartitionId};
-use crate::ring::{key_token, Token};
+use crate::token::{key_token, Token};
 use std::sync::Arc;
 
 /// One version of the placement of partitions on nodes.
@@ -22,6 +22,8 @@ pub struct Layout {
     ids: Vec<Arc<str>>,
     /// Per partition, indices into `members`, the first its primary.
     replicas: Vec<Vec<u16>>,
+    /// [`Layout::fingerprint`].
+    fingerprint: u64,
 }
 
 impl Layout {
@@ -56,10 +58,11 @@ impl Layout {
         members.sort_by(|a, b| a.id.cmp(&b.id));
         members.dedup_by(|a, b| a.id == b.id);
         assert!(members.len() <= usize::from(u16::MAX), "too many members");
-        let replicas = assign(&members, n, bits, previous)
+        let replicas: Vec<Vec<u16>> = assign(&members, n, bits, previous)
             .into_iter()
             .map(|s| s.into_iter().map(|i| i as u16).collect())
             .collect();
+        let fingerprint = fingerprint(bits, n, &members, &replicas);
         Layout {
             version,
             bits,
@@ -67,7 +70,16 @@ impl Layout {
             ids: members.iter().map(|m| Arc::from(m.id.as_str())).collect(),
             members,
             replicas,
+            fingerprint,
         }
+    }
+
+    /// A hash of what placement depends on — Q, N, the member ids, every
+    /// partition's replica list — not of the version number: two nodes
+    /// place every key alike when their fingerprints match (anti-entropy
+    /// refuses to compare trees across different ones).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     pub fn version(&self) -> u64 {
@@ -184,12 +196,46 @@ impl Layout {
         self.partitions_of(node).len() as f64 / f64::from(self.partitions())
     }
 
+    /// The fraction of partitions whose primary is `node` (over all members
+    /// these sum to 1).
+    pub fn primary_share(&self, node: &str) -> f64 {
+        let Some(i) = self.index_of(node) else {
+            return 0.0;
+        };
+        let primaries = self
+            .replicas
+            .iter()
+            .filter(|s| s.first() == Some(&i))
+            .count();
+        primaries as f64 / f64::from(self.partitions())
+    }
+
     fn index_of(&self, node: &str) -> Option<u16> {
         self.members
             .binary_search_by(|m| m.id.as_str().cmp(node))
             .ok()
             .map(|i| i as u16)
     }
+}
+
+/// [`Layout::fingerprint`]: xxHash64 of a length-prefixed encoding.
+fn fingerprint(bits: u8, n: usize, members: &[Member], replicas: &[Vec<u16>]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash64::with_seed(0x6c61_796f_7574);
+    h.write_u8(bits);
+    h.write_u64(n as u64);
+    h.write_u64(members.len() as u64);
+    for m in members {
+        h.write_u64(m.id.len() as u64);
+        h.write(m.id.as_bytes());
+    }
+    for set in replicas {
+        h.write_u8(set.len() as u8);
+        for &i in set {
+            h.write_u16(i);
+        }
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -251,6 +297,24 @@ mod tests {
             .sum();
         assert_eq!(kept, 768 - 192);
         assert!(next.partitions_of("n4").len() == 192);
+    }
+
+    #[test]
+    fn fingerprints_tell_placements_apart_not_versions() {
+        let a = three();
+        let b = Layout::initial(["n3", "n1", "n2"].map(Member::new), 3, 8);
+        assert_eq!(a.fingerprint(), b.fingerprint(), "member order matters");
+        let same = a.next(["n1", "n2", "n3"].map(Member::new));
+        assert_eq!(same.version(), 2);
+        assert_eq!(same.fingerprint(), a.fingerprint());
+        for other in [
+            Layout::initial(["n1", "n2", "n3"].map(Member::new), 3, 7),
+            Layout::initial(["n1", "n2", "n3"].map(Member::new), 2, 8),
+            Layout::initial(["n1", "n2", "n4"].map(Member::new), 3, 8),
+            a.next(["n1", "n2", "n3", "n4"].map(Member::new)),
+        ] {
+            assert_ne!(other.fingerprint(), a.fingerprint(), "{other:?}");
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Fixed partitions of the token space: Q = 2^bits equal, contiguous ranges
 //! of the circle of 2^64 tokens. A key's partition is the top `bits` bits of
-//! its token ([`crate::ring::key_token`]), so partition `p` holds the tokens
+//! its token ([`crate::token::key_token`]), so partition `p` holds the tokens
 //! `[p << (64 - bits), ((p + 1) << (64 - bits)) - 1]` — one contiguous range
 //! of the store, which is ordered by token. Q is fixed when a cluster is
 //! created (`cluster.partitions`); changing it moves every key.
 
-use crate::ring::Token;
+use crate::token::Token;
 
 /// The default number of partitions is 2^8.
 pub const DEFAULT_PARTITION_BITS: u8 = 8;

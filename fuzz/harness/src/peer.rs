@@ -46,13 +46,13 @@ use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication}
 use ringkv_actors::failure::DetectorConfig;
 use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness};
 use ringkv_actors::inbound::Inbound;
+use ringkv_actors::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
 use ringkv_actors::limits::{batch_budget, FRAME_OVERHEAD, MAX_KEY_BYTES};
 use ringkv_actors::merkle::{DEFAULT_DEPTH, MAX_DEPTH};
 use ringkv_actors::metrics::Metrics;
 use ringkv_actors::peer::{Dispatch, Peers};
 use ringkv_actors::record::Record;
 use ringkv_actors::replica::{LocalReplica, ReplicaActor};
-use ringkv_actors::ring::Ring;
 use ringkv_actors::storage::{data_key, Hint, Mutation, Store, WriteOp};
 use ringkv_actors::version::{node_tag, pack, Clock, Hlc, SystemClock, Version};
 use ringkv_actors::wire::{
@@ -735,7 +735,11 @@ impl World {
                 })
                 .collect();
             let view = ClusterView {
-                ring: Arc::new(Ring::new(MEMBERS, 256)),
+                layout: Arc::new(Layout::initial(
+                    MEMBERS.map(Member::new),
+                    3,
+                    DEFAULT_PARTITION_BITS,
+                )),
                 members,
                 peers: Peers::default(),
             };
@@ -1544,12 +1548,12 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
             // The leaf of a seeded key (most leaves hold no record).
             0..=1 => {
                 let (k, _) = self.existing();
-                (ringkv_actors::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+                (ringkv_actors::token::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
             }
             // The leaf of the longest key `key` makes.
             2 => {
                 let k = vec![b'k'; MAX_KEY_BYTES];
-                (ringkv_actors::ring::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+                (ringkv_actors::token::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
             }
             3..=7 => self.e.below(1 << DEFAULT_DEPTH) as u32,
             8 => (1 << DEFAULT_DEPTH) - 1,
@@ -2415,7 +2419,7 @@ mod tests {
     #[test]
     fn fuzz_regression_f3_leaf_versions_answer_fits_its_reservation() {
         let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
-        let leaf = (ringkv_actors::ring::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
+        let leaf = (ringkv_actors::token::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
         let mut h = PeerHarness::new();
         h.quarantine = false;
         let facts = h.facts();
