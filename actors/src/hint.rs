@@ -61,11 +61,17 @@ pub enum PassKind {
     /// Hand hints older than this (all of them: `None`) to another live
     /// replica of their key.
     Rescue { older_than_ms: Option<u64> },
+    /// Hints addressed to this node itself (no coordinator stores one, but
+    /// an older store may hold some): apply them here.
+    ApplyHere,
 }
 
-/// The pass for a target: whether it is still a member, whether gossip
-/// says it is up, and `hints.max_age_ms`. Pure.
-pub fn pass_kind(member: bool, up: bool, max_age_ms: u64) -> PassKind {
+/// The pass for a target: whether it is this node, whether it is still a
+/// member, whether gossip says it is up, and `hints.max_age_ms`. Pure.
+pub fn pass_kind(is_self: bool, member: bool, up: bool, max_age_ms: u64) -> PassKind {
+    if is_self {
+        return PassKind::ApplyHere;
+    }
     match (member, up) {
         (false, _) => PassKind::Rescue {
             older_than_ms: None,
@@ -112,12 +118,13 @@ impl HintActor {
     }
 
     fn start(&mut self, target: String, ctx: &mut Context<Self>) {
-        if self.running.contains(&target) || target == self.core.node_id {
+        if self.running.contains(&target) {
             return;
         }
         self.running.insert(target.clone());
         let member = self.core.view().peers.contains(&target);
         let kind = pass_kind(
+            target == self.core.node_id,
             member,
             !self.core.liveness.is_down(&target),
             self.max_age_ms,
@@ -133,9 +140,19 @@ impl HintActor {
             async move {
                 match kind {
                     PassKind::Replay {
-                        rescue_refused_after_ms,
-                    } => pass.replay(rescue_refused_after_ms).await,
+                        rescue_refused_after_ms: age,
+                    } => match pass.replay(age).await {
+                        Ok(n) => Ok(n),
+                        // A target up in gossip but failing every batch
+                        // (disk full, overloaded, hostile) must not keep
+                        // old hints forever either.
+                        Err(e) => {
+                            let _ = pass.rescue(Some(age)).await;
+                            Err(e)
+                        }
+                    },
                     PassKind::Rescue { older_than_ms } => pass.rescue(older_than_ms).await,
+                    PassKind::ApplyHere => pass.apply_own().await,
                 }
             }
             .into_actor(self)
@@ -237,8 +254,26 @@ impl Pass {
         }
     }
 
+    /// Applies every hint addressed to this node here.
+    async fn apply_own(&self) -> Result<u64, ReplayError> {
+        let mut applied = 0;
+        let mut after: Option<HintId> = None;
+        loop {
+            let page = self.read_page(after.clone()).await?;
+            let Some(next) = page.next.clone() else {
+                return Ok(applied);
+            };
+            after = Some(next);
+            self.report_corrupt(&page);
+            if !page.hints.is_empty() {
+                applied += self.apply_here(page.hints).await?;
+            }
+        }
+    }
+
     /// Hands hints to another live replica of their key (this node first);
-    /// answers how many one took. Hints no live replica took are kept.
+    /// answers how many one took. Hints no live replica took are kept: a
+    /// holder that fails is skipped (the others still get theirs).
     async fn hand_to_replicas(&self, hints: Vec<(HintId, Hint)>) -> Result<u64, ReplayError> {
         let mut by_holder: BTreeMap<String, Vec<(HintId, Hint)>> = BTreeMap::new();
         for (id, h) in hints {
@@ -251,7 +286,13 @@ impl Pass {
             let n = if holder == self.core.node_id {
                 self.apply_here(hints).await?
             } else {
-                self.send_to(&holder, hints).await?.0
+                match self.send_to(&holder, hints).await {
+                    Ok((n, _)) => n,
+                    Err(e) => {
+                        log::info!("{holder} took no rescued hints for {}: {e}", self.target);
+                        0
+                    }
+                }
             };
             Metrics::add(&self.core.local.stats.hints_rescued, n);
             rescued += n;
@@ -426,21 +467,22 @@ mod tests {
     #[test]
     fn every_target_s_hints_have_a_way_out() {
         let age = 60_000;
+        assert_eq!(pass_kind(true, true, true, age), PassKind::ApplyHere);
         assert_eq!(
-            pass_kind(true, true, age),
+            pass_kind(false, true, true, age),
             PassKind::Replay {
                 rescue_refused_after_ms: age
             }
         );
         assert_eq!(
-            pass_kind(true, false, age),
+            pass_kind(false, true, false, age),
             PassKind::Rescue {
                 older_than_ms: Some(age)
             }
         );
         for up in [true, false] {
             assert_eq!(
-                pass_kind(false, up, age),
+                pass_kind(false, false, up, age),
                 PassKind::Rescue {
                     older_than_ms: None
                 },

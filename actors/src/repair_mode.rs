@@ -58,12 +58,8 @@ pub fn decide(
 /// mode when it does not; answers whether it is in repair mode. Runs before
 /// the writer starts (it commits on its own).
 pub fn enter_at_start(store: &Store, now_ms: u64, grace_ms: u64) -> Result<bool, StoreError> {
-    let Some(why) = decide(
-        store.repair_pending()?,
-        store.last_alive_ms()?,
-        now_ms,
-        grace_ms,
-    ) else {
+    let pending = store.repair_pending()?;
+    let Some(why) = decide(pending, store.last_alive_ms()?, now_ms, grace_ms) else {
         return Ok(false);
     };
     match why {
@@ -81,7 +77,9 @@ pub fn enter_at_start(store: &Store, now_ms: u64, grace_ms: u64) -> Result<bool,
              ({grace_ms} ms): it serves no reads until anti-entropy completes"
         ),
     }
-    store.apply(&[Mutation::RepairPending(true)])?;
+    if !pending {
+        store.apply(&[Mutation::RepairPending(true)])?;
+    }
     Ok(true)
 }
 

@@ -902,7 +902,18 @@ impl Store {
         let Some(free) = free_bytes(&self.dir) else {
             return Ok(());
         };
-        let needed: u64 = batch.iter().map(|m| m.weight() as u64).sum::<u64>() * 2;
+        // Bookkeeping (liveness, clock reservation, repair mode) is a few
+        // bytes and must commit even on a full disk: a node that cannot
+        // record entering or leaving repair mode cannot start or serve.
+        let needed: u64 = batch
+            .iter()
+            .filter(|m| !matches!(m, Mutation::Meta { .. } | Mutation::RepairPending(_)))
+            .map(|m| m.weight() as u64)
+            .sum::<u64>()
+            * 2;
+        if needed == 0 {
+            return Ok(());
+        }
         if free < min_free.saturating_add(needed) {
             return Err(StoreError::DiskFull(format!(
                 "{free} bytes free on {}, keeping at least {min_free} free (storage.min_free_bytes)",

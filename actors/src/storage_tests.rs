@@ -743,3 +743,31 @@ fn the_hint_floor_follows_the_oldest_hint() {
     apply(&s, &[Mutation::DeleteHints(ids)]);
     assert_eq!(s.hints_floor(), 20);
 }
+
+/// Review of the sweep: repair mode is recorded through `apply`, which
+/// refused every batch below `min_free_bytes` — a node low on disk could
+/// neither start in repair mode nor leave it. Bookkeeping now commits on a
+/// full disk; data is still refused.
+#[test]
+fn bookkeeping_commits_on_a_full_disk_and_data_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        // More than any disk has free: every data write is "disk full".
+        min_free_bytes: u64::MAX / 4,
+        ..StoreOptions::new(true)
+    };
+    let s = Store::open_with(dir.path(), "n1", options).unwrap();
+    let err = s
+        .apply(&[Mutation::Put(write(1, Some(b"a".to_vec()), 1))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull(_)), "{err:?}");
+    apply(&s, &[Mutation::RepairPending(true)]);
+    assert!(s.repair_pending().unwrap());
+    let alive = Mutation::Meta {
+        alive_ms: Some(42),
+        clock_ceiling_ms: None,
+    };
+    apply(&s, &[alive, Mutation::RepairPending(false)]);
+    assert!(!s.repair_pending().unwrap());
+    assert_eq!(s.last_alive_ms().unwrap(), Some(42));
+}

@@ -10,8 +10,8 @@ use crate::harness::{kv, kv_at, Cluster, ClusterSpec, Poll};
 use crate::peer_conn::PeerConn;
 use ringkv_actors::version::{node_tag, pack, Version};
 use ringkv_actors::wire::{
-    encode_frame, Frame, FrameCodec, Hello, MemberState, Received, Request, Response, WireRecord,
-    PROTOCOL_VERSION,
+    encode_frame, ErrorCode, Frame, FrameCodec, Hello, MemberState, Received, Request, Response,
+    WireRecord, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -362,7 +362,6 @@ fn the_member_holding_tombstone_gc_back_shows_in_the_cluster_status() {
 /// earned a token again (its refused exchange is retried by a later pass).
 #[test]
 fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
-    use ringkv_actors::wire::ErrorCode;
     let mut c = Cluster::start(ClusterSpec::fast(3, 3));
     c.wait_replicas_reachable();
     let epoch = c.cluster_status(0)["layout"]["fingerprint"]
@@ -421,6 +420,27 @@ fn fresh_repair_sessions_in_a_burst_are_refused_and_repairs_still_complete() {
 /// another live replica of its key and is deleted.
 #[test]
 fn hints_a_target_keeps_refusing_are_rescued_after_max_age() {
+    hints_of_a_bad_target_are_rescued(|items| Response::Batch {
+        applied: 0,
+        refused: (0..items as u32).collect(),
+    });
+}
+
+/// Review of the sweep: the same for a target up in gossip that answers
+/// every batch with an error (disk full, overloaded, or lying): the failed
+/// replay ended the pass before any rescue.
+#[test]
+fn hints_a_target_keeps_failing_are_rescued_after_max_age() {
+    hints_of_a_bad_target_are_rescued(|_| Response::Error {
+        code: ErrorCode::Overloaded,
+        message: "busy".into(),
+    });
+}
+
+/// n3 (a fake member up in gossip) answers every hint batch with `answer`
+/// (given the batch's item count); n1's hint for it must still end up on
+/// another replica and be deleted.
+fn hints_of_a_bad_target_are_rescued(answer: fn(usize) -> Response) {
     let spec = ClusterSpec::fast(3, 3).section_toml("hints", "max_age_ms = 1500");
     let mut c = Cluster::start(spec);
     c.wait_replicas_reachable();
@@ -443,15 +463,13 @@ fn hints_a_target_keeps_refusing_are_rescued_after_max_age() {
     let _n3 = FakeMember::start(&c, 2, move |r| match r {
         Request::WriteBatch { items } => {
             seen.fetch_add(1, Ordering::Relaxed);
-            Some(Response::Batch {
-                applied: 0,
-                refused: (0..items.len() as u32).collect(),
-            })
+            Some(answer(items.len()))
         }
         _ => None,
     });
     crate::faults::wait_hints_drained(&c, &[0, 1], "n3");
     assert!(replays.load(Ordering::Relaxed) > 0, "n3 was never asked");
+    assert_eq!(status_of(&c, 0, "n3")["status"], "up", "drained as down");
     let rescued: u64 = (0..2)
         .map(|i| {
             c.cluster_status(i)["hints"]["rescued"]

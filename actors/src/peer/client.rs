@@ -15,10 +15,11 @@
 //!   answer is dropped when it comes;
 //! * the connection breaks (read error, end of stream, a write that makes no
 //!   progress for [`WRITE_STALL`], or foreground calls unanswered for
-//!   [`SILENCE_LIMIT`] while nothing arrives that answers a call still
-//!   waiting — frames answering unknown ids or calls given up on do not
-//!   count): every call waiting on it fails at once, queued frames are
-//!   dropped, and the client redials.
+//!   [`SILENCE_LIMIT`] while nothing arrives that answers a call of ours —
+//!   one still waiting, or one of the last [`MAX_GIVEN_UP`] written on this
+//!   connection and given up on (a slow peer is alive; frames answering ids
+//!   we never wrote do not count): every call waiting on it fails at once,
+//!   queued frames are dropped, and the client redials.
 //!
 //! Background requests ([`Request::is_background`]) wait in their own queue
 //! and go out at most [`MAX_BACKGROUND_IN_FLIGHT`] at a time, while client
@@ -32,8 +33,8 @@
 
 use super::handshake::{self, dial, revalidate, FrameReader, FrameWriter};
 use super::{
-    PeerError, PeerSettings, MAX_BACKGROUND_IN_FLIGHT, MAX_BACKOFF, MAX_PENDING_CALLS,
-    MAX_QUEUED_BACKGROUND, MIN_BACKOFF, SILENCE_LIMIT, WRITE_STALL,
+    PeerError, PeerSettings, MAX_BACKGROUND_IN_FLIGHT, MAX_BACKOFF, MAX_GIVEN_UP,
+    MAX_PENDING_CALLS, MAX_QUEUED_BACKGROUND, MIN_BACKOFF, SILENCE_LIMIT, WRITE_STALL,
 };
 use crate::wire::{encode_frame, CodecError, Frame, Received, Request, RequestId, Response};
 use bytes::Bytes;
@@ -78,8 +79,11 @@ struct LinkState {
     foreground_bytes: usize,
     background: VecDeque<Outgoing>,
     background_in_flight: usize,
-    /// When an answer to a call still waiting last arrived.
+    /// When an answer to a call of ours last arrived.
     last_rx: Instant,
+    /// Calls written on this connection and given up on, newest last (at
+    /// most [`MAX_GIVEN_UP`]): a late answer to one is a sign of life.
+    given_up: VecDeque<RequestId>,
     /// When the first foreground frame written since such an answer last
     /// arrived went out (the watchdog's measure of silence).
     unanswered_since: Option<Instant>,
@@ -132,6 +136,7 @@ impl PeerClient {
                 background: VecDeque::new(),
                 background_in_flight: 0,
                 last_rx: Instant::now(),
+                given_up: VecDeque::new(),
                 unanswered_since: None,
             }),
             wake: Notify::new(),
@@ -315,6 +320,10 @@ impl Link {
             }
             return false;
         }
+        if st.given_up.len() >= MAX_GIVEN_UP {
+            st.given_up.pop_front();
+        }
+        st.given_up.push_back(id);
         if p.background {
             // Its slot is free again even if its answer never comes.
             st.background_in_flight = st.background_in_flight.saturating_sub(1);
@@ -327,10 +336,14 @@ impl Link {
     fn complete(&self, id: RequestId, body: Response) {
         let mut st = self.lock();
         // An answer to a request we have not written yet is a lie, and one
-        // to a call nobody waits for any more (unknown, or given up on) says
-        // nothing about the calls that do wait: ignore both, and neither
-        // counts as a sign of life for the watchdog.
+        // to an id we never wrote says nothing: ignore both, and neither
+        // counts as a sign of life for the watchdog. A late answer to a
+        // call we gave up on does: the peer is slow, not gone.
         if st.pending.get(&id).is_none_or(|p| p.written.is_none()) {
+            if let Some(at) = st.given_up.iter().position(|&g| g == id) {
+                st.given_up.remove(at);
+                st.last_rx = Instant::now();
+            }
             return;
         }
         let Some(p) = st.pending.remove(&id) else {
@@ -382,6 +395,7 @@ impl Link {
         st.opened += 1;
         st.conn = st.opened;
         st.last_rx = Instant::now();
+        st.given_up.clear();
         st.unanswered_since = None;
         self.connected.store(true, Ordering::Relaxed);
         st.conn

@@ -45,9 +45,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long either side may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection on which foreground calls wait this long while no answer to
-/// a call still waiting arrives is replaced (frames answering unknown ids or
-/// calls given up on are no sign of life).
+/// a call of ours arrives is replaced (frames answering ids we never wrote
+/// are no sign of life; late answers to calls given up on are).
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// Calls given up on whose late answers still count as signs of life, per
+/// connection (the most recent ones).
+pub const MAX_GIVEN_UP: usize = 1024;
 /// A write that makes no progress for this long means the peer stopped
 /// reading: the connection is closed.
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
