@@ -183,3 +183,22 @@ impl From<actix::MailboxError> for ApiError {
         ApiError::from(Error::from(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Step 10, item 10: a write answered 500 `internal` said nothing of
+    /// its outcome, though it may have applied.
+    #[test]
+    fn a_write_error_that_does_not_know_its_effect_is_indeterminate() {
+        let e = ApiError::from(Error::Internal("disk I/O".into())).for_write();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.details["outcome"], "indeterminate");
+        // An outcome already known is kept, and client errors have none.
+        let refused = ApiError::overloaded("queue full", 1000).for_write();
+        assert_eq!(refused.details["outcome"], "not_applied");
+        let bad = ApiError::bad_request("invalid_key", "empty").for_write();
+        assert!(!bad.details.contains_key("outcome"));
+    }
+}

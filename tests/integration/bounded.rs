@@ -360,6 +360,8 @@ fn a_failed_fsync_stops_the_node_and_a_restart_recovers() {
             r.status >= 500,
             "a write whose fsync failed was acknowledged: {r}"
         );
+        // It may be on disk: the answer must not say it is not.
+        assert_eq!(r.json()["outcome"], "indeterminate", "{r}");
     }
     let node = c.node_mut(0);
     let status = crate::harness::wait_until(SLOW, "the node stops", || match node.exit_status() {
