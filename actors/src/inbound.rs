@@ -112,7 +112,8 @@ impl Inbound {
                     Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
                 }
             }
-            r @ (Request::TreeHashes { .. }
+            r @ (Request::PartitionRoots { .. }
+            | Request::TreeHashes { .. }
             | Request::LeafVersions { .. }
             | Request::ReadMany { .. }) => {
                 self.repair.handle(from, r).await.unwrap_or_else(|| {

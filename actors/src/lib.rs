@@ -14,10 +14,8 @@
 //! * [`failure`]: phi-accrual failure detector with the local-stall rule.
 //! * [`clock_check`]: whose clock is wrong, from gossiped offsets.
 //! * [`merkle`], [`merge_join`]: Merkle trees and the side-by-side walk that
-//!   finds where two replicas differ.
-//! * [`sessions`]: a bounded, expiring table of per-peer sessions.
-//! * [`rate`]: bounded token buckets per key (how often a peer may ask for
-//!   expensive work).
+//!   finds where two replicas differ; [`partition_trees`]: one live tree per
+//!   partition, kept by the store.
 //! * [`wire`]: the peer protocol's frames (the only module naming rmp-serde).
 //! * [`faults`]: test-only fault switches.
 //!
@@ -60,12 +58,10 @@ pub mod metrics;
 pub mod partition_trees;
 pub mod peer;
 pub mod quorum;
-pub mod rate;
 pub mod record;
 pub mod repair;
 pub mod repair_mode;
 pub mod replica;
-pub mod sessions;
 pub mod storage;
 mod storage_backend;
 pub mod token;

@@ -60,7 +60,6 @@ counters! {
     ae_keys_pulled: "records taken from peers by anti-entropy",
     ae_keys_pushed: "records sent to peers by anti-entropy",
     ae_bytes: "bytes of records moved by anti-entropy",
-    ae_builds_refused: "anti-entropy sessions refused (overloaded) because their peer asked for Merkle tree builds faster than the per-peer rate",
     tombstones_purged: "tombstones removed after the grace period",
     gossip_rounds: "gossip exchanges completed",
     gossip_refused: "gossip entries refused (not about the sender itself, impossible generation or heartbeat)",

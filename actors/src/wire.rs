@@ -162,22 +162,30 @@ pub enum Request {
     WriteBatch { items: Vec<(Bytes, WireRecord)> },
     /// Gossip: the sender's view of every member; answered with the receiver's.
     Gossip { members: Vec<MemberState> },
-    /// Anti-entropy: hashes of Merkle tree nodes at `level` for `indices`, over
-    /// the ranges the sender and receiver both replicate (ring `epoch`). The
-    /// receiver builds its tree at the first request of a `session` and keeps it
-    /// for the session's later requests.
+    /// Anti-entropy: the roots of the receiver's live Merkle trees of
+    /// `partitions` (each one both replicate), in order. `layout` is the
+    /// sender's layout fingerprint and `depth` its partition trees' depth;
+    /// the receiver refuses the request unless both match its own.
+    PartitionRoots {
+        layout: u64,
+        depth: u8,
+        partitions: Vec<u32>,
+    },
+    /// Anti-entropy: hashes of the nodes at `level` for `indices` of the
+    /// receiver's live tree of `partition` (one both replicate).
     TreeHashes {
-        session: u64,
-        epoch: u64,
+        partition: u32,
+        layout: u64,
         depth: u8,
         level: u8,
         indices: Vec<u32>,
     },
-    /// Anti-entropy: keys and versions of the receiver's records in the given
-    /// tree leaves (shared ranges only), in storage order, after the data key
-    /// `after`, at most `max_bytes` of them.
+    /// Anti-entropy: keys and versions of the receiver's records in the
+    /// given leaves of `partition`'s tree, in storage order, after the data
+    /// key `after`, at most `max_bytes` of them.
     LeafVersions {
-        session: u64,
+        partition: u32,
+        depth: u8,
         leaves: Vec<u32>,
         after: Option<Bytes>,
         max_bytes: u32,
@@ -209,6 +217,7 @@ impl Request {
             Request::StoreHint { .. } => "store_hint",
             Request::WriteBatch { .. } => "write_batch",
             Request::Gossip { .. } => "gossip",
+            Request::PartitionRoots { .. } => "partition_roots",
             Request::TreeHashes { .. } => "tree_hashes",
             Request::LeafVersions { .. } => "leaf_versions",
             Request::ReadMany { .. } => "read_many",
@@ -272,6 +281,9 @@ impl Request {
                 }
                 Ok(())
             }
+            Request::PartitionRoots { partitions, .. } => {
+                count("partitions", partitions.len(), MAX_TREE_INDICES)
+            }
             Request::LeafVersions { leaves, after, .. } => {
                 count("leaves", leaves.len(), MAX_TREE_INDICES)?;
                 if let Some(a) = after {
@@ -305,6 +317,7 @@ impl Request {
                 Request::WriteBatch { items } => items.len() * 5,
                 Request::Gossip { .. } => gossip_answer_bytes(MAX_MEMBERS),
                 Request::TreeHashes { indices, .. } => indices.len() * 9,
+                Request::PartitionRoots { partitions, .. } => partitions.len() * 9,
                 // Items as the responder counts them (data key + 24 bytes
                 // each), at least one however small `max_bytes` is, then the
                 // cursor to resume from (a data key of up to 8 + key bytes).
@@ -334,6 +347,7 @@ impl Request {
                 .sum(),
             Request::Gossip { members } => members.len() * 256,
             Request::TreeHashes { indices, .. } => indices.len() * 5,
+            Request::PartitionRoots { partitions, .. } => partitions.len() * 5,
             Request::LeafVersions { leaves, after, .. } => {
                 leaves.len() * 5 + after.as_ref().map_or(0, |a| a.len())
             }

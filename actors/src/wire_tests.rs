@@ -233,15 +233,16 @@ fn validation_refuses_what_a_client_could_not_send() {
     };
     assert!(long.validate(100).is_err());
     let cursor = Request::LeafVersions {
-        session: 1,
+        partition: 1,
+        depth: 7,
         leaves: vec![0],
         after: Some(Bytes::from_static(b"abc")),
         max_bytes: 10,
     };
     assert!(cursor.validate(100).unwrap_err().contains("cursor"));
     let deep = Request::TreeHashes {
-        session: 1,
-        epoch: 0,
+        partition: 1,
+        layout: 0,
         depth: 10,
         level: 11,
         indices: vec![0],
@@ -320,12 +321,21 @@ fn worst_case_answers_fit_their_reservation() {
     let gossip = Request::Gossip { members: vec![] };
     assert!(encoded(Response::Gossip { members }) <= gossip.max_response_bytes(max_value, page));
     let hashes = Request::TreeHashes {
-        session: 1,
-        epoch: 1,
+        partition: 1,
+        layout: 1,
         depth: 10,
         level: 10,
         indices: vec![0; 1024],
     };
+    let roots = Request::PartitionRoots {
+        layout: u64::MAX,
+        depth: 7,
+        partitions: vec![u32::MAX; 4096],
+    };
+    let answer = Response::Hashes {
+        hashes: vec![u64::MAX; 4096],
+    };
+    assert!(encoded(answer) <= roots.max_response_bytes(max_value, page));
     let answer = Response::Hashes {
         hashes: vec![u64::MAX; 1024],
     };
@@ -365,7 +375,8 @@ fn leaf_versions_answers_fit_their_reservation_whatever_max_bytes() {
     };
     for max_bytes in [0, 1, 100, 1055, 1056, 1057, 5000, 100_000, u32::MAX] {
         let request = Request::LeafVersions {
-            session: u64::MAX,
+            partition: u32::MAX,
+            depth: u8::MAX,
             leaves: vec![0],
             after: None,
             max_bytes,

@@ -25,6 +25,8 @@ fn summary_json(s: &RunSummary) -> Value {
     json!({
         "peers_synced": s.peers_synced,
         "peers_failed": s.peers_failed.iter().map(|(p, e)| json!({"peer": p, "error": e})).collect::<Vec<_>>(),
+        "partitions_compared": s.partitions_compared,
+        "partitions_differing": s.partitions_differing,
         "hashes_compared": s.hashes_compared,
         "leaves_differing": s.leaves_differing,
         "keys_pulled": s.keys_pulled,
@@ -34,16 +36,12 @@ fn summary_json(s: &RunSummary) -> Value {
     })
 }
 
-/// `GET /v1/admin/merkle`: per peer, the root of this node's Merkle tree
-/// over the ranges it shares with that peer (hex). Two replicas hold the
-/// same records in those ranges exactly when their roots for each other match.
+/// `GET /v1/admin/merkle`: per peer, a digest of the roots of this node's
+/// partition trees over the partitions it shares with that peer (hex). Two
+/// replicas hold the same records in those partitions exactly when their
+/// digests for each other match.
 pub async fn merkle(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let roots = state
-        .services
-        .repair_service
-        .shared_roots()
-        .await
-        .map_err(|e| ApiError::from(ringkv_actors::Error::from(e)))?;
+    let roots = state.services.repair_service.shared_roots();
     let roots: serde_json::Map<String, Value> = roots
         .into_iter()
         .map(|(peer, root)| (peer, json!(format!("{root:016x}"))))

@@ -48,8 +48,9 @@ use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness};
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
 use ringkv_actors::limits::{batch_budget, FRAME_OVERHEAD, MAX_KEY_BYTES};
-use ringkv_actors::merkle::{DEFAULT_DEPTH, MAX_DEPTH};
+use ringkv_actors::merkle::MAX_DEPTH;
 use ringkv_actors::metrics::Metrics;
+use ringkv_actors::partition_trees::DEFAULT_TREE_DEPTH as DEFAULT_DEPTH;
 use ringkv_actors::peer::{Dispatch, Peers};
 use ringkv_actors::record::Record;
 use ringkv_actors::replica::{LocalReplica, ReplicaActor};
@@ -484,6 +485,32 @@ fn check_frame(frame: &Frame, report: &mut DecodeReport) {
 /// This node's id; the ring is `n1`, `n2`, `n3`.
 pub const NODE: &str = "n1";
 pub const MEMBERS: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The layout of [`MEMBERS`] (N = 3, the default Q), as the world's node
+/// places keys.
+fn layout() -> Layout {
+    Layout::initial(MEMBERS.map(Member::new), 3, DEFAULT_PARTITION_BITS)
+}
+
+/// The fingerprint of [`layout`].
+fn fingerprint() -> u64 {
+    static F: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *F.get_or_init(|| layout().fingerprint())
+}
+
+/// The partition of `key`.
+fn partition_of(key: &[u8]) -> u32 {
+    ringkv_actors::layout::partition::partition_of(
+        ringkv_actors::token::key_token(key),
+        DEFAULT_PARTITION_BITS,
+    )
+}
+
+/// The leaf of `key` in its partition's tree.
+fn leaf_of(key: &[u8]) -> u32 {
+    let t = ringkv_actors::token::key_token(key) << DEFAULT_PARTITION_BITS;
+    (t >> (64 - u32::from(DEFAULT_DEPTH))) as u32
+}
 /// The member every session of the harness comes from (its hello).
 pub const FROM: &str = "n2";
 /// `storage.max_value_bytes` (default), what the server validates with.
@@ -735,11 +762,7 @@ impl World {
                 })
                 .collect();
             let view = ClusterView {
-                layout: Arc::new(Layout::initial(
-                    MEMBERS.map(Member::new),
-                    3,
-                    DEFAULT_PARTITION_BITS,
-                )),
+                layout: Arc::new(layout()),
                 members,
                 peers: Peers::default(),
             };
@@ -1285,23 +1308,32 @@ pub fn summarize(r: &Request) -> String {
                 ))
                 .collect::<Vec<_>>()
         ),
+        Request::PartitionRoots {
+            layout,
+            depth,
+            partitions,
+        } => format!(
+            "PartitionRoots(layout {layout:#x}, depth {depth}, {} partitions)",
+            partitions.len()
+        ),
         Request::TreeHashes {
-            session,
-            epoch,
+            partition,
+            layout,
             depth,
             level,
             indices,
         } => format!(
-            "TreeHashes(session {session}, epoch {epoch}, depth {depth}, level {level}, {} indices)",
+            "TreeHashes(partition {partition}, layout {layout:#x}, depth {depth}, level {level}, {} indices)",
             indices.len()
         ),
         Request::LeafVersions {
-            session,
+            partition,
+            depth,
             leaves,
             after,
             max_bytes,
         } => format!(
-            "LeafVersions(session {session}, {} leaves, cursor {:?} B, max {max_bytes} B)",
+            "LeafVersions(partition {partition}, depth {depth}, {} leaves, cursor {:?} B, max {max_bytes} B)",
             leaves.len(),
             after.as_ref().map(|a| a.len())
         ),
@@ -1523,12 +1555,17 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
         }
     }
 
-    fn session(&mut self) -> u64 {
+    fn partition(&mut self) -> u32 {
+        let q = 1u64 << DEFAULT_PARTITION_BITS;
         match self.e.below(8) {
-            0..=4 => 1 + self.e.below(3),
-            5 => 0,
-            6 => u64::MAX,
-            _ => self.e.next_u64(),
+            // The partition of a seeded key.
+            0..=3 => {
+                let (k, _) = self.existing();
+                partition_of(&k)
+            }
+            4..=5 => self.e.below(q) as u32,
+            6 => q as u32,
+            _ => self.e.next_u64() as u32,
         }
     }
 
@@ -1548,13 +1585,10 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
             // The leaf of a seeded key (most leaves hold no record).
             0..=1 => {
                 let (k, _) = self.existing();
-                (ringkv_actors::token::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
+                leaf_of(&k)
             }
             // The leaf of the longest key `key` makes.
-            2 => {
-                let k = vec![b'k'; MAX_KEY_BYTES];
-                (ringkv_actors::token::key_token(&k) >> (64 - DEFAULT_DEPTH)) as u32
-            }
+            2 => leaf_of(&[b'k'; MAX_KEY_BYTES]),
             3..=7 => self.e.below(1 << DEFAULT_DEPTH) as u32,
             8 => (1 << DEFAULT_DEPTH) - 1,
             9 => 1 << DEFAULT_DEPTH,
@@ -1714,22 +1748,37 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
                         _ => u32::MAX,
                     })
                     .collect();
-                Request::TreeHashes {
-                    session: self.session(),
-                    epoch: if self.e.chance(85) {
-                        0
-                    } else {
-                        self.e.next_u64()
-                    },
-                    depth,
-                    level,
-                    indices,
+                let layout = if self.e.chance(85) {
+                    fingerprint()
+                } else {
+                    self.e.next_u64()
+                };
+                if self.e.chance(25) {
+                    let n = self.count(8, MAX_TREE_INDICES);
+                    Request::PartitionRoots {
+                        layout,
+                        depth,
+                        partitions: (0..n).map(|_| self.partition()).collect(),
+                    }
+                } else {
+                    Request::TreeHashes {
+                        partition: self.partition(),
+                        layout,
+                        depth,
+                        level,
+                        indices,
+                    }
                 }
             }
             13 | 14 => {
                 let n = self.count(16, MAX_TREE_INDICES);
                 Request::LeafVersions {
-                    session: self.session(),
+                    partition: self.partition(),
+                    depth: if self.e.chance(90) {
+                        DEFAULT_DEPTH
+                    } else {
+                        self.e.below(256) as u8
+                    },
                     leaves: (0..n).map(|_| self.leaf()).collect(),
                     after: self.cursor(),
                     max_bytes: self.max_bytes(),
@@ -2419,7 +2468,7 @@ mod tests {
     #[test]
     fn fuzz_regression_f3_leaf_versions_answer_fits_its_reservation() {
         let key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
-        let leaf = (ringkv_actors::token::key_token(&key) >> (64 - DEFAULT_DEPTH)) as u32;
+        let (partition, leaf) = (partition_of(&key), leaf_of(&key));
         let mut h = PeerHarness::new();
         h.quarantine = false;
         let facts = h.facts();
@@ -2434,14 +2483,15 @@ mod tests {
                 },
             },
             Request::TreeHashes {
-                session: 2,
-                epoch: 0,
+                partition,
+                layout: fingerprint(),
                 depth: DEFAULT_DEPTH,
                 level: 0,
                 indices: vec![0],
             },
             Request::LeafVersions {
-                session: 2,
+                partition,
+                depth: DEFAULT_DEPTH,
                 leaves: vec![leaf],
                 after: None,
                 max_bytes: 0,
