@@ -32,6 +32,7 @@ use ringkv_actors::hint::HintActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::layout::{Layout, Member};
 use ringkv_actors::metrics::Metrics;
+use ringkv_actors::partition::Partitions;
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
 use ringkv_actors::repair_mode;
@@ -227,9 +228,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
             max_frame,
         },
     );
+    let partitions = Partitions::start(&repair_service, &peer_arbiter.handle());
+    log::info!("{} partition actors started", partitions.len());
     let svc = repair_service.clone();
-    let repair =
-        RepairActor::start_in_arbiter(&peer_arbiter.handle(), move |_| RepairActor::new(svc));
+    let repair = RepairActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
+        RepairActor::new(svc, partitions)
+    });
     let gossip = start_gossip(
         &node,
         generation,

@@ -29,6 +29,8 @@
 //! * [`replica`]: the replica actor, owner of the local write path (group commit).
 //! * [`coordinator`]: quorum reads and writes, called by the HTTP handlers
 //!   on their own worker (no mailbox on the request path).
+//! * [`partition`]: one actor per partition this node replicates, owning
+//!   its anti-entropy state and running its exchanges.
 //! * [`gossip`], [`hint`], [`antientropy`], [`gc`], [`repair`]: membership,
 //!   hinted handoff, anti-entropy, tombstone GC, and their scheduling;
 //!   [`repair_mode`]: when a node serves no reads until a pass completed.
@@ -55,6 +57,7 @@ pub mod membership;
 pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
+pub mod partition;
 pub mod partition_trees;
 pub mod peer;
 pub mod quorum;

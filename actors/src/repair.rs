@@ -2,7 +2,10 @@
 //! tombstone GC ([`crate::gc`]).
 //!
 //! * A pass runs one exchange with every peer not known to be down, one peer
-//!   at a time: every `interval`, on demand ([`RunRepair`], `POST
+//!   at a time: the roots of every partition both replicate are compared in
+//!   one request, and each partition that differs is handed to its
+//!   partition actor ([`crate::partition`]), one after the other. A pass
+//!   runs every `interval`, on demand ([`RunRepair`], `POST
 //!   /v1/admin/repair`), and soon after hints for a peer were dropped at their
 //!   bound (that peer only). Passes never overlap. Requests that arrive while
 //!   a pass runs are coalesced: all of them are answered by the *next* pass
@@ -21,6 +24,7 @@
 use crate::antientropy::{RepairService, RunSummary};
 use crate::gc::TombstoneGc;
 use crate::metrics::{Job, Metrics};
+use crate::partition::{Agreed, Partitions, SyncWith};
 use crate::repair_mode;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
@@ -46,6 +50,7 @@ type Waiter = oneshot::Sender<RunSummary>;
 
 pub struct RepairActor {
     svc: RepairService,
+    partitions: Partitions,
     gc: TombstoneGc,
     running: bool,
     /// Answered when the running pass ends.
@@ -56,7 +61,9 @@ pub struct RepairActor {
 }
 
 impl RepairActor {
-    pub fn new(svc: RepairService) -> Self {
+    /// `partitions`: this node's partition actors (a partition without one
+    /// is exchanged by the pass itself).
+    pub fn new(svc: RepairService, partitions: Partitions) -> Self {
         let gc = TombstoneGc::new(
             svc.core.clone(),
             svc.config.gc_grace_ms,
@@ -64,6 +71,7 @@ impl RepairActor {
         );
         RepairActor {
             svc,
+            partitions,
             gc,
             running: false,
             current: Vec::new(),
@@ -108,6 +116,7 @@ impl RepairActor {
         self.running = true;
         self.svc.status.lock().expect("status").running = true;
         let svc = self.svc.clone();
+        let partitions = self.partitions.clone();
         // A pass run (even partly) before gossip measured our clock may have
         // refused what it pulled: it cannot be the one a restarted node
         // waits for before serving reads.
@@ -115,7 +124,7 @@ impl RepairActor {
         let steps = svc.core.hlc.step_count();
         let measured = !svc.core.hlc.stepped();
         ctx.spawn(
-            async move { run_pass(&svc, only).await }
+            async move { run_pass(&svc, &partitions, only).await }
                 .into_actor(self)
                 .map(move |sum, act, ctx| {
                     // Measured throughout: no step (and re-vouch) in between.
@@ -207,7 +216,11 @@ impl RepairActor {
 const DOWN: &str = "down";
 
 /// One pass with every peer not known to be down (or only with `only`).
-pub async fn run_pass(svc: &RepairService, only: Option<Vec<String>>) -> RunSummary {
+pub async fn run_pass(
+    svc: &RepairService,
+    partitions: &Partitions,
+    only: Option<Vec<String>>,
+) -> RunSummary {
     let started = Instant::now();
     let mut sum = RunSummary::default();
     let mut peers: Vec<String> = only.unwrap_or_else(|| svc.core.view().peers.ids());
@@ -218,7 +231,7 @@ pub async fn run_pass(svc: &RepairService, only: Option<Vec<String>>) -> RunSumm
             continue;
         }
         svc.status.lock().expect("status").current_peer = Some(p.clone());
-        match svc.sync_with(&p, &mut sum).await {
+        match sync_with(svc, partitions, &p, &mut sum).await {
             Ok(()) => {
                 svc.core.local.stats.jobs.progress(Job::AntiEntropy);
                 sum.peers_synced.push(p)
@@ -232,6 +245,55 @@ pub async fn run_pass(svc: &RepairService, only: Option<Vec<String>>) -> RunSumm
     sum.duration_ms = started.elapsed().as_millis() as u64;
     Metrics::add(&svc.core.local.stats.ae_rounds, 1);
     sum
+}
+
+/// One exchange with `peer`: the partitions whose roots differ go to their
+/// partition actors; the others are told they agree.
+async fn sync_with(
+    svc: &RepairService,
+    partitions: &Partitions,
+    peer: &str,
+    sum: &mut RunSummary,
+) -> Result<(), String> {
+    let differing = svc
+        .differing_with(peer, sum)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = svc.core.hlc.wall_ms();
+    for p in svc.shared_partitions(peer) {
+        if differing.binary_search(&p).is_err() {
+            if let Some(actor) = partitions.get(p) {
+                actor.do_send(Agreed {
+                    peer: peer.to_string(),
+                    at_ms: now,
+                });
+            }
+        }
+    }
+    for p in differing {
+        let done = match partitions.get(p) {
+            Some(actor) => actor
+                .send(SyncWith {
+                    peer: peer.to_string(),
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
+            None => {
+                let mut part = RunSummary::default();
+                svc.sync_partition_with(peer, p, &mut part)
+                    .await
+                    .map(|()| part)
+                    .map_err(|e| e.to_string())
+            }
+        }?;
+        sum.hashes_compared += done.hashes_compared;
+        sum.leaves_differing += done.leaves_differing;
+        sum.keys_pulled += done.keys_pulled;
+        sum.keys_pushed += done.keys_pushed;
+        sum.bytes += done.bytes;
+    }
+    Ok(())
 }
 
 impl Actor for RepairActor {

@@ -17,26 +17,48 @@ use std::time::Instant;
 
 impl RepairService {
     /// One anti-entropy exchange with `peer` over every partition both
-    /// replicate; adds what it did to `sum`.
+    /// replicate, run here (the repair actor hands each differing partition
+    /// to its partition actor instead); adds what it did to `sum`.
     pub async fn sync_with(&self, peer: &str, sum: &mut RunSummary) -> Result<(), SyncError> {
-        let started = Instant::now();
+        for p in self.differing_with(peer, sum).await? {
+            self.sync_partition_with(peer, p, sum).await?;
+        }
+        Ok(())
+    }
+
+    /// The partitions we share with `peer` whose roots differ from its
+    /// (one request per 65,536 partitions: in practice one).
+    pub async fn differing_with(
+        &self,
+        peer: &str,
+        sum: &mut RunSummary,
+    ) -> Result<Vec<PartitionId>, SyncError> {
         let shared = self.shared_partitions(peer);
+        let mut differing = Vec::new();
+        for chunk in shared.chunks(MAX_TREE_INDICES) {
+            differing.extend(self.differing_partitions(peer, chunk, sum).await?);
+        }
+        Ok(differing)
+    }
+
+    /// One exchange of partition `p` with `peer`: descend its tree to the
+    /// leaves that differ, then compare and move their records.
+    pub async fn sync_partition_with(
+        &self,
+        peer: &str,
+        p: PartitionId,
+        sum: &mut RunSummary,
+    ) -> Result<(), SyncError> {
+        let started = Instant::now();
         let mut mover = Mover {
             svc: self,
             peer,
             started,
             moved: 0,
         };
-        let mut differing = 0;
-        for chunk in shared.chunks(MAX_TREE_INDICES) {
-            for p in self.differing_partitions(peer, chunk, sum).await? {
-                differing += 1;
-                self.sync_partition(&mut mover, p, sum).await?;
-            }
-        }
+        self.sync_partition(&mut mover, p, sum).await?;
         log::debug!(
-            "anti-entropy with {peer}: {differing} of {} partitions differed, {} ms",
-            shared.len(),
+            "anti-entropy with {peer}, partition {p}: {} ms",
             started.elapsed().as_millis()
         );
         Ok(())
