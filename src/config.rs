@@ -353,7 +353,7 @@ impl Default for RepairSection {
     }
 }
 
-/// The most partitions a cluster may have (each costs a Merkle tree of 4 KiB
+/// The most partitions a cluster may have (each costs a Merkle tree of 2 KiB
 /// on every replica holding data in it).
 pub const MAX_PARTITIONS: u32 = 4096;
 

@@ -433,6 +433,7 @@ fn peer_settings(
             cluster: cfg.cluster.name.clone(),
             protocol: PROTOCOL_VERSION,
             node_id: node.id.clone(),
+            layout: layout_of(cfg).fingerprint(),
         },
         max_frame: cfg.cluster.max_frame_bytes,
         members: Arc::new(

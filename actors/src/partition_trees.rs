@@ -76,13 +76,10 @@ impl PartitionTrees {
         tree.toggle_in_leaf(leaf, key, version);
     }
 
-    /// Removes an entry that was inserted.
+    /// Removes an entry that was inserted. XOR makes insert and remove the
+    /// same toggle, so changes applied out of order still end right.
     pub fn remove(&mut self, key: &[u8], version: Version) {
-        let (p, t) = self.place(key_token(key));
-        if let Some(tree) = self.trees[p].as_mut() {
-            let leaf = tree.leaf_of(t);
-            tree.toggle_in_leaf(leaf, key, version);
-        }
+        self.insert(key, version)
     }
 
     /// The leaf of `key` in its partition's tree: (partition, leaf).

@@ -23,6 +23,7 @@
 
 use crate::antientropy::{RepairService, RunSummary};
 use crate::gc::TombstoneGc;
+use crate::layout::PartitionId;
 use crate::metrics::{Job, Metrics};
 use crate::partition::{Agreed, Partitions, SyncWith};
 use crate::repair_mode;
@@ -270,6 +271,9 @@ async fn sync_with(
             }
         }
     }
+    // A partition whose exchange fails is reported, and the others still
+    // run: one bad partition must not keep every later one unrepaired.
+    let mut failed: Vec<(PartitionId, String)> = Vec::new();
     for p in differing {
         let done = match partitions.get(p) {
             Some(actor) => actor
@@ -286,14 +290,36 @@ async fn sync_with(
                     .map(|()| part)
                     .map_err(|e| e.to_string())
             }
-        }?;
+        };
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                failed.push((p, e));
+                // A peer gone fails every partition alike: stop asking it.
+                let view = svc.core.view();
+                if !view.peers.get(peer).is_some_and(|c| c.is_connected()) {
+                    break;
+                }
+                continue;
+            }
+        };
         sum.hashes_compared += done.hashes_compared;
         sum.leaves_differing += done.leaves_differing;
         sum.keys_pulled += done.keys_pulled;
         sum.keys_pushed += done.keys_pushed;
         sum.bytes += done.bytes;
     }
-    Ok(())
+    match failed.as_slice() {
+        [] => Ok(()),
+        [(p, e), rest @ ..] => Err(format!(
+            "partition {p}: {e}{}",
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {} more partitions failed)", rest.len())
+            }
+        )),
+    }
 }
 
 impl Actor for RepairActor {

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::Decoder;
 
 /// Version of this protocol; peers speaking another are refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Default largest frame accepted or sent.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 /// Largest frame accepted before the peer's hello was accepted.
@@ -68,6 +68,11 @@ pub struct Hello {
     pub cluster: String,
     pub protocol: u32,
     pub node_id: String,
+    /// The fingerprint of the layout the speaker places keys by
+    /// (`Layout::fingerprint`); 0: not stated (tools, tests). Two nodes
+    /// stating different ones place keys differently and may not talk.
+    #[serde(default)]
+    pub layout: u64,
 }
 
 impl Hello {
@@ -79,6 +84,15 @@ impl Hello {
                 printable(&other.node_id),
                 other.protocol,
                 self.protocol
+            ));
+        }
+        if other.layout != 0 && self.layout != 0 && other.layout != self.layout {
+            return Some(format!(
+                "peer {} places keys by layout {:#x}, we by {:#x}: cluster.partitions, \
+                 cluster.replication_factor and [[nodes]] must be the same on every node",
+                printable(&other.node_id),
+                other.layout,
+                self.layout
             ));
         }
         if other.cluster != self.cluster {

@@ -8,6 +8,7 @@ fn hello() -> Frame {
         cluster: "c".into(),
         protocol: 1,
         node_id: "n1".into(),
+        layout: 0,
     })
 }
 
@@ -25,16 +26,19 @@ fn decode_all(codec: &mut FrameCodec, buf: &mut BytesMut) -> Vec<Frame> {
 
 #[test]
 fn golden_hello_frame() {
-    // fixmap{"Hello": fixmap{"cluster": "c", "protocol": 1, "node_id": "n1"}}
-    let mut expected = vec![0, 0, 0, 39, 0x81, 0xa5];
+    // fixmap{"Hello": fixmap{"cluster": "c", "protocol": 1, "node_id": "n1",
+    // "layout": 0}}
+    let mut expected = vec![0, 0, 0, 47, 0x81, 0xa5];
     expected.extend_from_slice(b"Hello");
-    expected.extend_from_slice(&[0x83, 0xa7]);
+    expected.extend_from_slice(&[0x84, 0xa7]);
     expected.extend_from_slice(b"cluster");
     expected.extend_from_slice(&[0xa1, b'c', 0xa8]);
     expected.extend_from_slice(b"protocol");
     expected.extend_from_slice(&[0x01, 0xa7]);
     expected.extend_from_slice(b"node_id");
-    expected.extend_from_slice(&[0xa2, b'n', b'1']);
+    expected.extend_from_slice(&[0xa2, b'n', b'1', 0xa6]);
+    expected.extend_from_slice(b"layout");
+    expected.push(0x00);
     assert_eq!(encode(hello()), expected);
 }
 
@@ -196,6 +200,7 @@ fn hello_mismatch_names_the_reason() {
         cluster: "a".into(),
         protocol: 1,
         node_id: "n1".into(),
+        layout: 0,
     };
     let mut theirs = ours.clone();
     assert_eq!(ours.mismatch(&theirs), None);
@@ -203,6 +208,30 @@ fn hello_mismatch_names_the_reason() {
     assert!(ours.mismatch(&theirs).unwrap().contains("cluster 'b'"));
     theirs.protocol = 2;
     assert!(ours.mismatch(&theirs).unwrap().contains("protocol 2"));
+}
+
+/// Review of issue 16: nodes placing keys by different layouts (another
+/// `cluster.partitions`, N or node list) talked, each sending a key to other
+/// replicas. A hello states the layout; a different one is refused.
+#[test]
+fn a_hello_with_another_layout_is_refused_naming_the_settings() {
+    let ours = Hello {
+        cluster: "a".into(),
+        protocol: PROTOCOL_VERSION,
+        node_id: "n1".into(),
+        layout: 0xabc,
+    };
+    let mut theirs = ours.clone();
+    theirs.layout = 0xdef;
+    let why = ours.mismatch(&theirs).unwrap();
+    assert!(
+        why.contains("0xdef") && why.contains("cluster.partitions"),
+        "{why}"
+    );
+    theirs.layout = 0xabc;
+    assert_eq!(ours.mismatch(&theirs), None);
+    theirs.layout = 0;
+    assert_eq!(ours.mismatch(&theirs), None, "a hello that states none");
 }
 
 fn rec(value_len: usize) -> WireRecord {

@@ -433,7 +433,16 @@ fn settle(ns: &str, addrs: &[SocketAddrV4], nodes: &mut [Node]) -> Result<Option
                     mine.is_some() && mine == theirs
                 })
             });
-            if agree {
+            // And every node's live trees match its data.
+            let verified = agree
+                && addrs.iter().all(|a| {
+                    json(&format!("http://{a}/v1/admin/merkle?verify=true")).is_some_and(|v| {
+                        v["mismatched_partitions"]
+                            .as_array()
+                            .is_some_and(|m| m.is_empty())
+                    })
+                });
+            if verified {
                 return Some(started.elapsed().as_millis() as u64);
             }
             std::thread::sleep(Duration::from_secs(1));

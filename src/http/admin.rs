@@ -40,16 +40,33 @@ fn summary_json(s: &RunSummary) -> Value {
 /// partition trees over the partitions it shares with that peer (hex). Two
 /// replicas hold the same records in those partitions exactly when their
 /// digests for each other match.
-pub async fn merkle(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+///
+/// `?verify=true` also rebuilds every partition's tree by a scan of the
+/// store and lists the partitions whose live tree differs
+/// (`mismatched_partitions`; empty on a quiet node unless the live trees
+/// drifted from the data).
+pub async fn merkle(
+    req: actix_web::HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let roots = state.services.repair_service.shared_roots();
     let roots: serde_json::Map<String, Value> = roots
         .into_iter()
         .map(|(peer, root)| (peer, json!(format!("{root:016x}"))))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "node": state.node_id,
         "roots": roots,
-    })))
+    });
+    if req.query_string().split('&').any(|kv| kv == "verify=true") {
+        let store = state.services.core.local.store.clone();
+        let mismatched = actix_web::rt::task::spawn_blocking(move || store.verify_trees())
+            .await
+            .map_err(|e| ApiError::from(ringkv_actors::Error::Internal(e.to_string())))?
+            .map_err(|e| ApiError::from(ringkv_actors::Error::from(e)))?;
+        body["mismatched_partitions"] = json!(mismatched);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// How long `POST /v1/admin/repair` waits for its pass by default.

@@ -249,6 +249,7 @@ fn a_peer_that_never_reads_cannot_grow_the_node() {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: "n2".into(),
+        layout: 0,
     });
     s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();
     s.set_write_timeout(Some(Duration::from_millis(200)));

@@ -940,6 +940,7 @@ fn runaway_versions_from_a_peer_are_refused_and_do_not_drag_clocks() {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: "n3".into(),
+        layout: 0,
     });
     use std::io::{Read, Write};
     s.write_all(&encode_frame(&hello, 4096).unwrap()).unwrap();

@@ -88,6 +88,7 @@ pub fn hello(id: &str) -> Hello {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: id.into(),
+        layout: 0,
     }
 }
 
@@ -404,6 +405,13 @@ fn a_flood_of_repair_questions_builds_nothing_and_repairs_still_complete() {
         let s = repair(&c, i);
         assert_eq!(s["peers_failed"], serde_json::json!([]), "n{}: {s}", i + 1);
         assert_eq!(s["partitions_differing"], 0, "n{}: {s}", i + 1);
+        // The live trees answered are the data's.
+        let v = c
+            .node(i)
+            .client()
+            .get("/v1/admin/merkle?verify=true")
+            .json();
+        assert_eq!(v["mismatched_partitions"], serde_json::json!([]), "{v}");
     }
 }
 

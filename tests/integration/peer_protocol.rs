@@ -10,7 +10,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 /// The peer protocol version the node speaks (`actors/src/wire.rs`).
-const PROTOCOL: u8 = 2;
+const PROTOCOL: u8 = 3;
 
 /// How long the server may take to close a connection it refuses.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -43,6 +43,16 @@ fn hello_body(cluster: &str, protocol: u8, node_id: &str) -> Vec<u8> {
     b.push(protocol);
     b.extend(fixstr("node_id"));
     b.extend(fixstr(node_id));
+    b
+}
+
+/// [`hello_body`] stating the layout fingerprint `layout` (uint 64).
+fn hello_with_layout(cluster: &str, node_id: &str, layout: u64) -> Vec<u8> {
+    let mut b = hello_body(cluster, PROTOCOL, node_id);
+    b[1 + 6] = 0x84;
+    b.extend(fixstr("layout"));
+    b.push(0xcf);
+    b.extend(layout.to_be_bytes());
     b
 }
 
@@ -161,6 +171,13 @@ fn malformed_peer_input_closes_only_that_connection() {
             "wrong-protocol-hello",
             frame(&hello_body("itest", 1, "n2")),
             &["protocol 1"],
+        ),
+        (
+            // A member configured with another `cluster.partitions`, N or
+            // node list places keys elsewhere: refused (issue 16 review).
+            "other-layout-hello",
+            frame(&hello_with_layout("itest", "n2", 0x1234_5678)),
+            &["places keys by layout 0x12345678", "cluster.partitions"],
         ),
         (
             "stranger-hello",

@@ -44,6 +44,7 @@ fn hello_and_write(id: &str, key: &str) -> Vec<u8> {
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: id.into(),
+        layout: 0,
     });
     let write = Frame::Request {
         id: 1,
@@ -949,6 +950,7 @@ fn answers_hello_as_n2(
         cluster: "itest".into(),
         protocol: PROTOCOL_VERSION,
         node_id: "n2".into(),
+        layout: 0,
     });
     if conn
         .write_all(&encode_frame(&hello, 4096).unwrap())

@@ -110,7 +110,17 @@ impl Mover<'_> {
                     if page.len() >= BACKGROUND_BATCH_ITEMS {
                         break;
                     }
-                    let Some(r) = store.get(k)? else {
+                    let found = match store.get(k) {
+                        // A corrupt record is not pushed (and fails nothing).
+                        Err(StoreError::Corrupt(e)) => {
+                            log::error!(
+                                "a corrupt record is left out of an anti-entropy push: {e}"
+                            );
+                            None
+                        }
+                        other => other?,
+                    };
+                    let Some(r) = found else {
                         taken += 1;
                         continue;
                     };

@@ -33,7 +33,15 @@ impl RepairService {
 
     /// Refuses a partition `from` does not replicate with us.
     fn check_shared(&self, from: &str, p: PartitionId) -> Result<(), (ErrorCode, String)> {
-        let layout = self.core.view().layout.clone();
+        self.check_shared_in(&self.core.view().layout, from, p)
+    }
+
+    fn check_shared_in(
+        &self,
+        layout: &crate::layout::Layout,
+        from: &str,
+        p: PartitionId,
+    ) -> Result<(), (ErrorCode, String)> {
         let ours = layout.replicas(p);
         if !(ours.contains(&self.core.node_id.as_str()) && ours.contains(&from)) {
             return Err(invalid(format!(
@@ -52,8 +60,16 @@ impl RepairService {
         partitions: &[u32],
     ) -> Answer {
         self.check_layout(layout, depth)?;
+        let view = self.core.view();
+        if partitions.len() > view.layout.partitions() as usize {
+            return Err(invalid(format!(
+                "{} partitions asked, of {}",
+                partitions.len(),
+                view.layout.partitions()
+            )));
+        }
         for &p in partitions {
-            self.check_shared(from, p)?;
+            self.check_shared_in(&view.layout, from, p)?;
         }
         let hashes = self
             .core
@@ -74,14 +90,11 @@ impl RepairService {
     ) -> Answer {
         self.check_layout(layout, depth)?;
         self.check_shared(from, partition)?;
-        self.core
-            .local
-            .store
-            .with_trees(|t| match t.tree(partition) {
-                Some(tree) => tree.hashes_at(level, indices),
-                // Nothing stored in it: every node of its tree is empty.
-                None => MerkleTree::new(t.depth()).hashes_at(level, indices),
-            })
+        let store = &self.core.local.store;
+        store
+            .with_trees(|t| t.tree(partition).map(|tree| tree.hashes_at(level, indices)))
+            // Nothing stored in it: every node of its tree is empty.
+            .unwrap_or_else(|| MerkleTree::new(depth).hashes_at(level, indices))
             .map(|hashes| Response::Hashes { hashes })
             .ok_or_else(|| invalid(format!("no tree node at level {level} for those indices")))
     }
@@ -122,7 +135,15 @@ impl RepairService {
             let mut items = Vec::new();
             let mut bytes = 0;
             for key in keys {
-                let record = store.get(&key)?;
+                // A record that cannot be decoded is answered as absent (the
+                // asker pulls nothing for it) rather than failing the batch.
+                let record = match store.get(&key) {
+                    Err(StoreError::Corrupt(e)) => {
+                        log::error!("a corrupt record is left out of an anti-entropy answer: {e}");
+                        None
+                    }
+                    other => other?,
+                };
                 let size = record_wire_bytes(key.len(), record.as_ref().map_or(0, value_len));
                 if !items.is_empty() && bytes + size > max_bytes {
                     break;

@@ -19,6 +19,7 @@ fn settings(me: &str, max_frame: usize) -> Arc<PeerSettings> {
             cluster: "t".into(),
             protocol: PROTOCOL_VERSION,
             node_id: me.into(),
+            layout: 0,
         },
         max_frame,
         members: Arc::new(["a", "b"].iter().map(|s| s.to_string()).collect()),
@@ -306,6 +307,7 @@ async fn hello_as(addr: std::net::SocketAddr, id: &str) -> (TcpStream, Vec<u8>) 
             cluster: "t".into(),
             protocol: PROTOCOL_VERSION,
             node_id: id.into(),
+            layout: 0,
         }),
         4096,
     )

@@ -63,6 +63,7 @@ fn settings(me: &str, tls: Option<Arc<PeerTls>>) -> Arc<PeerSettings> {
             cluster: "t".into(),
             protocol: PROTOCOL_VERSION,
             node_id: me.into(),
+            layout: 0,
         },
         max_frame: 1 << 20,
         members: Arc::new(["a", "b", "c"].iter().map(|s| s.to_string()).collect()),

@@ -1830,6 +1830,7 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
                 cluster: self.name(),
                 protocol: PROTOCOL_VERSION,
                 node_id: self.name(),
+                layout: 0,
             });
             push_frame(&mut out, &hello);
         }
