@@ -65,6 +65,8 @@ pub mod record;
 pub mod repair;
 pub mod repair_mode;
 pub mod replica;
+#[cfg(test)]
+pub mod sim;
 pub mod storage;
 mod storage_backend;
 pub mod token;

@@ -296,8 +296,7 @@ async fn sync_with(
             Err(e) => {
                 failed.push((p, e));
                 // A peer gone fails every partition alike: stop asking it.
-                let view = svc.core.view();
-                if !view.peers.get(peer).is_some_and(|c| c.is_connected()) {
+                if !svc.core.view().peers.is_connected(peer) {
                     break;
                 }
                 continue;

@@ -573,36 +573,85 @@ async fn watchdog(link: &Link, conn: u64) -> String {
     }
 }
 
-/// Every peer client of a node, by node id. Cheap to clone.
+/// Every peer of a node, by node id: a client per peer over TCP, or an
+/// in-memory [`Transport`] (the simulated cluster). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Peers {
     clients: Arc<HashMap<String, PeerClient>>,
+    /// Set instead of `clients` in a simulated cluster: the peers' ids and
+    /// the network that carries calls to them.
+    sim: Option<SimPeers>,
+}
+
+/// The peers' ids and the network that carries calls to them.
+type SimPeers = (Arc<Vec<String>>, Arc<dyn Transport>);
+
+/// The future of a [`Transport`] call.
+pub type TransportCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, PeerError>> + Send>>;
+
+/// A network other than TCP that carries calls between nodes (the
+/// simulated cluster's, in memory, with scripted partitions).
+pub trait Transport: Send + Sync + 'static {
+    /// `request` to `node`, answered within `timeout`.
+    fn call(&self, node: &str, request: Request, timeout: Duration) -> TransportCall;
+
+    /// Whether calls to `node` currently get through.
+    fn reachable(&self, node: &str) -> bool;
 }
 
 impl Peers {
     pub fn new(clients: HashMap<String, PeerClient>) -> Self {
         Peers {
             clients: Arc::new(clients),
+            sim: None,
+        }
+    }
+
+    /// Peers `ids` reached through `transport`.
+    pub fn over(ids: Vec<String>, transport: Arc<dyn Transport>) -> Self {
+        Peers {
+            clients: Arc::default(),
+            sim: Some((Arc::new(ids), transport)),
         }
     }
 
     /// Node ids of every peer, sorted.
     pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.clients.keys().cloned().collect();
+        let mut ids: Vec<String> = match &self.sim {
+            Some((ids, _)) => ids.to_vec(),
+            None => self.clients.keys().cloned().collect(),
+        };
         ids.sort();
         ids
     }
 
     pub fn contains(&self, node: &str) -> bool {
-        self.clients.contains_key(node)
+        match &self.sim {
+            Some((ids, _)) => ids.iter().any(|i| i == node),
+            None => self.clients.contains_key(node),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
+        match &self.sim {
+            Some((ids, _)) => ids.is_empty(),
+            None => self.clients.is_empty(),
+        }
     }
 
+    /// The TCP client of `node` (none in a simulated cluster).
     pub fn get(&self, node: &str) -> Option<&PeerClient> {
         self.clients.get(node)
+    }
+
+    /// Whether calls to `node` currently get through (its connection is
+    /// up).
+    pub fn is_connected(&self, node: &str) -> bool {
+        match &self.sim {
+            Some((_, t)) => t.reachable(node),
+            None => self.clients.get(node).is_some_and(|c| c.is_connected()),
+        }
     }
 
     /// The one way to ask another node something: `request` to `node`,
@@ -613,6 +662,14 @@ impl Peers {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, PeerError> {
+        if let Some((ids, t)) = &self.sim {
+            if !ids.iter().any(|i| i == node) {
+                return Err(PeerError::Unknown {
+                    peer: node.to_string(),
+                });
+            }
+            return t.call(node, request, timeout).await;
+        }
         match self.clients.get(node) {
             Some(c) => c.call(request, timeout).await,
             None => Err(PeerError::Unknown {

@@ -29,7 +29,7 @@ pub mod handshake;
 pub mod server;
 pub mod tls;
 
-pub use client::{PeerClient, Peers};
+pub use client::{PeerClient, Peers, Transport, TransportCall};
 pub use server::{Dispatch, PeerServer};
 
 use crate::wire::{ErrorCode, Hello};
