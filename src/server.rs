@@ -21,25 +21,22 @@ use crate::http::conn::serve::{serve, ServeOptions};
 use crate::http::conn::table::TableLimits;
 use crate::http::{self, ApiState};
 use crate::secure::NodeSecurity;
-use actix::{Actor, Addr, Arbiter};
+use actix::{Addr, Arbiter};
 use actix_web::{web, App};
-use ringkv_actors::antientropy::{RepairConfig, RepairService};
+use ringkv_actors::antientropy::RepairService;
 use ringkv_actors::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
 use ringkv_actors::failure::DetectorConfig;
 use ringkv_actors::faults::Faults;
-use ringkv_actors::gossip::{GossipActor, GossipSetup, Liveness, PeerUp};
-use ringkv_actors::hint::HintActor;
+use ringkv_actors::gossip::GossipActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::layout::{Layout, Member};
-use ringkv_actors::metrics::Metrics;
-use ringkv_actors::partition::Partitions;
+use ringkv_actors::node::{Node, NodeSettings};
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
-use ringkv_actors::repair_mode;
-use ringkv_actors::replica::{Flush, LocalReplica, ReplicaActor, ReplicaLimits};
-use ringkv_actors::storage::{HintLimits, Mutation, Store, StoreError, StoreOptions};
-use ringkv_actors::version::{node_tag, Clock, Hlc, SystemClock};
-use ringkv_actors::wire::{Hello, MemberState, PROTOCOL_VERSION};
+use ringkv_actors::replica::{Flush, ReplicaLimits};
+use ringkv_actors::storage::{HintLimits, Store, StoreError, StoreOptions};
+use ringkv_actors::version::{Clock, SystemClock};
+use ringkv_actors::wire::{Hello, PROTOCOL_VERSION};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -47,8 +44,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the node records that it is alive (for the grace-period rule).
-const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Client connections being closed to make room (beyond the cap) at most.
@@ -139,122 +134,64 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         offset_ms: node.clock_offset_ms,
         faults: Some(faults.clone()),
     });
-    let generation = store.bump_generation(clock.now_ms())?;
-    log::info!(
-        "node {} opened {} ({} records, generation {generation})",
-        node.id,
-        node.data_dir.display(),
-        store.len()?
-    );
-    let hlc = Arc::new(Hlc::new(
-        node_tag(&node.id),
-        clock.clone(),
-        cfg.cluster.max_clock_drift_ms,
-    ));
-    if let Some(ceiling) = store.clock_ceiling_ms()? {
-        hlc.restore(ceiling);
-    }
-    if cfg.nodes.len() > 1 {
-        hlc.require_vouching();
-    }
-    let grace = cfg.repair.tombstone_grace_ms;
-    let repairing = repair_mode::enter_at_start(&store, clock.now_ms(), grace)?;
-    let metrics = Arc::new(Metrics::default());
+    let peer_arbiter = Arbiter::new();
     let writer_arbiter = Arbiter::new();
-    let (replica_store, replica_metrics) = (store.clone(), metrics.clone());
+    let settings = peer_settings(&node, faults.clone(), security.peer());
+    let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
     let group_commit = cfg.storage.group_commit;
     if !group_commit {
         log::warn!("storage.group_commit = false: one commit (fsync) per write");
     }
-    let replica_limits = ReplicaLimits {
-        max_queued_bytes: cfg.storage.max_write_queue_bytes,
-        ..ReplicaLimits::default()
-    };
-    let replica = ReplicaActor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-        let actor = ReplicaActor::new(replica_store, replica_metrics).with_limits(replica_limits);
-        if group_commit {
-            actor
-        } else {
-            actor.without_group_commit()
-        }
-    });
-    let local = LocalReplica {
-        store: store.clone(),
-        writer: replica.clone(),
-        hlc,
-        stats: metrics,
-        repairing: Arc::new(AtomicBool::new(repairing)),
-        repair_wanted: Arc::default(),
-    };
-    keep_alive_record(local.clone(), clock.clone());
-
-    let peer_arbiter = Arbiter::new();
-    let settings = peer_settings(&node, faults.clone(), security.peer());
-    security.clone().watch(local.stats.clone());
-    let (peers, peer_links) = start_peer_sessions(&node, &peer_arbiter, &settings);
-    let liveness = Arc::new(Liveness::new(peers.ids()));
-    let replication = Replication {
-        n: cfg.n(),
-        r: cfg.r(),
-        w: cfg.w(),
-        request_timeout: cfg.request_timeout(),
-        background_timeout: cfg.background_timeout(),
-        hinted_handoff: cfg.hints.enabled,
-        sloppy_quorum: cfg.hints.enabled && cfg.hints.sloppy_quorum,
-        read_repair_blocking_all: cfg.repair.read_repair_blocking_all,
-    };
     let view = cluster_view(cfg, peers.clone());
-    let core = Arc::new(NodeCore::new(
-        node.id.clone(),
-        local.clone(),
-        replication,
-        liveness.clone(),
-        view,
-    ));
-
-    let hint_age = cfg.hints.max_age_ms;
-    let max_frame = cfg.cluster.max_frame_bytes;
-    let background = cfg.background_timeout();
-    let hint_core = core.clone();
-    let hints = HintActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
-        HintActor::new(hint_core, hint_age, max_frame, background)
-    });
-    let repair_service = RepairService::new(
-        core.clone(),
-        RepairConfig {
-            interval: Duration::from_millis(cfg.repair.anti_entropy_interval_ms),
-            bandwidth_bytes_per_sec: cfg.repair.bandwidth_bytes_per_sec,
-            gc_grace_ms: grace,
-            max_frame,
-        },
-    );
-    let partitions = Partitions::start(&repair_service, &peer_arbiter.handle());
-    log::info!("{} partition actors started", partitions.len());
-    let svc = repair_service.clone();
-    let repair = RepairActor::start_in_arbiter(&peer_arbiter.handle(), move |_| {
-        RepairActor::new(svc, partitions)
-    });
-    let gossip = start_gossip(
-        &node,
-        generation,
-        &peer_arbiter,
-        peers.clone(),
-        liveness,
-        hints.recipient::<PeerUp>(),
-        &local,
+    let started = Node::start(NodeSettings {
+        id: node.id.clone(),
+        store,
         clock,
-    );
+        layout: view.layout.clone(),
+        members: view.members.clone(),
+        peers: peers.clone(),
+        replication: Replication {
+            n: cfg.n(),
+            r: cfg.r(),
+            w: cfg.w(),
+            request_timeout: cfg.request_timeout(),
+            background_timeout: cfg.background_timeout(),
+            hinted_handoff: cfg.hints.enabled,
+            sloppy_quorum: cfg.hints.enabled && cfg.hints.sloppy_quorum,
+            read_repair_blocking_all: cfg.repair.read_repair_blocking_all,
+        },
+        max_clock_drift_ms: cfg.cluster.max_clock_drift_ms,
+        tombstone_grace_ms: cfg.repair.tombstone_grace_ms,
+        hint_max_age_ms: cfg.hints.max_age_ms,
+        max_frame: cfg.cluster.max_frame_bytes,
+        anti_entropy_interval: Duration::from_millis(cfg.repair.anti_entropy_interval_ms),
+        repair_bandwidth_bytes_per_sec: cfg.repair.bandwidth_bytes_per_sec,
+        gossip_interval: Duration::from_millis(cfg.gossip.interval_ms),
+        detector: DetectorConfig {
+            threshold: cfg.gossip.phi_threshold,
+            max_samples: cfg.gossip.phi_window,
+            ..DetectorConfig::with_interval(cfg.gossip.interval_ms)
+        },
+        replica_limits: ReplicaLimits {
+            max_queued_bytes: cfg.storage.max_write_queue_bytes,
+            ..ReplicaLimits::default()
+        },
+        group_commit,
+        writer_arbiter: writer_arbiter.handle(),
+        peer_arbiter: peer_arbiter.handle(),
+    })?;
+    security.clone().watch(started.core.local.stats.clone());
+    let generation = started.generation;
+    let core = started.core.clone();
+    let replica = started.replica.clone();
+    let gossip = started.gossip.clone();
+    let repair = started.repair.clone();
+    let repair_service = started.repair_service.clone();
     start_peer_listener(
         &node,
         &peer_arbiter,
         settings.clone(),
-        Inbound {
-            local,
-            gossip: gossip.clone(),
-            repair: repair_service.clone(),
-            members: settings.members.clone(),
-            node_id: node.id.clone(),
-        },
+        started.inbound.clone(),
     )?;
 
     let h = &cfg.http;
@@ -401,27 +338,6 @@ fn raise_open_files_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
-/// the gap tells whether it was down longer than the tombstone grace period
-/// (in repair mode too: the persisted repair flag, not this record, keeps a
-/// restart in repair mode; see `repair_mode`). The record joins the
-/// writer's group commit.
-fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
-    actix_rt::spawn(async move {
-        let mut tick = tokio::time::interval(ALIVE_INTERVAL);
-        loop {
-            tick.tick().await;
-            let alive = Mutation::Meta {
-                alive_ms: Some(clock.now_ms()),
-                clock_ceiling_ms: None,
-            };
-            if let Err(e) = local.apply(alive).await {
-                log::warn!("recording liveness failed: {e}");
-            }
-        }
-    });
-}
-
 fn peer_settings(
     node: &NodeConfig,
     faults: Arc<Faults>,
@@ -499,72 +415,6 @@ fn start_peer_listener(
     });
     log::info!("node {} serving peers on {}", node.id, node.peer_addr);
     Ok(())
-}
-
-fn member_state(n: &crate::config::NodeSection, generation: u64, layout: u64) -> MemberState {
-    MemberState {
-        id: n.id.clone(),
-        http_addr: n.http_addr.clone(),
-        peer_addr: n.peer_addr.clone(),
-        generation,
-        heartbeat: 0,
-        wall_ms: 0,
-        ring_epoch: layout,
-        hints_floor: 0,
-        hlc_ts: 0,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start_gossip(
-    node: &NodeConfig,
-    generation: u64,
-    arbiter: &Arbiter,
-    peers: Peers,
-    liveness: Arc<Liveness>,
-    hints: actix::Recipient<PeerUp>,
-    local: &LocalReplica,
-    clock: Arc<dyn Clock>,
-) -> Addr<GossipActor> {
-    let cfg = &node.cluster;
-    let me = cfg
-        .nodes
-        .iter()
-        .find(|n| n.id == node.id)
-        .expect("validated");
-    let fingerprint = layout_of(cfg).fingerprint();
-    let me = member_state(me, generation, fingerprint);
-    let others: Vec<_> = cfg
-        .nodes
-        .iter()
-        .filter(|n| n.id != node.id)
-        .map(|n| member_state(n, 0, 0))
-        .collect();
-    let detector = DetectorConfig {
-        threshold: cfg.gossip.phi_threshold,
-        max_samples: cfg.gossip.phi_window,
-        ..DetectorConfig::with_interval(cfg.gossip.interval_ms)
-    };
-    let interval = Duration::from_millis(cfg.gossip.interval_ms);
-    let metrics = local.stats.clone();
-    let hlc = local.hlc.clone();
-    let store = local.store.clone();
-    let hints_floor: ringkv_actors::gossip::HintFloor = Arc::new(move || store.hints_floor());
-    GossipActor::start_in_arbiter(&arbiter.handle(), move |_| {
-        GossipActor::new(GossipSetup {
-            me,
-            others,
-            detector,
-            peers,
-            liveness,
-            on_up: vec![hints],
-            metrics,
-            clock,
-            hlc,
-            interval,
-            hints_floor,
-        })
-    })
 }
 
 /// The layout of the configured nodes.

@@ -35,6 +35,8 @@
 //!   hinted handoff, anti-entropy, tombstone GC, and their scheduling;
 //!   [`repair_mode`]: when a node serves no reads until a pass completed.
 //! * [`inbound`]: answers peers' requests.
+//! * [`node`]: `Node::start` assembles a node from its settings and returns
+//!   its handle (the top of the graph).
 //! * [`metrics`], [`error`]: counters and job progress; the crate-wide error.
 //!
 //! Imports only go down this list (`tests::import_graph_is_acyclic`).
@@ -57,6 +59,7 @@ pub mod membership;
 pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
+pub mod node;
 pub mod partition;
 pub mod partition_trees;
 pub mod peer;

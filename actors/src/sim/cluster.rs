@@ -1,26 +1,21 @@
 //! A cluster of nodes in one process: each node is the engine's real
-//! assembly (store, writer, coordinator, gossip, hints, anti-entropy and
-//! partition actors, the inbound dispatcher), its peers reached through
-//! [`SimNet`] instead of TCP. Everything runs on the test's actix system.
+//! assembly ([`Node::start`]: store, writer, coordinator, gossip, hints,
+//! anti-entropy and partition actors, the inbound dispatcher), its peers
+//! reached through [`SimNet`] instead of TCP. Everything runs on the test's actix system.
 
 use super::net::{Envelope, SimNet, INBOX};
-use crate::antientropy::{RepairConfig, RepairService};
-use crate::coordinator::{ClusterView, MemberInfo, NodeCore, Replication};
+use crate::antientropy::RepairService;
+use crate::coordinator::{MemberInfo, NodeCore, Replication};
 use crate::failure::DetectorConfig;
-use crate::gossip::{GossipActor, GossipSetup, Liveness};
-use crate::hint::HintActor;
-use crate::inbound::Inbound;
 use crate::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
-use crate::metrics::Metrics;
+use crate::node::{Node, NodeSettings};
 use crate::partition::Partitions;
 use crate::peer::Peers;
-use crate::replica::{LocalReplica, ReplicaActor};
+use crate::replica::ReplicaLimits;
 use crate::storage::Store;
-use crate::version::{node_tag, Clock, Hlc, SystemClock};
-use crate::wire::MemberState;
+use crate::version::SystemClock;
 use actix::prelude::*;
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -58,8 +53,7 @@ pub struct SimNode {
     pub core: Arc<NodeCore>,
     pub repair: RepairService,
     pub partitions: Partitions,
-    _hints: Addr<HintActor>,
-    _gossip: Addr<GossipActor>,
+    _node: Node,
     _dir: tempfile::TempDir,
 }
 
@@ -67,20 +61,6 @@ pub struct SimCluster {
     pub net: Arc<SimNet>,
     pub nodes: Vec<SimNode>,
     pub settings: Settings,
-}
-
-fn state(id: &str, generation: u64, layout: u64) -> MemberState {
-    MemberState {
-        id: id.to_string(),
-        http_addr: String::new(),
-        peer_addr: String::new(),
-        generation,
-        heartbeat: 0,
-        wall_ms: 0,
-        ring_epoch: layout,
-        hints_floor: 0,
-        hlc_ts: 0,
-    }
 }
 
 impl SimCluster {
@@ -120,15 +100,17 @@ impl SimCluster {
         self.net.heal();
     }
 
-    /// Whether every node's failure detector agrees with the network: the
-    /// peers it reaches are up, the others down.
+    /// Whether every node's failure detector agrees with the network (the
+    /// peers it reaches are up, the others down) and every node vouches for
+    /// its clock (as a started node does after a gossip decision).
     pub fn settled(&self) -> bool {
-        self.nodes.iter().all(|a| {
-            self.nodes
-                .iter()
-                .filter(|b| b.id != a.id)
-                .all(|b| a.core.liveness.is_down(&b.id) != self.net.connected(&a.id, &b.id))
-        })
+        self.nodes.iter().all(|a| !a.core.hlc.stepped())
+            && self.nodes.iter().all(|a| {
+                self.nodes
+                    .iter()
+                    .filter(|b| b.id != a.id)
+                    .all(|b| a.core.liveness.is_down(&b.id) != self.net.connected(&a.id, &b.id))
+            })
     }
 }
 
@@ -141,23 +123,13 @@ fn start_node(
 ) -> SimNode {
     let dir = tempfile::tempdir().expect("a node directory");
     let store = Store::open(dir.path(), id, false).expect("a store");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-    let generation = store.bump_generation(clock.now_ms()).expect("generation");
-    let metrics = Arc::new(Metrics::default());
-    let writer = ReplicaActor::new(store.clone(), metrics.clone()).start();
-    let hlc = Arc::new(Hlc::new(node_tag(id), clock.clone(), 5_000));
-    let local = LocalReplica {
-        store,
-        writer,
-        hlc: hlc.clone(),
-        stats: metrics.clone(),
-        repairing: Arc::new(AtomicBool::new(false)),
-        repair_wanted: Arc::default(),
-    };
     let others: Vec<String> = ids.iter().filter(|i| *i != id).cloned().collect();
-    let peers = Peers::over(others.clone(), net.link(id));
-    let liveness = Arc::new(Liveness::new(others.clone()));
-    let view = ClusterView {
+    let n = settings.n.min(ids.len());
+    let here = Arbiter::current();
+    let node = Node::start(NodeSettings {
+        id: id.to_string(),
+        store,
+        clock: Arc::new(SystemClock::default()),
         layout: layout.clone(),
         members: ids
             .iter()
@@ -167,13 +139,8 @@ fn start_node(
                 peer_addr: String::new(),
             })
             .collect(),
-        peers: peers.clone(),
-    };
-    let n = settings.n.min(ids.len());
-    let core = Arc::new(NodeCore::new(
-        id.to_string(),
-        local.clone(),
-        Replication {
+        peers: Peers::over(others, net.link(id)),
+        replication: Replication {
             n,
             r: n / 2 + 1,
             w: n / 2 + 1,
@@ -183,54 +150,26 @@ fn start_node(
             sloppy_quorum: settings.hints && settings.sloppy_quorum,
             read_repair_blocking_all: false,
         },
-        liveness.clone(),
-        view,
-    ));
-    let hints = HintActor::new(
-        core.clone(),
-        settings.hint_max_age_ms,
-        crate::wire::DEFAULT_MAX_FRAME,
-        REQUEST_TIMEOUT * 3,
-    )
-    .start();
-    let repair = RepairService::new(
-        core.clone(),
-        RepairConfig {
-            interval: Duration::from_secs(3600),
-            bandwidth_bytes_per_sec: 1 << 30,
-            gc_grace_ms: 3600 * 1000,
-            max_frame: crate::wire::DEFAULT_MAX_FRAME,
-        },
-    );
-    let partitions = Partitions::start(&repair, &Arbiter::current());
-    let floor_store = local.store.clone();
-    let fingerprint = layout.fingerprint();
-    let gossip = GossipActor::new(GossipSetup {
-        me: state(id, generation, fingerprint),
-        others: others.iter().map(|o| state(o, 0, 0)).collect(),
+        max_clock_drift_ms: 5_000,
+        tombstone_grace_ms: 3600 * 1000,
+        hint_max_age_ms: settings.hint_max_age_ms,
+        max_frame: crate::wire::DEFAULT_MAX_FRAME,
+        anti_entropy_interval: Duration::from_secs(3600),
+        repair_bandwidth_bytes_per_sec: 1 << 30,
+        gossip_interval: Duration::from_millis(GOSSIP_MS),
         // Tolerant of a busy test machine's pauses: a peer is down after
         // about a second of silence, not after a few missed rounds.
         detector: DetectorConfig {
             acceptable_pause_ms: 500,
             ..DetectorConfig::with_interval(GOSSIP_MS)
         },
-        peers,
-        liveness,
-        on_up: vec![hints.clone().recipient()],
-        metrics: metrics.clone(),
-        clock,
-        hlc,
-        interval: Duration::from_millis(GOSSIP_MS),
-        hints_floor: Arc::new(move || floor_store.hints_floor()),
+        replica_limits: ReplicaLimits::default(),
+        group_commit: true,
+        writer_arbiter: here.clone(),
+        peer_arbiter: here,
     })
-    .start();
-    let inbound = Inbound {
-        local,
-        gossip: gossip.clone(),
-        repair: repair.clone(),
-        members: Arc::new(ids.iter().cloned().collect()),
-        node_id: id.to_string(),
-    };
+    .expect("a node starts");
+    let inbound = node.inbound.clone();
     let (tx, mut rx) = mpsc::channel::<Envelope>(INBOX);
     net.attach(id, tx);
     actix::spawn(async move {
@@ -243,11 +182,10 @@ fn start_node(
     });
     SimNode {
         id: id.to_string(),
-        core,
-        repair,
-        partitions,
-        _hints: hints,
-        _gossip: gossip,
+        core: node.core.clone(),
+        repair: node.repair_service.clone(),
+        partitions: node.partitions.clone(),
+        _node: node,
         _dir: dir,
     }
 }

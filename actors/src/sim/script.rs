@@ -6,7 +6,8 @@
 //! Commands (`key=value` arguments):
 //! * `cluster nodes=3 n=3 [sloppy=true] [hints=false] [hint_max_age_ms=…]`
 //! * `stabilize`: waits until every failure detector agrees with the
-//!   network, then prints who sees whom down.
+//!   network and every node vouches for its clock, then prints who sees
+//!   whom down.
 //! * `put <key>=<value> via=<node> [consistency=one|quorum|all]`,
 //!   `delete <key> via=… [consistency=…]`: prints `ok` (with `hinted=N`
 //!   when hint holders acknowledged) or the error and its outcome.
