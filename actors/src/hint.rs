@@ -196,12 +196,9 @@ impl Pass {
         let mut delivered = 0;
         let mut after: Option<HintId> = None;
         loop {
-            let page = self.read_page(after.clone()).await?;
-            let Some(next) = page.next.clone() else {
+            let Some(page) = self.next_page(&mut after).await? else {
                 return Ok(delivered);
             };
-            after = Some(next);
-            self.report_corrupt(&page);
             if page.hints.is_empty() {
                 continue;
             }
@@ -232,12 +229,9 @@ impl Pass {
         let mut after: Option<HintId> = None;
         let now = self.core.hlc.wall_ms();
         loop {
-            let page = self.read_page(after.clone()).await?;
-            let Some(next) = page.next.clone() else {
+            let Some(page) = self.next_page(&mut after).await? else {
                 return Ok(rescued);
             };
-            after = Some(next);
-            self.report_corrupt(&page);
             // Hints are stored in order, so the old ones come first.
             let old: Vec<(HintId, Hint)> = page
                 .hints
@@ -259,12 +253,9 @@ impl Pass {
         let mut applied = 0;
         let mut after: Option<HintId> = None;
         loop {
-            let page = self.read_page(after.clone()).await?;
-            let Some(next) = page.next.clone() else {
+            let Some(page) = self.next_page(&mut after).await? else {
                 return Ok(applied);
             };
-            after = Some(next);
-            self.report_corrupt(&page);
             if !page.hints.is_empty() {
                 applied += self.apply_here(page.hints).await?;
             }
@@ -328,6 +319,18 @@ impl Pass {
                 ),
             );
         }
+    }
+
+    /// The next page of the target's hints after `after` (moved past it,
+    /// corrupt hints reported); `None` once the walk is done.
+    async fn next_page(&self, after: &mut Option<HintId>) -> Result<Option<HintPage>, StoreError> {
+        let page = self.read_page(after.clone()).await?;
+        let Some(next) = page.next.clone() else {
+            return Ok(None);
+        };
+        *after = Some(next);
+        self.report_corrupt(&page);
+        Ok(Some(page))
     }
 
     async fn read_page(&self, after: Option<HintId>) -> Result<HintPage, StoreError> {
