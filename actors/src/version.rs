@@ -113,6 +113,13 @@ pub fn node_tag(node_id: &str) -> NodeTag {
 /// Source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+
+    /// How far a test moved time forward, wall and monotonic clocks alike
+    /// (the simulated cluster's steppable clock); 0 for a real clock. Time
+    /// moved this way is time passing, not a step: [`Hlc::mono_ms`] adds it.
+    fn advanced_ms(&self) -> u64 {
+        0
+    }
 }
 
 /// The system clock, shifted by a fixed offset and by the test-only fault
@@ -224,7 +231,10 @@ impl Hlc {
             max_drift_ms,
             cluster_offset_ms: AtomicI64::new(0),
             reserved_ms: AtomicU64::new(0),
-            steps: std::sync::Mutex::new(crate::clock_check::StepDetector::new(clock.now_ms(), 0)),
+            steps: std::sync::Mutex::new(crate::clock_check::StepDetector::new(
+                clock.now_ms(),
+                clock.advanced_ms(),
+            )),
             epoch: std::time::Instant::now(),
             clock,
         }
@@ -237,7 +247,7 @@ impl Hlc {
 
     /// Milliseconds on the monotonic clock since this clock was made.
     pub fn mono_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        (self.epoch.elapsed().as_millis() as u64).saturating_add(self.clock.advanced_ms())
     }
 
     /// Whether the wall clock stepped since the cluster last vouched for it

@@ -1,13 +1,22 @@
 //! The simulated cluster: several real node assemblies in one process,
-//! wired through an in-memory network with scripted partitions
-//! ([`net`]), driven by golden scripts ([`script`]) in `sim/scripts/`.
-//! Protocol behaviour — quorums under partitions, hints, repair — is tested
-//! in milliseconds per step without sockets or processes.
+//! wired through an in-memory network with scripted partitions and held
+//! frames ([`net`]), on a steppable clock ([`clock`]), driven by golden
+//! scripts ([`script`]) in `sim/scripts/`. Protocol behaviour — quorums
+//! under partitions, hints, repair, tombstone GC, restarts with a wrong
+//! clock — is tested without sockets or processes. Each script replays a
+//! scenario the fault suite found, and fails with that fix reverted:
+//! * `quorum_under_partition`, `hint_only_write_outlives_hint_age`,
+//! * `lagging_node_just_restarted` (reads answer clock_skew, not absent),
+//! * `in_flight_gc_race` (GC waits out a hint still on its way),
+//! * `late_frame_after_dropped_connection` (GC waits out a frame stuck in
+//!   a connection; a connection given up on delivers nothing later).
 //!
-//! Time is real (short deadlines and a 50 ms gossip interval), not paused:
-//! the writer commits on its own schedule, so a script waits for states
-//! (`stabilize`, `wait_hints`) rather than for amounts of time.
+//! Protocol time moves when a script says (`advance`); deadlines and
+//! timers are real, so a script waits for states (`stabilize`,
+//! `wait_hints`, `wait_held`) rather than for amounts of time, and the
+//! writer commits on its own schedule.
 
+pub mod clock;
 pub mod cluster;
 pub mod net;
 pub mod script;

@@ -4,7 +4,8 @@
 //! print now (then read the diff).
 //!
 //! Commands (`key=value` arguments):
-//! * `cluster nodes=3 n=3 [sloppy=true] [hints=false] [hint_max_age_ms=…]`
+//! * `cluster nodes=3 n=3 [sloppy=true] [hints=false] [hint_max_age_ms=…]
+//!   [grace_ms=…] [request_timeout_ms=…]`
 //! * `stabilize`: waits until every failure detector agrees with the
 //!   network and every node vouches for its clock, then prints who sees
 //!   whom down.
@@ -17,9 +18,19 @@
 //! * `partition n1 n2 | n3`: cuts the network into groups; `heal`.
 //! * `hints`: hints pending on each node; `wait_hints`: waits until none is.
 //! * `repair <node>`: one anti-entropy pass on that node; what it moved.
+//! * `hold n1>n3 [what=write]`: frames n1 → n3 (of that request kind) are
+//!   held, neither delivered nor lost; `wait_held n1>n3` waits until one is;
+//!   `release n1>n3` delivers them late, except those held longer than the
+//!   connection's stall limit (see `net`); prints how many of each.
+//! * `advance ms=N`: every node's clock moves forward N ms together (time
+//!   passing for versions, grace, floors; see `clock`).
+//! * `restart <node> [clock_ms=±N]`: the node crashes and starts again on
+//!   its data, its clock N ms off.
+//! * `gc`: one tombstone GC pass on every node.
 //! * `sleep ms=N`.
 
 use super::cluster::{Settings, SimCluster};
+use super::net::Hold;
 use crate::error::Error;
 use crate::quorum::Consistency;
 use crate::storage::Precondition;
@@ -48,6 +59,10 @@ fn parse(line: &str) -> Command {
                     "hints",
                     "ms",
                     "hint_max_age_ms",
+                    "grace_ms",
+                    "request_timeout_ms",
+                    "what",
+                    "clock_ms",
                 ]
                 .contains(&k) =>
             {
@@ -104,9 +119,24 @@ pub async fn run(script: &str) -> Vec<(String, Vec<String>)> {
                 if let Some(age) = cmd.opts.get("hint_max_age_ms") {
                     s.hint_max_age_ms = age.parse().expect("hint_max_age_ms");
                 }
-                cluster = Some(SimCluster::start(s));
+                if let Some(g) = cmd.opts.get("grace_ms") {
+                    s.tombstone_grace_ms = g.parse().expect("grace_ms");
+                }
+                if let Some(t) = cmd.opts.get("request_timeout_ms") {
+                    s.request_timeout = Duration::from_millis(t.parse().expect("timeout"));
+                }
+                cluster = Some(SimCluster::start(s).await);
                 // Let the actors start.
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                vec![]
+            }
+            "restart" => {
+                let c = cluster.as_mut().expect("a `cluster` command first");
+                let offset = cmd
+                    .opts
+                    .get("clock_ms")
+                    .map_or(0, |v| v.parse().expect("ms"));
+                c.restart(&cmd.words[1], offset).await;
                 vec![]
             }
             _ => {
@@ -231,6 +261,47 @@ async fn step(c: &SimCluster, cmd: &Command) -> Vec<String> {
                 sum.keys_pushed
             )]
         }
+        "hold" => {
+            let (from, to) = link(&cmd.words[1]);
+            c.net.hold(Hold {
+                from,
+                to,
+                kind: cmd.opts.get("what").cloned(),
+            });
+            vec![]
+        }
+        "wait_held" => {
+            let (from, to) = link(&cmd.words[1]);
+            let started = Instant::now();
+            while c.net.held(&from, &to) == 0 && started.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            vec![format!("held={}", c.net.held(&from, &to))]
+        }
+        "release" => {
+            let (from, to) = link(&cmd.words[1]);
+            let r = c.net.release(&from, &to);
+            vec![format!(
+                "delivered={} discarded={}",
+                r.delivered, r.discarded
+            )]
+        }
+        "advance" => {
+            c.advance
+                .by(cmd.opts.get("ms").expect("ms").parse().expect("ms"));
+            vec![]
+        }
+        "gc" => {
+            for n in &c.nodes {
+                let gc = crate::gc::TombstoneGc::new(
+                    n.core.clone(),
+                    c.settings.tombstone_grace_ms,
+                    crate::wire::DEFAULT_MAX_FRAME,
+                );
+                gc.pass().await;
+            }
+            vec![]
+        }
         "sleep" => {
             let ms = cmd.opts.get("ms").map_or(100, |v| v.parse().expect("ms"));
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -238,6 +309,12 @@ async fn step(c: &SimCluster, cmd: &Command) -> Vec<String> {
         }
         other => panic!("unknown command {other:?}"),
     }
+}
+
+/// `n1>n3` as its two ends.
+fn link(words: &str) -> (String, String) {
+    let (from, to) = words.split_once('>').expect("a link: from>to");
+    (from.to_string(), to.to_string())
 }
 
 fn pending(c: &SimCluster) -> u64 {
