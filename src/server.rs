@@ -164,6 +164,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         tombstone_grace_ms: cfg.repair.tombstone_grace_ms,
         hint_max_age_ms: cfg.hints.max_age_ms,
         max_frame: cfg.cluster.max_frame_bytes,
+        max_value: cfg.storage.max_value_bytes,
         anti_entropy_interval: Duration::from_millis(cfg.repair.anti_entropy_interval_ms),
         repair_bandwidth_bytes_per_sec: cfg.repair.bandwidth_bytes_per_sec,
         gossip_interval: Duration::from_millis(cfg.gossip.interval_ms),

@@ -50,6 +50,7 @@ pub struct NodeSettings {
     pub tombstone_grace_ms: u64,
     pub hint_max_age_ms: u64,
     pub max_frame: usize,
+    pub max_value: usize,
     pub anti_entropy_interval: Duration,
     pub repair_bandwidth_bytes_per_sec: u64,
     pub gossip_interval: Duration,
@@ -94,6 +95,10 @@ impl Node {
     /// Assembles and starts the node. Runs inside an actix system.
     pub fn start(s: NodeSettings) -> std::result::Result<Node, StoreError> {
         let store = s.store.clone();
+        same_partitions(
+            store.with_trees(|t| t.partition_bits()),
+            s.layout.partition_bits(),
+        )?;
         let generation = store.bump_generation(s.clock.now_ms())?;
         log::info!(
             "node {} opened its store ({} records, generation {generation})",
@@ -162,6 +167,10 @@ impl Node {
                 bandwidth_bytes_per_sec: s.repair_bandwidth_bytes_per_sec,
                 gc_grace_ms: s.tombstone_grace_ms,
                 max_frame: s.max_frame,
+                max_value: s.max_value,
+                peer_budget: crate::antientropy::default_peer_budget(
+                    s.replication.background_timeout,
+                ),
             },
         );
         let partitions = Partitions::start(&repair_service, &s.peer_arbiter);
@@ -251,6 +260,20 @@ impl Node {
     }
 }
 
+/// The store's partition trees and the layout must divide the token space
+/// alike, or the trees would describe other ranges than the layout's
+/// partitions and anti-entropy would compare the wrong things.
+fn same_partitions(stored_bits: u8, layout_bits: u8) -> std::result::Result<(), StoreError> {
+    if stored_bits == layout_bits {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(format!(
+        "the store was opened with {} partitions but the layout has {}",
+        1u64 << stored_bits,
+        1u64 << layout_bits
+    )))
+}
+
 /// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
 /// the gap tells whether it was down longer than the tombstone grace period
 /// (in repair mode too: the persisted repair flag, not this record, keeps a
@@ -270,4 +293,16 @@ fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_partitions;
+
+    #[test]
+    fn a_store_and_a_layout_of_different_partitions_are_refused() {
+        assert!(same_partitions(8, 8).is_ok());
+        let e = same_partitions(8, 10).unwrap_err().to_string();
+        assert!(e.contains("256 partitions") && e.contains("1024"), "{e}");
+    }
 }

@@ -30,11 +30,18 @@ pub struct PeerState {
     pub last_error: Option<String>,
 }
 
+/// Why an exchange that ran out of the pass's time with its peer failed.
+pub const OUT_OF_BUDGET: &str =
+    "the pass ran out of its time budget with this peer; the next pass resumes";
+
 /// Run one exchange of this partition with `peer`; answers what it did.
 #[derive(Message)]
 #[rtype(result = "Result<RunSummary, String>")]
 pub struct SyncWith {
     pub peer: String,
+    /// The exchange ends, failed, if it is still running then (the pass's
+    /// time budget with this peer).
+    pub deadline: tokio::time::Instant,
 }
 
 /// This partition's root equals `peer`'s as of `at_ms`.
@@ -85,11 +92,16 @@ impl Handler<SyncWith> for PartitionActor {
 
     fn handle(&mut self, msg: SyncWith, _: &mut Context<Self>) -> Self::Result {
         let (svc, p, peer) = (self.svc.clone(), self.partition, msg.peer);
+        let deadline = msg.deadline;
         AtomicResponse::new(Box::pin(
             async move {
                 let mut sum = RunSummary::default();
-                let result = svc.sync_partition_with(&peer, p, &mut sum).await;
-                (peer, sum, result.map_err(|e| e.to_string()))
+                let exchange = svc.sync_partition_with(&peer, p, &mut sum);
+                let result = match tokio::time::timeout_at(deadline, exchange).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(OUT_OF_BUDGET.to_string()),
+                };
+                (peer, sum, result)
             }
             .into_actor(self)
             .map(|(peer, sum, result), act, _| {
@@ -190,6 +202,8 @@ mod tests {
                 bandwidth_bytes_per_sec: 1 << 20,
                 gc_grace_ms: 60_000,
                 max_frame: 1 << 20,
+                max_value: 1 << 19,
+                peer_budget: Duration::from_secs(60),
             },
         )
     }
@@ -221,7 +235,13 @@ mod tests {
                 .unwrap();
         }
         // n3: an exchange that cannot reach it fails, and says why.
-        let failed = actor.send(SyncWith { peer: "n3".into() }).await.unwrap();
+        let failed = actor
+            .send(SyncWith {
+                peer: "n3".into(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
         assert!(failed.is_err(), "{failed:?}");
         let state = actor.send(GetState).await.unwrap();
         assert_eq!(state.keys().collect::<Vec<_>>(), ["n2", "n3"]);

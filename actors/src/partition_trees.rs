@@ -89,6 +89,18 @@ impl PartitionTrees {
         (p as PartitionId, leaf)
     }
 
+    /// Takes partition `p`'s tree out.
+    pub fn take(&mut self, p: PartitionId) -> Option<MerkleTree> {
+        self.trees.get_mut(p as usize).and_then(Option::take)
+    }
+
+    /// Puts `tree` in as partition `p`'s.
+    pub fn replace(&mut self, p: PartitionId, tree: Option<MerkleTree>) {
+        if let Some(slot) = self.trees.get_mut(p as usize) {
+            *slot = tree;
+        }
+    }
+
     /// Applies one committed change.
     pub fn apply(&mut self, c: &Change) {
         if c.before == c.after {

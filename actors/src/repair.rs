@@ -25,7 +25,7 @@ use crate::antientropy::{RepairService, RunSummary};
 use crate::gc::TombstoneGc;
 use crate::layout::PartitionId;
 use crate::metrics::{Job, Metrics};
-use crate::partition::{Agreed, Partitions, SyncWith};
+use crate::partition::{Agreed, Partitions, SyncWith, OUT_OF_BUDGET};
 use crate::repair_mode;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
@@ -256,10 +256,13 @@ async fn sync_with(
     peer: &str,
     sum: &mut RunSummary,
 ) -> Result<(), String> {
-    let differing = svc
-        .differing_with(peer, sum)
-        .await
-        .map_err(|e| e.to_string())?;
+    // One peer gets at most its budget of the pass: a slow or endless peer
+    // cannot hold anti-entropy with every other peer.
+    let deadline = tokio::time::Instant::now() + svc.config.peer_budget;
+    let differing = match tokio::time::timeout_at(deadline, svc.differing_with(peer, sum)).await {
+        Ok(d) => d.map_err(|e| e.to_string())?,
+        Err(_) => return Err(OUT_OF_BUDGET.to_string()),
+    };
     let now = svc.core.hlc.wall_ms();
     for p in svc.shared_partitions(peer) {
         if differing.binary_search(&p).is_err() {
@@ -275,20 +278,27 @@ async fn sync_with(
     // run: one bad partition must not keep every later one unrepaired.
     let mut failed: Vec<(PartitionId, String)> = Vec::new();
     for p in differing {
+        if tokio::time::Instant::now() >= deadline {
+            failed.push((p, OUT_OF_BUDGET.to_string()));
+            break;
+        }
         let done = match partitions.get(p) {
             Some(actor) => actor
                 .send(SyncWith {
                     peer: peer.to_string(),
+                    deadline,
                 })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r),
             None => {
                 let mut part = RunSummary::default();
-                svc.sync_partition_with(peer, p, &mut part)
+                match tokio::time::timeout_at(deadline, svc.sync_partition_with(peer, p, &mut part))
                     .await
-                    .map(|()| part)
-                    .map_err(|e| e.to_string())
+                {
+                    Ok(r) => r.map(|()| part).map_err(|e| e.to_string()),
+                    Err(_) => Err(OUT_OF_BUDGET.to_string()),
+                }
             }
         };
         let done = match done {

@@ -956,6 +956,7 @@ impl Store {
         })?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
+        let mut unreadable = Vec::new();
         let mut hints = self.hints.lock().expect("hint state").clone();
         {
             let mut data = tx.open_table(DATA)?;
@@ -964,7 +965,13 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             for m in batch {
                 outcomes.push(match m {
-                    Mutation::Put(op) => item(put(&mut data, &mut tombs, op, &mut changes))?,
+                    Mutation::Put(op) => item(put(
+                        &mut data,
+                        &mut tombs,
+                        op,
+                        &mut changes,
+                        &mut unreadable,
+                    ))?,
                     Mutation::Purge { key, version } => {
                         item(purge(&mut data, &mut tombs, key, *version, &mut changes))?
                     }
@@ -988,7 +995,32 @@ impl Store {
         for c in &changes {
             trees.apply(c);
         }
+        // A replaced unreadable record's old version is unknown, so its
+        // partition's tree is rebuilt from the data (rare: corruption).
+        let rebuild: std::collections::BTreeSet<PartitionId> =
+            unreadable.iter().map(|k| trees.leaf_of_key(k).0).collect();
+        drop(trees);
+        for p in rebuild {
+            self.rebuild_tree(p)?;
+        }
         Ok(outcomes)
+    }
+
+    /// Rebuilds partition `p`'s tree by a scan of its records.
+    fn rebuild_tree(&self, p: PartitionId) -> Result<(), StoreError> {
+        let (from, to) = crate::layout::partition::span(p, self.options.partition_bits);
+        let mut fresh = PartitionTrees::new(self.options.partition_bits, DEFAULT_TREE_DEPTH);
+        self.walk(from, to, None, |_, k, v| {
+            if let Ok((version, _)) = decode_header(v) {
+                fresh.insert(&k[8..], version);
+            }
+            Ok(true)
+        })?;
+        self.trees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(p, fresh.take(p));
+        Ok(())
     }
 
     fn put_hint(
@@ -1127,10 +1159,21 @@ fn put(
     tombs: &mut redb::Table<&[u8], ()>,
     op: &WriteOp,
     changes: &mut Vec<Change>,
+    unreadable: &mut Vec<Bytes>,
 ) -> Result<WriteOutcome, StoreError> {
     let dk = data_key(&op.key);
     let current = match data.get(dk.as_slice())? {
-        Some(bytes) => Some(decode_header(bytes.value())?),
+        // A stored record that cannot be decoded is lost whatever happens;
+        // a write replaces it (the other replicas hold its newest version,
+        // and repair brings it back if it was newer than this one).
+        Some(bytes) => match decode_header(bytes.value()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::error!("a write replaces a stored record that cannot be decoded: {e}");
+                unreadable.push(op.key.clone());
+                None
+            }
+        },
         None => None,
     };
     if let Some((cur, tombstone)) = current {

@@ -129,7 +129,7 @@ impl WireRecord {
         Version::new(self.ts, self.node)
     }
 
-    fn value_len(&self) -> usize {
+    pub fn value_len(&self) -> usize {
         self.value.as_ref().map_or(0, |v| v.len())
     }
 }
@@ -384,7 +384,8 @@ pub fn gossip_answer_bytes(members: usize) -> usize {
     members * (3 * MAX_NAME_BYTES + 160)
 }
 
-fn check_key(k: &[u8]) -> Result<(), String> {
+/// A key's length within `1..=MAX_KEY_BYTES`.
+pub fn check_key(k: &[u8]) -> Result<(), String> {
     if k.is_empty() || k.len() > MAX_KEY_BYTES {
         return Err(format!(
             "a key of {} bytes is outside 1..={MAX_KEY_BYTES}",

@@ -431,3 +431,16 @@ fn leaf_versions_answers_fit_their_reservation_whatever_max_bytes() {
         }
     }
 }
+
+/// Review of 16: the depth of the partition trees is in no hello and no
+/// fingerprint, yet peers of different depths refuse each other's repair
+/// questions. A change of depth must come with a new protocol version, so
+/// that peers refuse each other at the handshake, naming the versions.
+#[test]
+fn the_tree_depth_is_part_of_the_protocol_version() {
+    assert_eq!(
+        (PROTOCOL_VERSION, crate::partition_trees::DEFAULT_TREE_DEPTH),
+        (3, 7),
+        "the tree depth changed: bump PROTOCOL_VERSION with it"
+    );
+}

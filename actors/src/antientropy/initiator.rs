@@ -26,8 +26,8 @@ impl RepairService {
         Ok(())
     }
 
-    /// The partitions we share with `peer` whose roots differ from its
-    /// (one request per 65,536 partitions: in practice one).
+    /// The partitions we share with `peer` whose roots differ from its (one
+    /// request per [`roots_per_request`] partitions: in practice one).
     pub async fn differing_with(
         &self,
         peer: &str,
@@ -35,7 +35,7 @@ impl RepairService {
     ) -> Result<Vec<PartitionId>, SyncError> {
         let shared = self.shared_partitions(peer);
         let mut differing = Vec::new();
-        for chunk in shared.chunks(MAX_TREE_INDICES) {
+        for chunk in shared.chunks(roots_per_request(self.budget())) {
             differing.extend(self.differing_partitions(peer, chunk, sum).await?);
         }
         Ok(differing)
@@ -227,4 +227,11 @@ impl RepairService {
         mover.pull(pulls, sum).await?;
         mover.push(pushes, sum).await
     }
+}
+
+/// How many partitions' roots one `PartitionRoots` asks for, so that the
+/// answer (a hash of at most 9 bytes each) fits in `budget` bytes: at most
+/// [`MAX_TREE_INDICES`], at least one.
+pub(super) fn roots_per_request(budget: usize) -> usize {
+    (budget.saturating_sub(64) / 9).clamp(1, MAX_TREE_INDICES)
 }

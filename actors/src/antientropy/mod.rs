@@ -37,6 +37,8 @@
 mod initiator;
 mod mover;
 mod pages;
+#[cfg(test)]
+mod peer_tests;
 mod responder;
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,17 @@ pub struct RepairConfig {
     pub gc_grace_ms: u64,
     /// The peer frame limit, which bounds every page and batch.
     pub max_frame: usize,
+    /// The value limit: a pulled record over it is refused, as a write is.
+    pub max_value: usize,
+    /// How long one pass may spend with one peer; past it the peer counts
+    /// as failed for this pass and the pass goes on with the others (a slow
+    /// or endless peer cannot hold anti-entropy with everybody else).
+    pub peer_budget: Duration,
+}
+
+/// The default [`RepairConfig::peer_budget`]: 32 background deadlines.
+pub fn default_peer_budget(background_timeout: Duration) -> Duration {
+    background_timeout.saturating_mul(32)
 }
 
 /// What one pass did.

@@ -3,7 +3,7 @@
 //! bytes, counted and throttled to the configured bandwidth.
 
 use super::pages::value_len;
-use super::{RepairService, RunSummary, SyncError};
+use super::{RepairService, RunSummary, SyncError, MOVE_KEYS};
 use crate::limits::{record_wire_bytes, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -30,15 +30,16 @@ impl Mover<'_> {
         keys.retain(|k| !k.is_empty());
         let stats = &self.svc.core.local.stats;
         while !keys.is_empty() {
+            let asked = request_prefix(&keys, self.svc.budget());
             let request = Request::ReadMany {
-                keys: keys.clone(),
+                keys: keys[..asked].to_vec(),
                 max_bytes: self.svc.budget() as u32,
             };
             let Response::Records { items } = self.svc.call(self.peer, request).await? else {
                 return Err(SyncError::Protocol("unexpected answer to ReadMany".into()));
             };
             if items.is_empty()
-                || items.len() > keys.len()
+                || items.len() > asked
                 || items.iter().zip(&keys).any(|((k, _), want)| k != want)
             {
                 return Err(SyncError::Protocol(
@@ -46,6 +47,20 @@ impl Mover<'_> {
                 ));
             }
             keys.drain(..items.len());
+            let max_value = self.svc.config.max_value;
+            if let Some(why) = items.iter().find_map(|(k, r)| {
+                let r = r.as_ref()?;
+                (r.value_len() > max_value).then(|| {
+                    format!(
+                        "a record of key length {} with a value of {} bytes, over the \
+                         {max_value}-byte limit",
+                        k.len(),
+                        r.value_len()
+                    )
+                })
+            }) {
+                return Err(SyncError::Protocol(format!("ReadMany answered {why}")));
+            }
             let records: Vec<(Bytes, Record)> = items
                 .into_iter()
                 .filter_map(|(k, r)| r.map(|r| (k, Record::from(r))))
@@ -173,4 +188,19 @@ impl Mover<'_> {
         }
         Ok(())
     }
+}
+
+/// How many of `keys` (from the front) one `ReadMany` asks for: at most
+/// [`MOVE_KEYS`] and what fits in `budget` bytes of request, at least one.
+pub(super) fn request_prefix(keys: &[Bytes], budget: usize) -> usize {
+    let mut bytes = 64usize;
+    let mut n = 0;
+    for k in keys.iter().take(MOVE_KEYS) {
+        bytes += k.len() + 5;
+        if bytes > budget && n > 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
 }

@@ -9,7 +9,7 @@ use crate::merkle::MAX_DEPTH;
 use crate::partition_trees::PartitionTrees;
 use crate::record::Record;
 use crate::storage::{data_key_token, Store, StoreError};
-use crate::token::Token;
+use crate::token::{key_token, Token};
 use crate::version::Version;
 use crate::wire::KeyVersion;
 use bytes::Bytes;
@@ -43,9 +43,17 @@ pub(super) fn leaf_spans(
 
 /// Whether `dk`'s token lies in one of the sorted `spans`.
 pub(super) fn in_spans(dk: &[u8], spans: &[(Token, Token)]) -> bool {
+    // A data key is its key's token, then the key: a peer's claimed token
+    // must be the key's own, and the key within the limit.
+    if dk.len() <= 8 || dk.len() > 8 + MAX_KEY_BYTES {
+        return false;
+    }
     let t = data_key_token(dk);
+    if t != key_token(&dk[8..]) {
+        return false;
+    }
     let at = spans.partition_point(|&(_, e)| e < t);
-    spans.get(at).is_some_and(|&(s, _)| s <= t) && dk.len() > 8
+    spans.get(at).is_some_and(|&(s, _)| s <= t)
 }
 
 /// Keys and versions in `spans` (sorted), after the data key `after`, at

@@ -868,6 +868,16 @@ pub mod testing {
     /// levels), over `store`, with no peer connections; its writer runs on
     /// its own arbiter.
     pub fn node_core(store: Store, members: &[&str], n: usize) -> Arc<NodeCore> {
+        node_core_over(store, members, n, Default::default())
+    }
+
+    /// [`node_core`] reaching its peers through `peers`.
+    pub fn node_core_over(
+        store: Store,
+        members: &[&str],
+        n: usize,
+        peers: crate::peer::Peers,
+    ) -> Arc<NodeCore> {
         let writer_store = store.clone();
         let writer = ReplicaActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
             ReplicaActor::new(writer_store, Arc::default())
@@ -898,7 +908,7 @@ pub mod testing {
                 crate::layout::DEFAULT_PARTITION_BITS,
             )),
             members: vec![],
-            peers: Default::default(),
+            peers,
         };
         Arc::new(NodeCore::new(
             members[0].into(),

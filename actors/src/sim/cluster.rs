@@ -216,6 +216,7 @@ impl SimCluster {
             tombstone_grace_ms: settings.tombstone_grace_ms,
             hint_max_age_ms: settings.hint_max_age_ms,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
+            max_value: crate::wire::DEFAULT_MAX_FRAME / 2,
             anti_entropy_interval: Duration::from_secs(3600),
             repair_bandwidth_bytes_per_sec: 1 << 30,
             gossip_interval: Duration::from_millis(GOSSIP_MS),

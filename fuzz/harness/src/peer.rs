@@ -790,6 +790,8 @@ impl World {
                     bandwidth_bytes_per_sec: 16 << 20,
                     gc_grace_ms: GRACE_MS,
                     max_frame: MAX_FRAME,
+                    max_value: MAX_FRAME / 2,
+                    peer_budget: Duration::from_secs(60),
                 },
             );
             let state = |id: &str, generation| member_state(id, generation, 0);
