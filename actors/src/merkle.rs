@@ -212,7 +212,7 @@ impl MerkleTree {
 
     /// Adds or removes (XOR) the entry `(key, version)` in leaf `leaf`, for a
     /// tree whose leaves are placed by the caller (a partition's tree cuts
-    /// its partition, not the circle: `partition_trees.rs`).
+    /// its partition, not the circle: `storage/trees.rs`).
     pub fn toggle_in_leaf(&mut self, leaf: u32, key: &[u8], version: Version) {
         let mut id = self.first_leaf() + (leaf as usize % self.first_leaf());
         self.nodes[id] ^= entry_hash(key, version);

@@ -11,7 +11,7 @@
 use crate::antientropy::{RepairConfig, RepairService, RunSummary};
 use crate::coordinator::{ClusterView, MemberInfo, NodeCore, Replication, WriteResult};
 use crate::error::Result;
-use crate::failure::DetectorConfig;
+use crate::gossip::failure::DetectorConfig;
 use crate::gossip::{GossipActor, GossipSetup, Liveness};
 use crate::hint::HintActor;
 use crate::inbound::Inbound;
@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a node records that it is up (see `repair_mode`).
+/// How often a node records that it is up (see `repair::mode`).
 pub const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything a node is made of, decided by its caller.
@@ -117,7 +117,7 @@ impl Node {
             hlc.require_vouching();
         }
         let repairing =
-            crate::repair_mode::enter_at_start(&store, s.clock.now_ms(), s.tombstone_grace_ms)?;
+            crate::repair::mode::enter_at_start(&store, s.clock.now_ms(), s.tombstone_grace_ms)?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let (writer_store, writer_metrics) = (store.clone(), metrics.clone());
         let (limits, group_commit) = (s.replica_limits, s.group_commit);
@@ -277,7 +277,7 @@ fn same_partitions(stored_bits: u8, layout_bits: u8) -> std::result::Result<(), 
 /// Records, every [`ALIVE_INTERVAL`], that this node is up: after a restart
 /// the gap tells whether it was down longer than the tombstone grace period
 /// (in repair mode too: the persisted repair flag, not this record, keeps a
-/// restart in repair mode; see `repair_mode`). The record joins the
+/// restart in repair mode; see `repair::mode`). The record joins the
 /// writer's group commit.
 fn keep_alive_record(local: LocalReplica, clock: Arc<dyn Clock>) {
     actix::spawn(async move {

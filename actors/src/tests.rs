@@ -3,18 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The module a source file belongs to (`peer/client.rs` → `peer`,
-/// `storage_backend.rs` → `storage`); `None` for test-only files.
+/// The module a source file belongs to (`peer/client.rs` → `peer`); `None` for test-only files.
 fn module_of(rel: &str) -> Option<String> {
     let name = rel.trim_end_matches(".rs");
     if name.ends_with("_tests") || name == "tests" || name.ends_with("/tests") || name == "lib" {
         return None;
     }
     let top = name.split('/').next().unwrap_or(name);
-    Some(match top {
-        "storage_backend" => "storage".to_string(),
-        other => other.to_string(),
-    })
+    Some(top.to_string())
 }
 
 fn sources(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {

@@ -382,14 +382,14 @@ fn a_flood_of_repair_questions_builds_nothing_and_repairs_still_complete() {
         let ask = if i % 2 == 0 {
             Request::PartitionRoots {
                 layout: fingerprint,
-                depth: ringkv_actors::partition_trees::DEFAULT_TREE_DEPTH,
+                depth: ringkv_actors::storage::trees::DEFAULT_TREE_DEPTH,
                 partitions: (0..q).collect(),
             }
         } else {
             Request::TreeHashes {
                 partition: (i as u32) % q,
                 layout: fingerprint,
-                depth: ringkv_actors::partition_trees::DEFAULT_TREE_DEPTH,
+                depth: ringkv_actors::storage::trees::DEFAULT_TREE_DEPTH,
                 level: 7,
                 indices: (0..128).collect(),
             }

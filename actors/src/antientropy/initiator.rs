@@ -27,7 +27,7 @@ impl RepairService {
     }
 
     /// The partitions we share with `peer` whose roots differ from its (one
-    /// request per [`roots_per_request`] partitions: in practice one).
+    /// request per `roots_per_request` partitions: in practice one).
     pub async fn differing_with(
         &self,
         peer: &str,

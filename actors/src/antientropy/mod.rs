@@ -1,5 +1,5 @@
 //! Merkle-tree anti-entropy between two replicas, partition by partition,
-//! over the live trees the store keeps ([`crate::partition_trees`]).
+//! over the live trees the store keeps ([`crate::storage::trees`]).
 //!
 //! Two nodes compare the partitions both replicate in the layout. The
 //! initiator asks the peer for the roots of those partitions' trees in one

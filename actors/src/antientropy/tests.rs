@@ -1,6 +1,6 @@
 use super::pages::{check_page, leaf_spans, user_key};
 use super::*;
-use crate::partition_trees::PartitionTrees;
+use crate::storage::trees::PartitionTrees;
 use crate::storage::{Mutation, Store};
 use crate::version::Version;
 use crate::wire::ErrorCode;

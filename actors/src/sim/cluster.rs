@@ -9,7 +9,7 @@ use super::clock::{Advance, SimClock};
 use super::net::{Envelope, SimNet, INBOX};
 use crate::antientropy::RepairService;
 use crate::coordinator::{MemberInfo, NodeCore, Replication};
-use crate::failure::DetectorConfig;
+use crate::gossip::failure::DetectorConfig;
 use crate::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
 use crate::node::{Node, NodeSettings};
 use crate::partition::Partitions;

@@ -293,7 +293,7 @@ async fn step(c: &SimCluster, cmd: &Command) -> Vec<String> {
         }
         "gc" => {
             for n in &c.nodes {
-                let gc = crate::gc::TombstoneGc::new(
+                let gc = crate::repair::gc::TombstoneGc::new(
                     n.core.clone(),
                     c.settings.tombstone_grace_ms,
                     crate::wire::DEFAULT_MAX_FRAME,

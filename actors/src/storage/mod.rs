@@ -1,4 +1,4 @@
-//! Durable storage on redb: with `storage_backend.rs`, the only code that
+//! Durable storage on redb: with `backend.rs`, the only code that
 //! names redb.
 //!
 //! Tables (all declared here):
@@ -14,7 +14,7 @@
 //! * `meta`: string → bytes: the node id the directory belongs to, the storage
 //!   format, the restart generation, when the node was last alive, the
 //!   clock reservation (the highest timestamp this node may have issued),
-//!   and whether repair mode is pending (see `repair_mode.rs`).
+//!   and whether repair mode is pending (see `repair/mode.rs`).
 //!
 //! Every change goes through [`Store::apply`], which runs a whole batch of
 //! [`Mutation`]s in one write transaction and commits once: the replica actor
@@ -41,11 +41,14 @@
 //! Redb allows one writer at a time and many concurrent readers; with
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
+mod backend;
+pub mod trees;
+
 use crate::faults::Faults;
 use crate::layout::PartitionId;
-use crate::partition_trees::{Change, PartitionTrees, DEFAULT_TREE_DEPTH};
 use crate::record::{decode_header, DecodeError, Record};
-use crate::storage_backend::FaultyFileBackend;
+use crate::storage::backend::FaultyFileBackend;
+use crate::storage::trees::{Change, PartitionTrees, DEFAULT_TREE_DEPTH};
 use crate::token::{key_token, Token};
 use crate::version::Version;
 use bytes::Bytes;
@@ -151,7 +154,7 @@ from_redb!(
 
 /// ENOSPC, EDQUOT (a quota) and EFBIG (a file size limit): the write did
 /// not happen for want of space. (An fsync that fails for any reason,
-/// ENOSPC included, is an I/O failure instead: see `storage_backend.rs`.)
+/// ENOSPC included, is an I/O failure instead: see `backend.rs`.)
 fn is_disk_full(e: &std::io::Error) -> bool {
     const ENOSPC: i32 = 28;
     const EFBIG: i32 = 27;
@@ -355,7 +358,7 @@ pub struct StoreOptions {
     /// Test-only storage faults.
     pub faults: Arc<Faults>,
     /// The store keeps one Merkle tree per partition of 2^this
-    /// ([`crate::partition_trees`]).
+    /// ([`crate::storage::trees`]).
     pub partition_bits: u8,
 }
 
@@ -490,7 +493,7 @@ impl Store {
         node_id: &str,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        crate::storage_backend::prepare_data_dir(dir).map_err(|e| {
+        crate::storage::backend::prepare_data_dir(dir).map_err(|e| {
             if is_disk_full(&e) {
                 StoreError::DiskFull(e.to_string())
             } else {
@@ -1122,7 +1125,7 @@ fn item(r: Result<WriteOutcome, StoreError>) -> Result<ItemResult, StoreError> {
 
 fn open_db(dir: &Path, faults: &Arc<Faults>) -> Result<Database, StoreError> {
     let path = dir.join(DB_FILE);
-    let file = crate::storage_backend::open_private(&path).map_err(|e| {
+    let file = crate::storage::backend::open_private(&path).map_err(|e| {
         if is_disk_full(&e) {
             StoreError::DiskFull(e.to_string())
         } else {
@@ -1287,5 +1290,4 @@ fn record_repair_pending(
 }
 
 #[cfg(test)]
-#[path = "storage_tests.rs"]
 mod tests;

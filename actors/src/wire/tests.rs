@@ -439,7 +439,7 @@ fn leaf_versions_answers_fit_their_reservation_whatever_max_bytes() {
 #[test]
 fn the_tree_depth_is_part_of_the_protocol_version() {
     assert_eq!(
-        (PROTOCOL_VERSION, crate::partition_trees::DEFAULT_TREE_DEPTH),
+        (PROTOCOL_VERSION, crate::storage::trees::DEFAULT_TREE_DEPTH),
         (3, 7),
         "the tree depth changed: bump PROTOCOL_VERSION with it"
     );

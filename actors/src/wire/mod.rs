@@ -719,5 +719,4 @@ impl Decoder for FrameCodec {
 }
 
 #[cfg(test)]
-#[path = "wire_tests.rs"]
 mod tests;

@@ -514,5 +514,4 @@ impl LocalReplica {
 }
 
 #[cfg(test)]
-#[path = "replica_tests.rs"]
 mod tests;

@@ -1,5 +1,5 @@
 //! Repair actor: schedules anti-entropy passes ([`crate::antientropy`]) and
-//! tombstone GC ([`crate::gc`]).
+//! tombstone GC ([`crate::repair::gc`]).
 //!
 //! * A pass runs one exchange with every peer not known to be down, one peer
 //!   at a time: the roots of every partition both replicate are compared in
@@ -11,7 +11,7 @@
 //!   a pass runs are coalesced: all of them are answered by the *next* pass
 //!   (which starts right after, so it compares every peer after the request
 //!   was made); at most [`MAX_WAITERS`] requests wait, more are refused.
-//! * A node in repair mode ([`crate::repair_mode`]: down longer than the
+//! * A node in repair mode ([`crate::repair::mode`]: down longer than the
 //!   tombstone grace period, or still in repair mode when it stopped) serves
 //!   no reads (`LocalReplica::repairing`) until a pass with every live peer
 //!   succeeded; it retries every [`REPAIRING_RETRY`] until then. That pass
@@ -21,13 +21,15 @@
 //! Each exchange's calls carry deadlines, so a pass always ends; its result
 //! and the jobs' progress are in `GET /v1/cluster` and `/metrics`.
 
+pub mod gc;
+pub mod mode;
+
 use crate::antientropy::{RepairService, RunSummary};
-use crate::gc::TombstoneGc;
 use crate::layout::PartitionId;
 use crate::metrics::{Job, Metrics};
 use crate::partition::{Agreed, Partitions, SyncWith, OUT_OF_BUDGET};
-use crate::repair_mode;
 use actix::prelude::*;
+use gc::TombstoneGc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -150,7 +152,7 @@ impl RepairActor {
         if complete_pass && complete && local.repairing.load(Ordering::Relaxed) {
             let leaving = local.clone();
             ctx.spawn(
-                async move { repair_mode::leave(&leaving).await }
+                async move { mode::leave(&leaving).await }
                     .into_actor(self)
                     .map(|left, _, _| match left {
                         Ok(true) => log::info!("anti-entropy pass complete: serving reads again"),
