@@ -198,7 +198,7 @@ impl Node {
             detector: s.detector,
             peers: s.peers.clone(),
             liveness,
-            on_up: vec![hints.clone().recipient()],
+            on_up: vec![hints.clone().recipient(), repair.clone().recipient()],
             metrics,
             clock: s.clock.clone(),
             hlc,

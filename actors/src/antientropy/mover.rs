@@ -97,13 +97,7 @@ impl Mover<'_> {
             "anti-entropy with {}: {by} refused {refused} records; another exchange is queued",
             self.peer
         );
-        self.svc
-            .core
-            .local
-            .repair_wanted
-            .lock()
-            .expect("repair_wanted")
-            .insert(self.peer.to_string());
+        self.svc.core.local.repair_wanted.want(self.peer);
     }
 
     /// Sends our records of `keys` to the peer, in batches bounded in bytes.

@@ -6,8 +6,10 @@
 //!   one request, and each partition that differs is handed to its
 //!   partition actor ([`crate::partition`]), one after the other. A pass
 //!   runs every `interval`, on demand ([`RunRepair`], `POST
-//!   /v1/admin/repair`), and soon after hints for a peer were dropped at their
-//!   bound (that peer only). Passes never overlap. Requests that arrive while
+//!   /v1/admin/repair`), and for one peer as soon as an exchange with it is
+//!   wanted (`replica::RepairWanted`: its hints were dropped at their bound,
+//!   or it refused records; the actor wakes on the want, or when that peer
+//!   comes up). A scheduled pass that finds one running runs after it. Passes never overlap. Requests that arrive while
 //!   a pass runs are coalesced: all of them are answered by the *next* pass
 //!   (which starts right after, so it compares every peer after the request
 //!   was made); at most [`MAX_WAITERS`] requests wait, more are refused.
@@ -18,13 +20,16 @@
 //!   clears the persisted flag before reads are served.
 //! * GC runs one pass at a time, [`GC_INTERVAL`] after the previous ended.
 //!
-//! Each exchange's calls carry deadlines, so a pass always ends; its result
+//! Each exchange's calls carry deadlines, and each peer gets at most its
+//! time budget of a pass (`RepairConfig::peer_budget`; past it the peer
+//! counts as failed and the pass goes on), so a pass always ends; its result
 //! and the jobs' progress are in `GET /v1/cluster` and `/metrics`.
 
 pub mod gc;
 pub mod mode;
 
 use crate::antientropy::{RepairService, RunSummary};
+use crate::gossip::PeerUp;
 use crate::layout::PartitionId;
 use crate::metrics::{Job, Metrics};
 use crate::partition::{Agreed, Partitions, SyncWith, OUT_OF_BUDGET};
@@ -34,8 +39,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// How often peers queued for anti-entropy (dropped hints) are served.
-pub const WANTED_INTERVAL: Duration = Duration::from_secs(2);
+/// Wanted exchanges start at most this often (a failing peer, or one that
+/// keeps refusing records, is retried, not hammered).
+pub const WANTED_RETRY: Duration = Duration::from_secs(2);
 /// Pause between tombstone GC passes.
 pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a node in repair mode retries a pass.
@@ -61,6 +67,12 @@ pub struct RepairActor {
     /// Answered by the pass after the running one.
     next: Vec<Waiter>,
     gc_running: bool,
+    /// A full pass was due while one ran: it runs next.
+    full_pending: bool,
+    /// When the last wanted exchange started, and whether a timer waits to
+    /// serve the next.
+    last_wanted: Option<Instant>,
+    wanted_timer: bool,
 }
 
 impl RepairActor {
@@ -80,6 +92,9 @@ impl RepairActor {
             current: Vec::new(),
             next: Vec::new(),
             gc_running: false,
+            full_pending: false,
+            last_wanted: None,
+            wanted_timer: false,
         }
     }
 
@@ -88,33 +103,40 @@ impl RepairActor {
         if self.running {
             return;
         }
-        let wanted: Vec<String> = {
-            let mut set = self
-                .svc
-                .core
-                .local
-                .repair_wanted
-                .lock()
-                .expect("repair_wanted");
-            let up: Vec<String> = set
-                .iter()
-                .filter(|p| !self.svc.core.liveness.is_down(p))
-                .cloned()
-                .collect();
-            for p in &up {
-                set.remove(p);
+        let wait = self.last_wanted.map_or(Duration::ZERO, |at| {
+            WANTED_RETRY.saturating_sub(at.elapsed())
+        });
+        if !wait.is_zero() {
+            if !self.wanted_timer {
+                self.wanted_timer = true;
+                ctx.run_later(wait, |act, ctx| {
+                    act.wanted_timer = false;
+                    act.serve_wanted(ctx);
+                });
             }
-            up
-        };
+            return;
+        }
+        let liveness = &self.svc.core.liveness;
+        let wanted = self
+            .svc
+            .core
+            .local
+            .repair_wanted
+            .take_up(|p| !liveness.is_down(p));
         if !wanted.is_empty() {
-            log::info!("anti-entropy for dropped hints: {wanted:?}");
+            self.last_wanted = Some(Instant::now());
+            log::info!("anti-entropy wanted with {wanted:?}");
             self.start_pass(Some(wanted), ctx);
         }
     }
 
     fn start_pass(&mut self, only: Option<Vec<String>>, ctx: &mut Context<Self>) {
         if self.running {
+            self.full_pending |= only.is_none();
             return;
+        }
+        if only.is_none() {
+            self.full_pending = false;
         }
         self.running = true;
         self.svc.status.lock().expect("status").running = true;
@@ -134,10 +156,11 @@ impl RepairActor {
                     let hlc = &act.svc.core.hlc;
                     let measured = measured && !hlc.stepped() && hlc.step_count() == steps;
                     if !full_pass {
-                        // A peer wanted for dropped hints stays wanted until
-                        // an exchange with it succeeds.
-                        let mut wanted = act.svc.core.local.repair_wanted.lock().expect("wanted");
-                        wanted.extend(sum.peers_failed.iter().map(|(p, _)| p.clone()));
+                        // A wanted peer stays wanted until an exchange with
+                        // it succeeds (retried at most every WANTED_RETRY).
+                        for (p, _) in &sum.peers_failed {
+                            act.svc.core.local.repair_wanted.want(p);
+                        }
                     }
                     act.finish_pass(sum, full_pass && measured, ctx)
                 }),
@@ -191,7 +214,25 @@ impl RepairActor {
         if !self.next.is_empty() {
             self.current = std::mem::take(&mut self.next);
             self.start_pass(None, ctx);
+        } else if self.full_pending {
+            self.start_pass(None, ctx);
+        } else {
+            // Wanted meanwhile (a wake-up that found the pass running).
+            self.serve_wanted(ctx);
         }
+    }
+
+    /// Serves wanted exchanges whenever someone wants one.
+    fn wait_for_wanted(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self.svc.core.local.repair_wanted.clone();
+        ctx.spawn(
+            async move { wanted.woken().await }
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    act.serve_wanted(ctx);
+                    act.wait_for_wanted(ctx);
+                }),
+        );
     }
 
     fn start_gc(&mut self, ctx: &mut Context<Self>) {
@@ -347,8 +388,19 @@ impl Actor for RepairActor {
                 }
             });
         }
-        ctx.run_interval(WANTED_INTERVAL, |act, ctx| act.serve_wanted(ctx));
+        self.wait_for_wanted(ctx);
         ctx.run_later(GC_INTERVAL, |act, ctx| act.start_gc(ctx));
+    }
+}
+
+/// A peer came up: a wanted exchange with it can run now.
+impl Handler<PeerUp> for RepairActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerUp, ctx: &mut Context<Self>) {
+        if self.svc.core.local.repair_wanted.contains(&msg.0) {
+            self.serve_wanted(ctx);
+        }
     }
 }
 

@@ -33,6 +33,10 @@
 //! Messages: [`Apply`] (answers once durable), [`Flush`] (answers when nothing
 //! is queued or committing; used at shutdown).
 
+pub mod wanted;
+
+pub use wanted::RepairWanted;
+
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::storage::{Hint, ItemResult, Mutation, Store, StoreError, WriteOp, WriteOutcome};
@@ -386,9 +390,9 @@ pub struct LocalReplica {
     /// Set while this node must not serve reads: it was down longer than the
     /// tombstone grace period and has not finished an anti-entropy pass.
     pub repairing: Arc<AtomicBool>,
-    /// Peers whose shared ranges need anti-entropy soon (their hints were
-    /// dropped at the bound); drained by the repair actor.
-    pub repair_wanted: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Peers whose shared ranges need anti-entropy soon; served by the
+    /// repair actor, which wakes on it.
+    pub repair_wanted: Arc<RepairWanted>,
 }
 
 /// Why the local replica serves no reads right now.
@@ -503,10 +507,7 @@ impl LocalReplica {
                     "hint bound for {target} reached: dropped its {dropped} oldest hints; \
                      anti-entropy with {target} is queued"
                 );
-                self.repair_wanted
-                    .lock()
-                    .expect("repair_wanted")
-                    .insert(target);
+                self.repair_wanted.want(&target);
             }
         }
         Ok(outcome)

@@ -26,6 +26,28 @@ mod tests {
     use super::script::{rewrite, run};
     use std::path::Path;
 
+    /// An exchange wanted with a peer whose calls fail at once used to be
+    /// retried only by a 2 s poll; woken by each want instead, a failing
+    /// peer would be retried in a tight loop. Wanted passes start at most
+    /// every `repair::WANTED_RETRY`.
+    #[actix::test]
+    async fn a_wanted_exchange_that_keeps_failing_is_retried_not_hammered() {
+        use super::cluster::{Settings, SimCluster};
+        use std::time::Duration;
+        let c = SimCluster::start(Settings::default()).await;
+        let started = std::time::Instant::now();
+        while !c.settled() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.net.reset("n1", "n2");
+        let n1 = c.node("n1");
+        n1.core.local.repair_wanted.want("n2");
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        let passes = n1.repair.status.lock().unwrap().passes;
+        assert!((2..=4).contains(&passes), "{passes} wanted passes in 4.5 s");
+        assert!(n1.core.local.repair_wanted.contains("n2"), "still wanted");
+    }
+
     /// Runs every script in `sim/scripts/` and compares what each command
     /// printed with the script's expected lines.
     #[actix::test]

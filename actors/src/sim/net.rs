@@ -62,6 +62,8 @@ pub struct SimNet {
     inboxes: Mutex<HashMap<String, mpsc::Sender<Envelope>>>,
     holds: Mutex<Vec<Hold>>,
     held: Mutex<Vec<Held>>,
+    /// Links whose calls fail at once (a connection reset each time).
+    resets: Mutex<BTreeSet<(String, String)>>,
     advance: Advance,
     epoch: std::time::Instant,
 }
@@ -74,6 +76,7 @@ impl SimNet {
             inboxes: Mutex::default(),
             holds: Mutex::default(),
             held: Mutex::default(),
+            resets: Mutex::default(),
             advance,
             epoch: std::time::Instant::now(),
         }
@@ -86,6 +89,14 @@ impl SimNet {
     /// The node stopped: calls to it find nobody.
     pub fn detach(&self, node: &str) {
         self.inboxes.lock().expect("inboxes").remove(node);
+    }
+
+    /// Calls `from` → `to` fail at once, as on a connection reset.
+    pub fn reset(&self, from: &str, to: &str) {
+        self.resets
+            .lock()
+            .expect("resets")
+            .insert((from.to_string(), to.to_string()));
     }
 
     pub fn hold(&self, hold: Hold) {
@@ -178,6 +189,18 @@ impl Transport for Link {
                 after_ms: timeout.as_millis() as u64,
                 sent: true,
             };
+            let reset = net
+                .resets
+                .lock()
+                .expect("resets")
+                .contains(&(from.clone(), to.clone()));
+            if reset {
+                return Err(PeerError::ConnectionLost {
+                    peer: to.clone(),
+                    why: "reset by the simulated network".into(),
+                    sent: false,
+                });
+            }
             if !net.connected(&from, &to) {
                 tokio::time::sleep(timeout).await;
                 return Err(lost());
