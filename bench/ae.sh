@@ -14,53 +14,9 @@ KEYS=${KEYS:-100000}
 ROUNDS=${ROUNDS:-2}
 BASE=${BASE_PORT:-27600}
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-cat > "$TMP/config.toml" <<EOC
-[cluster]
-name = "ae"
-replication_factor = 3
-[storage]
-durability = "immediate"
-min_free_bytes = 0
-[gossip]
-interval_ms = 200
-[hints]
-enabled = false
-[repair]
-anti_entropy_interval_ms = 3600000
-bandwidth_bytes_per_sec = 1073741824
-EOC
-for i in 1 2 3; do
-  cat >> "$TMP/config.toml" <<EOC
-[[nodes]]
-id = "n$i"
-http_addr = "127.0.0.1:$((BASE + i))"
-peer_addr = "127.0.0.1:$((BASE + 10 + i))"
-data_dir = "data/n$i"
-EOC
-done
-
-declare -A PID
-start() { # $1 = dir, $2 = node index
-  RUST_LOG=warn "$1/ringkv" serve --config "$TMP/config.toml" --node "n$2" >> "$TMP/n$2.log" 2>&1 &
-  PID[$2]=$!
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$((BASE + $2))/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "node n$2 did not start" >&2; cat "$TMP/n$2.log" >&2; exit 1
-}
-status_of() { # $1 = observer index, $2 = member id
-  curl -s "http://127.0.0.1:$((BASE + $1))/v1/cluster" |
-    python3 -c "import json,sys; d=json.load(sys.stdin); print([m['status'] for m in d['members'] if m['id']=='$2'][0])"
-}
+source bench/lib.sh
+cluster_config ae false 1073741824
+start() { start_node "$1/ringkv" "$2"; } # $1 = dir, $2 = node index
 wait_n3() { # $1 = status
   for _ in $(seq 1 600); do
     [ "$(status_of 1 n3 2>/dev/null)" = "$1" ] && return 0

@@ -19,58 +19,11 @@ cargo build --release -q -p ringkv -p ringkv-bench
 RINGKV=$PWD/target/release/ringkv
 BENCH=$PWD/target/release/ringkv-bench
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 now_ms() { date +%s%3N; }
-
-config() { # $1 = hints enabled, $2 = repair bandwidth
-  cat > "$TMP/config.toml" <<EOF
-[cluster]
-name = "faults"
-replication_factor = 3
-[storage]
-durability = "immediate"
-min_free_bytes = 0
-[gossip]
-interval_ms = 200
-[hints]
-enabled = $1
-[repair]
-anti_entropy_interval_ms = 3600000
-bandwidth_bytes_per_sec = $2
-EOF
-  for i in 1 2 3; do
-    cat >> "$TMP/config.toml" <<EOF
-[[nodes]]
-id = "n$i"
-http_addr = "127.0.0.1:$((BASE + i))"
-peer_addr = "127.0.0.1:$((BASE + 10 + i))"
-data_dir = "data/n$i"
-EOF
-  done
-}
-
-PID=()
-start() { # $1 = node index
-  RUST_LOG=warn "$RINGKV" serve --config "$TMP/config.toml" --node "n$1" >> "$TMP/n$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$((BASE + $1))/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "node n$1 did not start" >&2; cat "$TMP/n$1.log" >&2; exit 1
-}
-
-status_of() { # $1 = observer index, $2 = member id
-  curl -s "http://127.0.0.1:$((BASE + $1))/v1/cluster" |
-    python3 -c "import json,sys; d=json.load(sys.stdin); print([m['status'] for m in d['members'] if m['id']=='$2'][0])"
-}
+config() { cluster_config faults "$1" "$2"; } # $1 = hints enabled, $2 = repair bandwidth
+start() { start_node "$RINGKV" "$1"; } # $1 = node index
 
 pending_hints() { # $1 = observer index
   curl -s "http://127.0.0.1:$((BASE + $1))/v1/cluster" |

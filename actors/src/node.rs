@@ -79,15 +79,10 @@ pub struct Node {
 
 fn member_state(m: &MemberInfo, generation: u64, layout: u64) -> MemberState {
     MemberState {
-        id: m.id.clone(),
         http_addr: m.http_addr.clone(),
         peer_addr: m.peer_addr.clone(),
-        generation,
-        heartbeat: 0,
-        wall_ms: 0,
         ring_epoch: layout,
-        hints_floor: 0,
-        hlc_ts: 0,
+        ..MemberState::new(&m.id, generation, 0)
     }
 }
 

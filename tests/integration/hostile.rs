@@ -6,7 +6,7 @@
 
 use crate::fake_member::FakeMember;
 use crate::faults::{repair, status_of, wait_converged, SLOW};
-use crate::harness::{kv, kv_at, Cluster, ClusterSpec, Poll};
+use crate::harness::{kv, kv_at, metric, Cluster, ClusterSpec, Poll};
 use crate::peer_conn::PeerConn;
 use ringkv_actors::version::{node_tag, pack, Version};
 use ringkv_actors::wire::{
@@ -111,15 +111,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-pub fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let text = c.node(i).client().get("/metrics").text();
-    let prefix = format!("ringkv_{name}_total ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix}"))
 }
 
 /// Regression (05 finding 8): gossip for n2 with `generation = u64::MAX`

@@ -16,10 +16,11 @@
 //!   being removed trusted.
 //! * `ringkv up` makes the certificates and prints an admin token.
 
+use crate::harness::metric;
 use crate::harness::{
     kv_at, run_bin, wait_until, Client, Cluster, ClusterSpec, Poll, HTTP_TIMEOUT,
 };
-use crate::hostile::{entry, metric, Raw};
+use crate::hostile::{entry, Raw};
 use crate::peer_conn::PeerConn;
 use ringkv_actors::certgen::{Ca, NodeNames, Validity};
 use ringkv_actors::wire::{

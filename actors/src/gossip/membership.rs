@@ -209,17 +209,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn m(id: &str, generation: u64, heartbeat: u64) -> MemberState {
-        MemberState {
-            id: id.into(),
-            http_addr: String::new(),
-            peer_addr: String::new(),
-            generation,
-            heartbeat,
-            wall_ms: 0,
-            ring_epoch: 0,
-            hints_floor: 0,
-            hlc_ts: 0,
-        }
+        MemberState::new(id, generation, heartbeat)
     }
 
     const NOW: u64 = 1_000_000;

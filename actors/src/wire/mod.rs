@@ -441,6 +441,24 @@ pub struct MemberState {
     pub hlc_ts: u64,
 }
 
+impl MemberState {
+    /// `id` at `generation` and `heartbeat`, with no addresses, clock
+    /// readings, layout or floors yet.
+    pub fn new(id: &str, generation: u64, heartbeat: u64) -> MemberState {
+        MemberState {
+            id: id.to_string(),
+            http_addr: String::new(),
+            peer_addr: String::new(),
+            generation,
+            heartbeat,
+            wall_ms: 0,
+            ring_epoch: 0,
+            hints_floor: 0,
+            hlc_ts: 0,
+        }
+    }
+}
+
 /// Why a replica could not do what was asked; travels as a string so a
 /// newer peer's codes read as [`ErrorCode::Other`] instead of failing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -836,17 +836,7 @@ impl World {
 
 /// A member's gossip entry with empty addresses.
 pub fn member_state(id: &str, generation: u64, heartbeat: u64) -> MemberState {
-    MemberState {
-        id: id.to_string(),
-        http_addr: String::new(),
-        peer_addr: String::new(),
-        generation,
-        heartbeat,
-        wall_ms: 0,
-        ring_epoch: 0,
-        hints_floor: 0,
-        hlc_ts: 0,
-    }
+    MemberState::new(id, generation, heartbeat)
 }
 
 /// What one input did to the dispatcher.

@@ -3,7 +3,7 @@
 //! against a node that was down longer than the grace period, skewed clocks,
 //! and what `GET /v1/cluster` reports about liveness.
 
-use crate::harness::{kv_at, member, Client, Cluster, ClusterSpec, Poll, Resp};
+use crate::harness::{kv_at, member, metric, Client, Cluster, ClusterSpec, Poll, Resp};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,16 +129,6 @@ pub fn counter(status: &Value, section: &str, name: &str) -> u64 {
     status[section][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no {section}.{name} in {status}"))
-}
-
-/// The value of `ringkv_<name>_total` in `/metrics`.
-pub fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let text = c.node(i).client().get("/metrics").text();
-    let prefix = format!("ringkv_{name}_total ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
 }
 
 /// Runs an anti-entropy pass on node `i`; answers its summary.

@@ -145,6 +145,11 @@ pub fn expect_unavailable(r: &Resp, level: &str, required: u64, received: u64) -
     v
 }
 
+/// The value of `ringkv_<name>_total` in node `i`'s `/metrics`.
+pub fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
+    metric_series(c, i, &format!("ringkv_{name}_total"))
+}
+
 /// The value of one series in node `i`'s `/metrics`, named with its labels
 /// exactly as rendered (e.g. `ringkv_commits_total` or
 /// `ringkv_http_connections_refused_total{cap="total"}`).
