@@ -144,7 +144,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     }
     let view = cluster_view(cfg, peers.clone());
     let started = Node::start(NodeSettings {
-        id: node.id.clone(),
+        id: node.id.as_str().into(),
         store,
         clock,
         layout: view.layout.clone(),

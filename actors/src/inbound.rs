@@ -36,7 +36,7 @@ pub struct Inbound {
     pub repair: RepairService,
     /// Configured member ids, this node included.
     pub members: Arc<BTreeSet<String>>,
-    pub node_id: String,
+    pub node_id: crate::node_id::NodeId,
 }
 
 impl Dispatch for Inbound {

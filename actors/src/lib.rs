@@ -4,7 +4,7 @@
 //! # Layout
 //! Pure cores (no I/O, time passed in), bottom of the import graph:
 //! * [`limits`]: size limits and the byte arithmetic of batches and pages.
-//! * [`token`]: a key's token (xxHash64).
+//! * [`token`]: a key's token (xxHash64); [`node_id`]: a node's id.
 //! * [`layout`]: Q partitions of the token space and the layout that maps
 //!   each to its N replicas (deterministic, balanced, minimal movement).
 //! * [`version`]: hybrid logical clock and the total order of versions;
@@ -64,6 +64,7 @@ pub mod merge_join;
 pub mod merkle;
 pub mod metrics;
 pub mod node;
+pub mod node_id;
 pub mod partition;
 pub mod peer;
 pub mod quorum;
@@ -78,6 +79,7 @@ pub mod version;
 pub mod wire;
 
 pub use error::{Error, Result};
+pub use node_id::NodeId;
 
 /// Mailbox bound of the actors on the request path: senders wait (back
 /// pressure) when this many messages are queued.

@@ -16,6 +16,7 @@ use crate::gossip::{GossipActor, GossipSetup, Liveness};
 use crate::hint::HintActor;
 use crate::inbound::Inbound;
 use crate::layout::Layout;
+use crate::node_id::NodeId;
 use crate::partition::Partitions;
 use crate::peer::Peers;
 use crate::quorum::Consistency;
@@ -36,7 +37,7 @@ pub const ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything a node is made of, decided by its caller.
 pub struct NodeSettings {
-    pub id: String,
+    pub id: NodeId,
     /// Opened by the caller (paths, options and fault switches are its).
     pub store: Store,
     pub clock: Arc<dyn Clock>,
@@ -64,7 +65,7 @@ pub struct NodeSettings {
 
 /// A running node.
 pub struct Node {
-    pub id: String,
+    pub id: NodeId,
     pub generation: u64,
     pub core: Arc<NodeCore>,
     pub replica: Addr<ReplicaActor>,

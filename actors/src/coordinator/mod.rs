@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::gossip::Liveness;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
+use crate::node_id::NodeId;
 use crate::peer::{PeerError, Peers};
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
@@ -91,7 +92,7 @@ pub struct ClusterView {
 
 /// The coordinator state of a node, shared by every HTTP worker.
 pub struct NodeCore {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub local: LocalReplica,
     pub hlc: Arc<Hlc>,
     pub replication: Replication,
@@ -117,14 +118,14 @@ pub struct WriteResult {
 
 impl NodeCore {
     pub fn new(
-        node_id: String,
+        node_id: impl Into<NodeId>,
         local: LocalReplica,
         replication: Replication,
         liveness: Arc<Liveness>,
         view: ClusterView,
     ) -> Self {
         NodeCore {
-            node_id,
+            node_id: node_id.into(),
             hlc: local.hlc.clone(),
             local,
             replication,
@@ -911,7 +912,7 @@ pub mod testing {
             peers,
         };
         Arc::new(NodeCore::new(
-            members[0].into(),
+            members[0],
             local,
             replication,
             Arc::new(Liveness::default()),

@@ -12,6 +12,7 @@ use crate::coordinator::{MemberInfo, NodeCore, Replication};
 use crate::gossip::failure::DetectorConfig;
 use crate::layout::{Layout, Member, DEFAULT_PARTITION_BITS};
 use crate::node::{Node, NodeSettings};
+use crate::node_id::NodeId;
 use crate::partition::Partitions;
 use crate::peer::Peers;
 use crate::replica::ReplicaLimits;
@@ -186,7 +187,7 @@ impl SimCluster {
         let arbiter = Arbiter::new();
         let here = arbiter.handle();
         let node_settings = NodeSettings {
-            id: id.to_string(),
+            id: NodeId::new(id),
             store,
             clock: Arc::new(SimClock {
                 advance: self.advance.clone(),

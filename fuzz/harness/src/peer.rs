@@ -816,7 +816,7 @@ impl World {
                 gossip,
                 repair,
                 members: Arc::new(MEMBERS.iter().map(|m| m.to_string()).collect()),
-                node_id: NODE.to_string(),
+                node_id: NODE.into(),
             }
         });
         // Let the actors start now: an actor first polled while its runtime
