@@ -385,6 +385,9 @@ pub struct Store {
     /// One Merkle tree per partition over the records, updated after each
     /// commit with what it changed.
     trees: Arc<Mutex<PartitionTrees>>,
+    /// Partitions whose tree must be rebuilt from the data (an unreadable
+    /// record was replaced) and whose rebuild has not succeeded yet.
+    stale_trees: Arc<Mutex<std::collections::BTreeSet<PartitionId>>>,
     /// When the last reopen was tried (reopens are retried at most once per
     /// [`REOPEN_RETRY`]).
     last_reopen: Arc<Mutex<Option<std::time::Instant>>>,
@@ -511,6 +514,7 @@ impl Store {
             options,
             hints: Arc::default(),
             trees: Arc::new(Mutex::new(trees)),
+            stale_trees: Arc::default(),
             last_reopen: Arc::default(),
         };
         store.init_meta(dir, node_id)?;
@@ -999,12 +1003,23 @@ impl Store {
             trees.apply(c);
         }
         // A replaced unreadable record's old version is unknown, so its
-        // partition's tree is rebuilt from the data (rare: corruption).
-        let rebuild: std::collections::BTreeSet<PartitionId> =
-            unreadable.iter().map(|k| trees.leaf_of_key(k).0).collect();
+        // partition's tree is rebuilt from the data (rare: corruption). The
+        // batch is committed whatever happens here: a rebuild that fails is
+        // retried after the next commit, never reported as the batch failing.
+        let mut stale = self.stale_trees.lock().unwrap_or_else(|p| p.into_inner());
+        stale.extend(unreadable.iter().map(|k| trees.leaf_of_key(k).0));
         drop(trees);
-        for p in rebuild {
-            self.rebuild_tree(p)?;
+        let pending: Vec<PartitionId> = stale.iter().copied().collect();
+        for p in pending {
+            match self.rebuild_tree(p) {
+                Ok(()) => {
+                    stale.remove(&p);
+                }
+                Err(e) => log::warn!(
+                    "rebuilding the Merkle tree of partition {p} failed ({e}); retried after \
+                     the next commit"
+                ),
+            }
         }
         Ok(outcomes)
     }
