@@ -16,16 +16,6 @@ use bytes::Bytes;
 use std::time::Instant;
 
 impl RepairService {
-    /// One anti-entropy exchange with `peer` over every partition both
-    /// replicate, run here (the repair actor hands each differing partition
-    /// to its partition actor instead); adds what it did to `sum`.
-    pub async fn sync_with(&self, peer: &str, sum: &mut RunSummary) -> Result<(), SyncError> {
-        for p in self.differing_with(peer, sum).await? {
-            self.sync_partition_with(peer, p, sum).await?;
-        }
-        Ok(())
-    }
-
     /// The partitions we share with `peer` whose roots differ from its (one
     /// request per `roots_per_request` partitions: in practice one).
     pub async fn differing_with(

@@ -108,6 +108,7 @@ impl Mover<'_> {
     ) -> Result<(), SyncError> {
         let stats = &self.svc.core.local.stats;
         let budget = self.svc.budget();
+        let max_value = self.svc.config.max_value;
         let mut rest = keys;
         while !rest.is_empty() {
             // Read only as many records as one batch carries.
@@ -133,6 +134,19 @@ impl Mover<'_> {
                         taken += 1;
                         continue;
                     };
+                    // A record over the value limit (stored before the
+                    // limit was lowered) would make the peer refuse the
+                    // whole batch, and so every exchange: it is left out.
+                    if value_len(&r) > max_value {
+                        log::warn!(
+                            "a record of {} value bytes, over the {max_value}-byte limit, is \
+                             left out of an anti-entropy push (key of {} bytes)",
+                            value_len(&r),
+                            k.len()
+                        );
+                        taken += 1;
+                        continue;
+                    }
                     let size = record_wire_bytes(k.len(), value_len(&r));
                     if !page.is_empty() && bytes + size > budget {
                         break;

@@ -9,8 +9,9 @@ use std::sync::RwLock;
 
 /// Liveness of every peer as this node's failure detector sees it, and the
 /// hint floor each peer last gossiped (with our monotonic time when it
-/// arrived: a wall clock stepped or not yet measured then cannot misdate it). Shared with coordinators (which read liveness on every
-/// request) and tombstone GC (which reads the floors).
+/// arrived: a wall clock stepped or not yet measured then cannot misdate
+/// it). Shared with coordinators (which read liveness on every request)
+/// and tombstone GC (which reads the floors).
 #[derive(Debug, Default)]
 pub struct Liveness(
     RwLock<HashMap<String, Status>>,
@@ -70,6 +71,15 @@ impl Liveness {
             .expect("floors lock")
             .get(node)
             .map(|&(floor, _)| floor)
+    }
+
+    /// Our monotonic time when `node` last reported its hint floor.
+    pub fn floor_reported_at(&self, node: &str) -> Option<u64> {
+        self.1
+            .read()
+            .expect("floors lock")
+            .get(node)
+            .map(|&(_, at)| at)
     }
 
     /// Records `node`'s hint floor, reported at our monotonic `at_mono_ms`.

@@ -5,6 +5,7 @@
 //! next). Pure: no I/O, no clocks.
 
 pub mod assign;
+pub mod history;
 #[allow(clippy::module_inception)]
 pub mod layout;
 pub mod partition;

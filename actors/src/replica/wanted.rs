@@ -3,8 +3,9 @@
 //! the wake-up of the repair actor that serves them. Whoever wants one
 //! calls [`RepairWanted::want`]; the repair actor wakes on it (and when a
 //! wanted peer comes back up), never on a timer polling the set. Bounded:
-//! at most one entry per member.
+//! at most one entry per member, and never more than a cluster's members.
 
+use crate::wire::MAX_MEMBERS;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -16,12 +17,22 @@ pub struct RepairWanted {
 }
 
 impl RepairWanted {
-    /// Wants an exchange with `peer`, and wakes the repair actor.
+    /// Wants an exchange with `peer`, and wakes the repair actor. At most
+    /// [`MAX_MEMBERS`] peers are held (a cluster has no more); a want
+    /// beyond that is dropped with a warning, and the next full pass
+    /// serves that peer anyway.
     pub fn want(&self, peer: &str) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer.to_string());
+        {
+            let mut set = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if set.len() >= MAX_MEMBERS && !set.contains(peer) {
+                log::warn!(
+                    "an exchange with {peer} is not queued: {MAX_MEMBERS} peers already are; \
+                     the next full pass serves it"
+                );
+                return;
+            }
+            set.insert(peer.to_string());
+        }
         self.wake.notify_one();
     }
 
@@ -68,5 +79,19 @@ mod tests {
         assert!(w.contains("n3") && !w.contains("n2"));
         assert_eq!(w.take_up(|_| true), ["n3"]);
         assert!(w.take_up(|_| true).is_empty());
+    }
+
+    /// Second review of issue 16: the set is keyed by names that come from
+    /// stored hints and peers; it holds no more than a cluster's members.
+    #[test]
+    fn the_wanted_set_is_bounded_by_the_member_limit() {
+        let w = RepairWanted::default();
+        for i in 0..MAX_MEMBERS + 50 {
+            w.want(&format!("n{i}"));
+        }
+        w.want("n0");
+        let all = w.take_up(|_| true);
+        assert_eq!(all.len(), MAX_MEMBERS);
+        assert!(!all.contains(&format!("n{MAX_MEMBERS}")));
     }
 }

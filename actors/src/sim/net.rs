@@ -40,7 +40,8 @@ impl Hold {
     }
 }
 
-/// A frame held on its link, sent at `sent_ms` of simulated time.
+/// A frame held on its link, sent at `sent_ms` of simulated time (the
+/// time `advance` has moved, real time not counted).
 struct Held {
     from: String,
     to: String,
@@ -65,7 +66,6 @@ pub struct SimNet {
     /// Links whose calls fail at once (a connection reset each time).
     resets: Mutex<BTreeSet<(String, String)>>,
     advance: Advance,
-    epoch: std::time::Instant,
 }
 
 impl SimNet {
@@ -78,12 +78,14 @@ impl SimNet {
             held: Mutex::default(),
             resets: Mutex::default(),
             advance,
-            epoch: std::time::Instant::now(),
         }
     }
 
+    /// Simulated time only: a held frame ages by `advance`, never by how
+    /// long the machine took between two script lines (which would make a
+    /// script's outcome depend on the machine's load).
     fn now_ms(&self) -> u64 {
-        (self.epoch.elapsed().as_millis() as u64).saturating_add(self.advance.ms())
+        self.advance.ms()
     }
 
     /// The node stopped: calls to it find nobody.

@@ -26,6 +26,9 @@
 //!   passing for versions, grace, floors; see `clock`).
 //! * `restart <node> [clock_ms=±N]`: the node crashes and starts again on
 //!   its data, its clock N ms off.
+//! * `wait_floors`: waits until every node has heard each peer it reaches
+//!   gossip its hint floor again (after an `advance`, the floors heard
+//!   before it look old and hold GC back).
 //! * `gc`: one tombstone GC pass on every node.
 //! * `sleep ms=N`.
 
@@ -290,6 +293,33 @@ async fn step(c: &SimCluster, cmd: &Command) -> Vec<String> {
             c.advance
                 .by(cmd.opts.get("ms").expect("ms").parse().expect("ms"));
             vec![]
+        }
+        "wait_floors" => {
+            // A floor dated before an `advance` now looks old to GC and holds
+            // it back; wait for the next gossip round's instead of sleeping.
+            let since: Vec<u64> = c.nodes.iter().map(|n| n.core.hlc.mono_ms()).collect();
+            let fresh = || {
+                c.nodes.iter().zip(&since).all(|(a, &t)| {
+                    c.nodes
+                        .iter()
+                        .filter(|b| b.id != a.id && c.net.connected(&a.id, &b.id))
+                        .all(|b| {
+                            a.core
+                                .liveness
+                                .floor_reported_at(&b.id)
+                                .is_some_and(|at| at >= t)
+                        })
+                })
+            };
+            let started = Instant::now();
+            while !fresh() && started.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if fresh() {
+                vec![]
+            } else {
+                vec!["floors not reported again within 10 s".to_string()]
+            }
         }
         "gc" => {
             for n in &c.nodes {

@@ -42,6 +42,7 @@
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
 mod backend;
+mod stale;
 pub mod trees;
 
 use crate::faults::Faults;
@@ -387,7 +388,7 @@ pub struct Store {
     trees: Arc<Mutex<PartitionTrees>>,
     /// Partitions whose tree must be rebuilt from the data (an unreadable
     /// record was replaced) and whose rebuild has not succeeded yet.
-    stale_trees: Arc<Mutex<std::collections::BTreeSet<PartitionId>>>,
+    stale_trees: Arc<Mutex<stale::StaleTrees>>,
     /// When the last reopen was tried (reopens are retried at most once per
     /// [`REOPEN_RETRY`]).
     last_reopen: Arc<Mutex<Option<std::time::Instant>>>,
@@ -1005,20 +1006,25 @@ impl Store {
         // A replaced unreadable record's old version is unknown, so its
         // partition's tree is rebuilt from the data (rare: corruption). The
         // batch is committed whatever happens here: a rebuild that fails is
-        // retried after the next commit, never reported as the batch failing.
+        // retried after a later commit, waiting longer each time
+        // (`stale.rs`), never reported as the batch failing.
         let mut stale = self.stale_trees.lock().unwrap_or_else(|p| p.into_inner());
-        stale.extend(unreadable.iter().map(|k| trees.leaf_of_key(k).0));
+        for k in &unreadable {
+            stale.mark(trees.leaf_of_key(k).0);
+        }
         drop(trees);
-        let pending: Vec<PartitionId> = stale.iter().copied().collect();
-        for p in pending {
+        let now = std::time::Instant::now();
+        for p in stale.due(now) {
             match self.rebuild_tree(p) {
-                Ok(()) => {
-                    stale.remove(&p);
+                Ok(()) => stale.rebuilt(p),
+                Err(e) => {
+                    stale.failed(now);
+                    log::warn!(
+                        "rebuilding the Merkle tree of partition {p} failed ({e}); retried \
+                         after a later commit"
+                    );
+                    break;
                 }
-                Err(e) => log::warn!(
-                    "rebuilding the Merkle tree of partition {p} failed ({e}); retried after \
-                     the next commit"
-                ),
             }
         }
         Ok(outcomes)
