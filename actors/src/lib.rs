@@ -34,7 +34,7 @@
 //! * [`gossip`]: the gossip actor; `failure.rs` (phi-accrual detector),
 //!   `membership.rs` (what a peer may claim), `liveness.rs` (the shared
 //!   status and hint-floor table).
-//! * [`hint`]: hinted handoff (the actor, and `pass_kind`, its pure choice).
+//! * [`hint`]: hinted handoff (the actor; `hint::pass`, its pure choice of pass).
 //! * [`antientropy`]: the exchange over live trees (initiator, responder,
 //!   pages, mover); [`partition`]: one actor per partition this node
 //!   replicates, owning its anti-entropy state and running its exchanges.
