@@ -43,6 +43,9 @@ enum Command {
     Up {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
+        /// Start only these nodes of the file (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Store a value (from the argument, or stdin with `-` or no value).
     Put {
@@ -259,7 +262,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { config } => up::run(&config),
+        Command::Up { config, only } => up::run(&config, &only),
         Command::Put { key, value, target } => {
             client::run(client::Op::Put { value }, &key, &target.conn())
         }

@@ -2,6 +2,9 @@
 //! (`ringkv serve --node …`), prefixes each node's log lines with its id, and
 //! stops them all (SIGTERM, then waits) on Ctrl-C or SIGTERM. If a node exits
 //! by itself, the others keep running; when none is left, `up` exits non-zero.
+//! `--only n4,n5` starts just those nodes of the file (a node restarted on
+//! its own, or one started later beside a running cluster); an id the file
+//! does not name is refused before anything starts.
 //!
 //! With a `[security]` section, `up` first makes what is missing: a
 //! development CA and node certificates (`ringkv certs init`), and — when
@@ -15,8 +18,15 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-pub fn run(config_path: &Path) -> ExitCode {
+pub fn run(config_path: &Path, only: &[String]) -> ExitCode {
     let cfg = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let chosen = match chosen_nodes(&cfg, only) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringkv: {e}");
@@ -31,7 +41,24 @@ pub fn run(config_path: &Path) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(supervise(cfg, config_path))
+    rt.block_on(supervise(cfg, config_path, chosen))
+}
+
+/// The ids of the nodes to start: `only` (each named once, in the file's
+/// order), or every node of the file when `only` is empty.
+fn chosen_nodes(cfg: &Config, only: &[String]) -> Result<Vec<String>, String> {
+    let known: Vec<&str> = cfg.nodes.iter().map(|n| n.id.as_str()).collect();
+    if let Some(bad) = only.iter().find(|id| !known.contains(&id.as_str())) {
+        return Err(format!(
+            "--only names node {bad:?}, which the config does not describe (its nodes: {})",
+            known.join(", ")
+        ));
+    }
+    Ok(known
+        .into_iter()
+        .filter(|id| only.is_empty() || only.iter().any(|o| o == id))
+        .map(String::from)
+        .collect())
 }
 
 /// Certificates and the first admin token, when the config asks for them
@@ -113,7 +140,7 @@ async fn drain_relays(relays: Vec<tokio::task::JoinHandle<()>>) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), all).await;
 }
 
-async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
+async fn supervise(cfg: Config, config_path: &Path, chosen: Vec<String>) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -126,7 +153,7 @@ async fn supervise(cfg: Config, config_path: &Path) -> ExitCode {
     // How long nodes get to stop after SIGTERM before they are killed: their
     // own graceful shutdown, and then some.
     let stop_grace = std::time::Duration::from_millis(cfg.http.shutdown_grace_ms + 10_000);
-    for node in &cfg.nodes {
+    for node in cfg.nodes.iter().filter(|n| chosen.contains(&n.id)) {
         let spawned = Command::new(&exe)
             .args(["serve", "--config"])
             .arg(config_path)

@@ -352,10 +352,16 @@ pub struct Up {
 
 impl Up {
     pub fn start(config: &std::path::Path) -> Up {
+        Up::start_with(config, &[])
+    }
+
+    /// `ringkv up --config CONFIG ARGS…`.
+    pub fn start_with(config: &std::path::Path, args: &[&str]) -> Up {
         let mut child = Command::new(BIN)
             .arg("up")
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -483,6 +489,50 @@ fn up_runs_every_node_and_sigterm_stops_them() {
             node.id
         );
     }
+}
+
+/// `up --only`: the named nodes of the file start on their own (a node
+/// restarted beside a running cluster); an id the file does not name is
+/// refused before anything starts, naming the file's nodes.
+#[test]
+fn up_only_starts_the_named_nodes_and_refuses_unknown_ones() {
+    let c = Cluster::create(ClusterSpec::fast(3, 3));
+    let refused = Command::new(BIN)
+        .arg("up")
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["--only", "n2,n9"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringkv up");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("\"n9\"") && err.contains("n1, n2, n3"),
+        "{err}"
+    );
+    assert!(
+        c.nodes.iter().all(|n| !answers(n.http_addr)),
+        "nothing started"
+    );
+    let up = Up::start_with(&c.config_path, &["--only", "n2"]);
+    let probe = c.node(1).client_with_timeout(Duration::from_secs(1));
+    wait_until(Duration::from_secs(20), "n2 is healthy", || {
+        match probe.send("GET", "/health", &[], None) {
+            Ok(r) if r.status == 200 => Poll::Ready(()),
+            Ok(r) => Poll::Pending(r.to_string()),
+            Err(e) => Poll::Pending(format!("{e}; output so far:\n{}", up.output())),
+        }
+    });
+    for i in [0, 2] {
+        let n = c.node(i);
+        assert!(!answers(n.http_addr), "{} was not asked for", n.id);
+    }
+    let out = up.output();
+    assert!(
+        out.lines().any(|l| l.starts_with("[n2] ")) && !out.lines().any(|l| l.starts_with("[n1] ")),
+        "{out}"
+    );
 }
 
 /// Sweep L2: `up` waited for its nodes forever after SIGTERM, so a node
