@@ -74,6 +74,26 @@ pub struct LayoutHistory {
     /// use, the last the newest.
     versions: Vec<Layout>,
     trackers: BTreeMap<Tracker, BTreeMap<String, u64>>,
+    /// Nodes skipped while an older version that places them is live.
+    skipped: BTreeSet<String>,
+}
+
+/// A partition a skipped node held in an older live version: `skipped` of
+/// its `replicas` old replicas are skipped. A write acknowledged by at most
+/// `skipped` replicas (consistency `one` as soon as one is skipped, a
+/// quorum once a quorum is) may exist on skipped nodes only, and be lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AtRisk {
+    pub partition: PartitionId,
+    pub skipped: usize,
+    pub replicas: usize,
+}
+
+impl AtRisk {
+    /// Whether writes acknowledged by `w` replicas may be lost.
+    pub fn loses_writes_at(&self, w: usize) -> bool {
+        self.skipped >= w
+    }
 }
 
 impl LayoutHistory {
@@ -83,6 +103,7 @@ impl LayoutHistory {
         let mut h = LayoutHistory {
             versions: vec![first],
             trackers: BTreeMap::new(),
+            skipped: BTreeSet::new(),
         };
         for t in [Tracker::Ack, Tracker::Sync, Tracker::SyncAck] {
             let map = h.current().members().map(|m| (m.to_string(), v)).collect();
@@ -168,35 +189,36 @@ impl LayoutHistory {
 
     /// Counts `node` as having reached the newest version on every tracker:
     /// for a node that will never report again (dead, being removed).
-    /// Answers what that may lose: the partitions for which `node` is the
-    /// only member of an older set not also in the newest set — writes
-    /// acknowledged there alone, if any, are not streamed.
-    pub fn skip(&mut self, node: &str) -> Vec<PartitionId> {
+    /// Answers what that may lose: each partition an older live version
+    /// placed on `node`, with how many of its old replicas are now skipped
+    /// ([`AtRisk`]) — a write acknowledged by skipped nodes alone is not
+    /// streamed to the new owners.
+    pub fn skip(&mut self, node: &str) -> Vec<AtRisk> {
+        self.skipped.insert(node.to_string());
         let newest = self.current().version();
-        let at_risk = self.at_risk_without(node);
+        let mut risk: BTreeMap<PartitionId, AtRisk> = BTreeMap::new();
+        for old in &self.versions[..self.versions.len() - 1] {
+            for p in 0..old.partitions() {
+                let set = old.replicas(p);
+                if !set.contains(&node) {
+                    continue;
+                }
+                let skipped = set.iter().filter(|r| self.skipped.contains(**r)).count();
+                let entry = risk.entry(p).or_insert(AtRisk {
+                    partition: p,
+                    skipped,
+                    replicas: set.len(),
+                });
+                entry.skipped = entry.skipped.max(skipped);
+            }
+        }
         for map in self.trackers.values_mut() {
             if let Some(v) = map.get_mut(node) {
                 *v = newest;
             }
         }
         self.prune();
-        at_risk
-    }
-
-    fn at_risk_without(&self, node: &str) -> Vec<PartitionId> {
-        let newest = self.current();
-        let mut out = BTreeSet::new();
-        for old in &self.versions[..self.versions.len() - 1] {
-            for p in 0..old.partitions() {
-                let set = old.replicas(p);
-                let new = newest.replicas(p);
-                let others_old = set.iter().filter(|r| **r != node).count();
-                if set.contains(&node) && others_old == 0 && !new.contains(&node) {
-                    out.insert(p);
-                }
-            }
-        }
-        out.into_iter().collect()
+        risk.into_values().collect()
     }
 
     /// The lowest version every counted node has reached on `tracker`.
@@ -273,6 +295,11 @@ impl LayoutHistory {
         for map in self.trackers.values_mut() {
             map.retain(|n, _| counted.contains(n));
         }
+        let old: BTreeSet<&str> = self.versions[..self.versions.len() - 1]
+            .iter()
+            .flat_map(|l| l.members())
+            .collect();
+        self.skipped.retain(|n| old.contains(n.as_str()));
     }
 }
 

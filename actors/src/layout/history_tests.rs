@@ -152,8 +152,9 @@ fn late_future_or_foreign_reports_move_nothing() {
 }
 
 /// Invariant 7: a dead node holds a change back until it is skipped
-/// explicitly, and skipping it names the partitions that may lose writes
-/// (those it alone held in an older set and does not keep).
+/// explicitly, and skipping names the partitions that may lose writes, by
+/// how many of their old replicas are skipped — counting every node
+/// skipped so far, not this one alone.
 #[test]
 fn a_dead_node_is_skipped_only_explicitly_and_the_risk_is_named() {
     // N = 1: each partition on one node. Removing n2 moves its partitions.
@@ -165,13 +166,36 @@ fn a_dead_node_is_skipped_only_explicitly_and_the_risk_is_named() {
     h.propose(next, false).unwrap();
     h.report("n1", Tracker::Ack, 2);
     assert!(!h.fenced(2), "n2 never reports");
-    let at_risk = h.skip("n2");
-    assert_eq!(at_risk, n2_held);
+    let risk = h.skip("n2");
+    let parts: Vec<PartitionId> = risk.iter().map(|r| r.partition).collect();
+    assert_eq!(parts, n2_held);
+    assert!(risk.iter().all(|r| r.loses_writes_at(1)));
     assert!(h.fenced(2));
-    // With N = 3, a node removed leaves two holders of each partition:
-    // nothing is at risk.
-    let mut h = joining();
-    assert!(h.skip("n3").is_empty());
+    // N = 3, two of the old nodes dead: the first skip puts writes at
+    // `one` at risk only; the second, where both held a partition, puts
+    // quorum writes at risk there too.
+    let first = Layout::initial(members(&["n1", "n2", "n3", "n4"]), 3, 4);
+    let next = first.next(members(&["n1", "n2", "n5", "n6"]));
+    let mut h = LayoutHistory::new(first.clone());
+    h.propose(next, false).unwrap();
+    let one = h.skip("n3");
+    assert!(one
+        .iter()
+        .all(|r| r.loses_writes_at(1) && !r.loses_writes_at(2)));
+    let two = h.skip("n4");
+    let both: Vec<PartitionId> = (0..first.partitions())
+        .filter(|&p| {
+            let r = first.replicas(p);
+            r.contains(&"n3") && r.contains(&"n4")
+        })
+        .collect();
+    assert!(!both.is_empty());
+    let quorum_lost: Vec<PartitionId> = two
+        .iter()
+        .filter(|r| r.loses_writes_at(2))
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(quorum_lost, both);
 }
 
 /// What moves when a 4th node joins 3 (N = 3): it gains exactly its
