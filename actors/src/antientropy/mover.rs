@@ -47,20 +47,26 @@ impl Mover<'_> {
                 ));
             }
             keys.drain(..items.len());
+            // A record over the value limit (a hostile peer, or one stored
+            // before the limit was lowered) is not stored; the rest of the
+            // exchange goes on, and the leaf stays different until a write
+            // within the limit replaces it.
             let max_value = self.svc.config.max_value;
-            if let Some(why) = items.iter().find_map(|(k, r)| {
-                let r = r.as_ref()?;
-                (r.value_len() > max_value).then(|| {
-                    format!(
-                        "a record of key length {} with a value of {} bytes, over the \
-                         {max_value}-byte limit",
-                        k.len(),
-                        r.value_len()
-                    )
+            let items: Vec<_> = items
+                .into_iter()
+                .filter(|(k, r)| {
+                    let over = r.as_ref().is_some_and(|r| r.value_len() > max_value);
+                    if over {
+                        log::warn!(
+                            "{} answered a record of key length {} over the {max_value}-byte \
+                             value limit; it is not stored",
+                            self.peer,
+                            k.len()
+                        );
+                    }
+                    !over
                 })
-            }) {
-                return Err(SyncError::Protocol(format!("ReadMany answered {why}")));
-            }
+                .collect();
             let records: Vec<(Bytes, Record)> = items
                 .into_iter()
                 .filter_map(|(k, r)| r.map(|r| (k, Record::from(r))))

@@ -131,6 +131,7 @@ impl RepairService {
     pub(super) async fn answer_read_many(&self, keys: Vec<Bytes>, max_bytes: u32) -> Answer {
         let max_bytes = (max_bytes as usize).clamp(1, self.budget());
         let store = self.core.local.store.clone();
+        let max_value = self.config.max_value;
         tokio::task::spawn_blocking(move || {
             let mut items = Vec::new();
             let mut bytes = 0;
@@ -144,6 +145,20 @@ impl RepairService {
                     }
                     other => other?,
                 };
+                // So is one over the value limit (stored before the limit
+                // was lowered): the asker would refuse it, and the answer
+                // would outgrow the bytes reserved for it.
+                let record = record.filter(|r| {
+                    let fits = value_len(r) <= max_value;
+                    if !fits {
+                        log::warn!(
+                            "a record of {} value bytes, over the {max_value}-byte limit, is \
+                             left out of an anti-entropy answer",
+                            value_len(r)
+                        );
+                    }
+                    fits
+                });
                 let size = record_wire_bytes(key.len(), record.as_ref().map_or(0, value_len));
                 if !items.is_empty() && bytes + size > max_bytes {
                     break;

@@ -189,3 +189,31 @@ fn user_keys_of_malformed_data_keys_are_empty() {
         Bytes::from_static(b"k")
     );
 }
+
+/// Third review of issue 16: a record over the value limit (stored before
+/// the limit was lowered) is answered as absent to a pull, as a corrupt
+/// one is: the asker would refuse it, and it would outgrow the answer.
+#[actix::test]
+async fn a_record_over_the_value_limit_is_answered_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = responder(dir.path(), &["n1", "n2", "n3"], 3);
+    let big = crate::storage::WriteOp {
+        key: Bytes::from_static(b"big"),
+        record: crate::record::Record::value(
+            Version::new(1_000 << 16, 1),
+            Bytes::from(vec![b'x'; (1 << 20) + 1]),
+        ),
+    };
+    svc.core.local.store.apply(&[Mutation::Put(big)]).unwrap();
+    put(&svc, "small", 1_000 << 16);
+    let r = Request::ReadMany {
+        keys: vec![Bytes::from_static(b"big"), Bytes::from_static(b"small")],
+        max_bytes: 1 << 24,
+    };
+    let Response::Records { items } = answer(&svc, "n2", r).await else {
+        panic!("no records")
+    };
+    assert_eq!(items.len(), 2);
+    assert!(items[0].1.is_none(), "the oversized record is left out");
+    assert!(items[1].1.is_some());
+}

@@ -41,7 +41,13 @@ pub enum Refusal {
     NotNext { expected: u64, got: u64 },
     /// The new layout places partitions differently in kind (Q or N).
     Incompatible(String),
+    /// The new layout places no replica (no member, or every weight 0).
+    Unplaceable,
 }
+
+/// At most this many versions are live, forced or not: a write needs its
+/// quorum in each live version's set, so more would cost availability.
+pub const MAX_LIVE_VERSIONS: usize = 3;
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +61,11 @@ impl std::fmt::Display for Refusal {
                 write!(f, "layout version {got} is not the next one ({expected})")
             }
             Refusal::Incompatible(why) => write!(f, "{why}"),
+            Refusal::Unplaceable => write!(
+                f,
+                "the new layout places no replica: it needs at least one member of positive \
+                 weight"
+            ),
         }
     }
 }
@@ -149,14 +160,18 @@ impl LayoutHistory {
                 cur.replication_factor()
             )));
         }
-        if self.changing() && !force {
+        if next.is_empty() || next.replicas(0).is_empty() {
+            return Err(Refusal::Unplaceable);
+        }
+        if (self.changing() && !force) || self.versions.len() >= MAX_LIVE_VERSIONS {
             return Err(Refusal::InProgress {
                 live: self.versions.iter().map(Layout::version).collect(),
             });
         }
-        // A node new in this version starts at the version before it: it
-        // has acked nothing of this change yet.
-        let before = cur.version();
+        // A node new in this version starts at the oldest live version: it
+        // has acked, synced and read nothing of any change in flight (a
+        // forced version's new node must not count as done with the last).
+        let before = self.versions[0].version();
         for m in next.members() {
             for map in self.trackers.values_mut() {
                 map.entry(m.to_string()).or_insert(before);
@@ -171,20 +186,37 @@ impl LayoutHistory {
     /// live version: ignored (a late or forged report moves nothing).
     /// Out of order is ignored too: a sync before the version is fenced
     /// (streaming had not started), a sync-ack before reads switched.
-    pub fn report(&mut self, node: &str, tracker: Tracker, version: u64) {
+    /// A sync also waits for every node to have synced the live version
+    /// before it: versions sync in order, so a later one never stands in
+    /// for an earlier one nobody synced. Answers whether the report moved
+    /// anything (a caller re-sends an ignored one once the change moves).
+    pub fn report(&mut self, node: &str, tracker: Tracker, version: u64) -> bool {
         let in_order = match tracker {
             Tracker::Ack => true,
-            Tracker::Sync => self.fenced(version),
+            Tracker::Sync => {
+                let previous = self
+                    .versions
+                    .iter()
+                    .map(Layout::version)
+                    .filter(|&v| v < version)
+                    .max();
+                self.fenced(version) && previous.is_none_or(|p| self.min(Tracker::Sync) >= p)
+            }
             Tracker::SyncAck => self.read_version() >= version,
         };
         if version > self.current().version() || !in_order {
-            return;
+            return false;
         }
         let map = self.trackers.entry(tracker).or_default();
-        if let Some(v) = map.get_mut(node) {
-            *v = (*v).max(version);
-        }
+        let moved = match map.get_mut(node) {
+            Some(v) if *v < version => {
+                *v = version;
+                true
+            }
+            _ => false,
+        };
         self.prune();
+        moved
     }
 
     /// Counts `node` as having reached the newest version on every tracker:
@@ -305,11 +337,14 @@ impl LayoutHistory {
 
 /// Whether a write acknowledged by `acked` is acknowledged: at least `w`
 /// (capped at each set's size) in **each** of `sets`, never W in total.
+/// No set, or an empty one, is never met; a node listed twice counts once.
 pub fn write_met(sets: &[Vec<&str>], acked: &BTreeSet<&str>, w: usize) -> bool {
-    sets.iter().all(|set| {
-        let need = w.min(set.len());
-        set.iter().filter(|r| acked.contains(*r)).count() >= need
-    })
+    !sets.is_empty()
+        && sets.iter().all(|set| {
+            let distinct: BTreeSet<&str> = set.iter().copied().collect();
+            let need = w.clamp(1, distinct.len().max(1));
+            !distinct.is_empty() && distinct.iter().filter(|r| acked.contains(*r)).count() >= need
+        })
 }
 
 /// What a change from `old` to `new` moves: per partition whose set

@@ -51,6 +51,85 @@ fn a_change_is_refused_while_another_is_in_flight_or_out_of_sequence() {
     ));
     h.propose(third, true).expect("forced");
     assert_eq!(h.live().len(), 3);
+    // Third review: forced versions are bounded.
+    let fourth = h
+        .current()
+        .next(members(&["n1", "n2", "n3", "n4", "n5", "n6"]));
+    assert!(matches!(
+        h.propose(fourth, true),
+        Err(Refusal::InProgress { .. })
+    ));
+    // A layout that places nothing is refused, forced or not.
+    let mut h = LayoutHistory::new(Layout::initial(members(&["n1", "n2"]), 3, 4));
+    let nobody = h.current().next(vec![Member {
+        id: "n1".into(),
+        weight: 0,
+    }]);
+    assert_eq!(h.propose(nobody, true), Err(Refusal::Unplaceable));
+}
+
+/// Third review of issue 16: a node new in a *forced* version started as
+/// done with the version before it, so the oldest version was dropped
+/// while that node could still be reading it.
+#[test]
+fn a_node_new_in_a_forced_version_holds_the_oldest_version_live() {
+    let mut h = joining();
+    let third = h.current().next(members(&["n1", "n2", "n3", "n4", "n5"]));
+    h.propose(third, true).unwrap();
+    assert_eq!(h.progress("n5", Tracker::SyncAck), Some(1));
+    let all = ["n1", "n2", "n3", "n4", "n5"];
+    for t in [Tracker::Ack, Tracker::Sync] {
+        for n in all {
+            assert!(h.report(n, t, 2), "{n} {t:?}");
+        }
+    }
+    for n in &all[..4] {
+        assert!(h.report(n, Tracker::SyncAck, 2));
+    }
+    assert_eq!(h.live()[0].version(), 1, "n5 has not stopped reading 1");
+    assert!(h.report("n5", Tracker::SyncAck, 2));
+    assert_eq!(h.live()[0].version(), 2);
+}
+
+/// Third review of issue 16: versions sync in order — with 2 forced in
+/// behind 3, a sync of 3 is ignored (and says so) until every node has
+/// synced 2, so reads never jump to 3 past writes only 1's set holds.
+#[test]
+fn versions_sync_in_order() {
+    let mut h = joining();
+    let third = h.current().next(members(&["n1", "n2", "n3", "n4", "n5"]));
+    h.propose(third, true).unwrap();
+    for n in ["n1", "n2", "n3", "n4", "n5"] {
+        h.report(n, Tracker::Ack, 3);
+    }
+    assert!(h.fenced(3));
+    assert!(!h.report("n1", Tracker::Sync, 3), "2 is not synced yet");
+    for n in ["n1", "n2", "n3", "n4", "n5"] {
+        assert!(h.report(n, Tracker::Sync, 2));
+    }
+    assert_eq!(h.read_version(), 2);
+    for n in ["n1", "n2", "n3", "n4", "n5"] {
+        h.report(n, Tracker::Sync, 3);
+    }
+    assert_eq!(h.read_version(), 3);
+}
+
+/// Third review of issue 16: an empty set, no set, or a node listed twice
+/// never meets a quorum it did not get.
+#[test]
+fn empty_or_duplicated_sets_never_meet_a_quorum() {
+    let none = BTreeSet::new();
+    let n1: BTreeSet<&str> = ["n1"].into();
+    assert!(!write_met(&[], &n1, 2));
+    assert!(!write_met(&[vec![]], &none, 2));
+    assert!(!write_met(&[vec!["n1", "n1", "n2"]], &n1, 2));
+    assert!(
+        write_met(&[vec!["n1"]], &n1, 2),
+        "a 1-replica set needs its one"
+    );
+    let h = joining();
+    let out_of_range = h.write_sets(h.current().partitions());
+    assert!(!write_met(&out_of_range, &n1, 1));
 }
 
 /// Invariant 2: streaming waits until every node — the new one too —

@@ -1014,18 +1014,23 @@ impl Store {
         }
         drop(trees);
         let now = std::time::Instant::now();
+        // Every due partition is tried: one that keeps failing does not
+        // hold back the others.
+        let mut failed = false;
         for p in stale.due(now) {
             match self.rebuild_tree(p) {
                 Ok(()) => stale.rebuilt(p),
                 Err(e) => {
-                    stale.failed(now);
+                    failed = true;
                     log::warn!(
                         "rebuilding the Merkle tree of partition {p} failed ({e}); retried \
                          after a later commit"
                     );
-                    break;
                 }
             }
+        }
+        if failed {
+            stale.failed(now);
         }
         Ok(outcomes)
     }
