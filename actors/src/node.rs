@@ -95,6 +95,7 @@ impl Node {
             store.with_trees(|t| t.partition_bits()),
             s.layout.partition_bits(),
         )?;
+        store.admit_value_limit(s.max_value as u64)?;
         let generation = store.bump_generation(s.clock.now_ms())?;
         log::info!(
             "node {} opened its store ({} records, generation {generation})",

@@ -166,6 +166,35 @@ fn second_process_on_the_same_data_dir_is_refused() {
     assert_eq!(c.get(&kv("still-writable")).body, b"yes");
 }
 
+/// Third review of issue 16: a value limit lowered under stored values
+/// left their hints and repairs undeliverable (each batch refused whole).
+/// A node restarted on its data with a lower `storage.max_value_bytes` is
+/// refused, naming the limit it needs; its data is untouched.
+#[test]
+fn a_lowered_value_limit_is_refused_at_start() {
+    let mut cluster = Cluster::start(ClusterSpec::single());
+    let c = cluster.node(0).client();
+    c.put(&kv("kept"), &vec![b'v'; 5000]).expect_status(201);
+    assert!(cluster.node_mut(0).sigterm().success());
+    let data_dir = cluster.node(0).data_dir.clone();
+    let spec = ClusterSpec::single().storage_toml("max_value_bytes = 1000");
+    let mut entry: NodeEntry = spec.entries().remove(0);
+    entry.data_dir = data_dir;
+    let lowered = cluster.path("lowered.toml");
+    std::fs::write(&lowered, spec.render(&[entry])).expect("write config");
+    let run = serve(&lowered, "n1");
+    assert!(!run.status.success(), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("max_value_bytes is 1000") && run.stderr.contains("at least"),
+        "{}",
+        run.stderr
+    );
+    cluster.node_mut(0).start();
+    let r = cluster.node(0).client().get(&kv("kept"));
+    r.expect_status(200);
+    assert_eq!(r.body.len(), 5000);
+}
+
 /// The data directory holds every record and hint: a fresh node makes it
 /// 0700 and its files 0600 even under umask 022, and tightens an existing
 /// directory an older version left 0755 (saying so).

@@ -77,6 +77,8 @@ const META_FORMAT: &str = "format";
 const META_GENERATION: &str = "generation";
 const META_LAST_ALIVE: &str = "last_alive_ms";
 const META_CLOCK_CEILING: &str = "clock_ceiling_ms";
+/// The largest value limit this data directory has run with.
+const META_MAX_VALUE: &str = "max_value_bytes";
 /// Present while the node is in repair mode (serves no reads until an
 /// anti-entropy pass completes); survives restarts.
 const META_REPAIR_PENDING: &str = "repair_pending";
@@ -720,6 +722,35 @@ impl Store {
         let tx = self.db()?.begin_read()?;
         let meta = tx.open_table(META)?;
         Ok(meta.get(META_REPAIR_PENDING)?.is_some())
+    }
+
+    /// Admits the configured value limit `max_value`: refused when it is
+    /// below a limit this data directory ran with before, since values
+    /// stored under that one could no longer travel as hints, repairs or
+    /// pulls (each refused whole, a hint for ever, holding tombstone GC
+    /// back). Otherwise the larger of the two is recorded.
+    pub fn admit_value_limit(&self, max_value: u64) -> Result<(), StoreError> {
+        let tx = self.db()?.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let before = meta
+                .get(META_MAX_VALUE)?
+                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes));
+            if let Some(before) = before.filter(|&b| max_value < b) {
+                return Err(StoreError::Invalid(format!(
+                    "storage.max_value_bytes is {max_value}, but data directory {} ran with \
+                     {before} and may hold values that large; a value limit cannot be lowered \
+                     (values stored under the old one could not be handed off or repaired): \
+                     set it to at least {before}",
+                    self.dir.display()
+                )));
+            }
+            if before != Some(max_value) {
+                meta.insert(META_MAX_VALUE, max_value.to_be_bytes().as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {

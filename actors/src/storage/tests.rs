@@ -784,3 +784,26 @@ fn bookkeeping_commits_on_a_full_disk_and_data_does_not() {
     assert!(!s.repair_pending().unwrap());
     assert_eq!(s.last_alive_ms().unwrap(), Some(42));
 }
+
+/// Third review of issue 16: a value limit lowered under stored values
+/// left their hints undeliverable (each batch refused whole) and with them
+/// tombstone GC held back. A data directory now refuses a limit below one
+/// it ran with, across a reopen; raising it is fine.
+#[test]
+fn a_value_limit_below_one_the_directory_ran_with_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), "n1", true).unwrap();
+        store.admit_value_limit(1000).unwrap();
+        store.admit_value_limit(2000).unwrap();
+        store.admit_value_limit(2000).unwrap();
+        let e = store.admit_value_limit(1500).unwrap_err().to_string();
+        assert!(e.contains("1500") && e.contains("at least 2000"), "{e}");
+    }
+    let store = Store::open(dir.path(), "n1", true).unwrap();
+    assert!(
+        store.admit_value_limit(1999).is_err(),
+        "kept across a reopen"
+    );
+    store.admit_value_limit(4000).unwrap();
+}
