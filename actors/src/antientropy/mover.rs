@@ -2,7 +2,7 @@
 //! the peer holds newer, pushing what we hold newer, in batches bounded in
 //! bytes, counted and throttled to the configured bandwidth.
 
-use super::pages::value_len;
+use super::pages::{value_len, within_value_limit};
 use super::{RepairService, RunSummary, SyncError, MOVE_KEYS};
 use crate::limits::{record_wire_bytes, BACKGROUND_BATCH_ITEMS};
 use crate::metrics::Metrics;
@@ -54,17 +54,10 @@ impl Mover<'_> {
             let max_value = self.svc.config.max_value;
             let items: Vec<_> = items
                 .into_iter()
-                .filter(|(k, r)| {
-                    let over = r.as_ref().is_some_and(|r| r.value_len() > max_value);
-                    if over {
-                        log::warn!(
-                            "{} answered a record of key length {} over the {max_value}-byte \
-                             value limit; it is not stored",
-                            self.peer,
-                            k.len()
-                        );
-                    }
-                    !over
+                .filter(|(_, r)| {
+                    r.as_ref().is_none_or(|r| {
+                        within_value_limit(r.value_len(), max_value, "an anti-entropy pull")
+                    })
                 })
                 .collect();
             let records: Vec<(Bytes, Record)> = items
@@ -143,13 +136,7 @@ impl Mover<'_> {
                     // A record over the value limit (stored before the
                     // limit was lowered) would make the peer refuse the
                     // whole batch, and so every exchange: it is left out.
-                    if value_len(&r) > max_value {
-                        log::warn!(
-                            "a record of {} value bytes, over the {max_value}-byte limit, is \
-                             left out of an anti-entropy push (key of {} bytes)",
-                            value_len(&r),
-                            k.len()
-                        );
+                    if !within_value_limit(value_len(&r), max_value, "an anti-entropy push") {
                         taken += 1;
                         continue;
                     }

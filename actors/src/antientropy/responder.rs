@@ -1,7 +1,7 @@
 //! The responder's side of an exchange: answers from the live partition
 //! trees and bounded scans, for partitions the asker shares with us only.
 
-use super::pages::{leaf_spans, value_len, versions_in_spans};
+use super::pages::{leaf_spans, value_len, versions_in_spans, within_value_limit};
 use super::RepairService;
 use crate::layout::PartitionId;
 use crate::limits::record_wire_bytes;
@@ -149,15 +149,7 @@ impl RepairService {
                 // was lowered): the asker would refuse it, and the answer
                 // would outgrow the bytes reserved for it.
                 let record = record.filter(|r| {
-                    let fits = value_len(r) <= max_value;
-                    if !fits {
-                        log::warn!(
-                            "a record of {} value bytes, over the {max_value}-byte limit, is \
-                             left out of an anti-entropy answer",
-                            value_len(r)
-                        );
-                    }
-                    fits
+                    within_value_limit(value_len(r), max_value, "an anti-entropy answer")
                 });
                 let size = record_wire_bytes(key.len(), record.as_ref().map_or(0, value_len));
                 if !items.is_empty() && bytes + size > max_bytes {

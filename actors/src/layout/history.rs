@@ -342,8 +342,8 @@ pub fn write_met(sets: &[Vec<&str>], acked: &BTreeSet<&str>, w: usize) -> bool {
     !sets.is_empty()
         && sets.iter().all(|set| {
             let distinct: BTreeSet<&str> = set.iter().copied().collect();
-            let need = w.clamp(1, distinct.len().max(1));
-            !distinct.is_empty() && distinct.iter().filter(|r| acked.contains(*r)).count() >= need
+            let need = w.max(1).min(distinct.len());
+            need > 0 && distinct.iter().filter(|r| acked.contains(*r)).count() >= need
         })
 }
 

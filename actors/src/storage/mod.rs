@@ -484,7 +484,7 @@ fn hint_target(id: &[u8]) -> Option<&str> {
 
 fn hint_seq(id: &[u8]) -> Option<u64> {
     let at = id.len().checked_sub(8)?;
-    id[at..].try_into().ok().map(u64::from_be_bytes)
+    be_u64(&id[at..])
 }
 
 impl Store {
@@ -733,9 +733,7 @@ impl Store {
         let tx = self.db()?.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
-            let before = meta
-                .get(META_MAX_VALUE)?
-                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes));
+            let before = meta.get(META_MAX_VALUE)?.and_then(|v| be_u64(v.value()));
             if let Some(before) = before.filter(|&b| max_value < b) {
                 return Err(StoreError::Invalid(format!(
                     "storage.max_value_bytes is {max_value}, but data directory {} ran with \
@@ -757,7 +755,7 @@ impl Store {
         let tx = self.db()?.begin_read()?;
         let meta = tx.open_table(META)?;
         let v = meta.get(key)?;
-        Ok(v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
+        Ok(v.and_then(|v| be_u64(v.value())))
     }
 
     /// Reads the record stored for `key` (value or tombstone), if any.
@@ -1044,6 +1042,9 @@ impl Store {
             stale.mark(trees.leaf_of_key(k).0);
         }
         drop(trees);
+        if stale.is_empty() {
+            return Ok(outcomes);
+        }
         let now = std::time::Instant::now();
         // Every due partition is tried: one that keeps failing does not
         // hold back the others.
@@ -1310,6 +1311,11 @@ fn delete_hints(
     Ok(WriteOutcome::Done { changed })
 }
 
+/// A stored big-endian u64 (`None`: not 8 bytes).
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
 fn record_meta(
     meta: &mut redb::Table<&str, &[u8]>,
     alive_ms: Option<u64>,
@@ -1323,7 +1329,7 @@ fn record_meta(
     if let Some(ceiling) = clock_ceiling_ms {
         let stored = meta
             .get(META_CLOCK_CEILING)?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .and_then(|v| be_u64(v.value()))
             .unwrap_or(0);
         if ceiling > stored {
             meta.insert(META_CLOCK_CEILING, ceiling.to_be_bytes().as_slice())?;

@@ -52,6 +52,12 @@ impl StaleTrees {
         }
     }
 
+    /// Whether no partition waits for a rebuild (the common case: the
+    /// writer then does nothing more after a commit).
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
     /// A rebuild failed at `now`: wait before the next attempt, twice as
     /// long as the last time (at most [`MAX_RETRY`]).
     pub fn failed(&mut self, now: Instant) {
@@ -93,7 +99,7 @@ mod tests {
         s.rebuilt(3);
         assert_eq!(s.due(at), [9]);
         s.rebuilt(9);
-        assert!(s.due(at).is_empty() && s.partitions.is_empty());
+        assert!(s.is_empty() && s.due(at).is_empty());
         // After a success the next failure waits the first delay again.
         s.mark(4);
         s.failed(at);
