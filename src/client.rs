@@ -91,37 +91,99 @@ pub fn token_in_clear(base: &str) -> bool {
     !loopback
 }
 
-pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
-    let base = base_url(conn.node, conn.ca_file.is_some());
-    if conn.token.is_some() && token_in_clear(&base) {
-        eprintln!(
-            "ringkv: refusing to send the token in clear to {base}: use https (--ca-file) or a loopback address"
-        );
-        return ExitCode::from(2);
-    }
-    let mut url = format!("{base}/v1/kv/{}", utf8_percent_encode(key, KEY_SET));
-    if let Some(c) = conn.consistency {
-        url.push_str(&format!("?consistency={c}"));
-    }
-    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
-    if let Some(ca) = conn.ca_file {
-        match tls_config(ca) {
-            Ok(cfg) => agent = agent.tls_config(cfg),
-            Err(e) => {
-                eprintln!("ringkv: --ca-file: {e}");
-                return ExitCode::from(2);
+/// What a command needs to talk to a node: its base URL, an agent (with
+/// the CA when given) and the Authorization header value.
+pub struct Session {
+    pub base: String,
+    pub agent: ureq::Agent,
+    pub auth: Option<String>,
+}
+
+impl Session {
+    /// Refuses (exit 2, said on stderr) to send a token in clear off
+    /// loopback, or a CA file that cannot be read.
+    pub fn open(conn: &Conn) -> Result<Session, ExitCode> {
+        let base = base_url(conn.node, conn.ca_file.is_some());
+        if conn.token.is_some() && token_in_clear(&base) {
+            eprintln!(
+                "ringkv: refusing to send the token in clear to {base}: use https (--ca-file) or a loopback address"
+            );
+            return Err(ExitCode::from(2));
+        }
+        let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
+        if let Some(ca) = conn.ca_file {
+            match tls_config(ca) {
+                Ok(cfg) => agent = agent.tls_config(cfg),
+                Err(e) => {
+                    eprintln!("ringkv: --ca-file: {e}");
+                    return Err(ExitCode::from(2));
+                }
             }
         }
+        Ok(Session {
+            base,
+            agent: agent.build(),
+            auth: conn.token.map(|t| format!("Bearer {}", t.trim())),
+        })
     }
-    let agent = agent.build();
-    let auth = conn.token.map(|t| format!("Bearer {}", t.trim()));
-    let request = |method: &str| {
-        let r = agent.request(method, &url);
-        match &auth {
+
+    /// A request to `url`, with the token.
+    pub fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let r = self.agent.request(method, url);
+        match &self.auth {
             Some(a) => r.set("Authorization", a),
             None => r,
         }
+    }
+
+    /// `GET path` answered with JSON; a failure is said on stderr.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, ExitCode> {
+        match self.request("GET", &format!("{}{path}", self.base)).call() {
+            Ok(resp) => {
+                let body = resp.into_string().map_err(|e| {
+                    eprintln!("ringkv: {path}: reading the answer: {e}");
+                    ExitCode::FAILURE
+                })?;
+                serde_json::from_str(&body).map_err(|e| {
+                    eprintln!("ringkv: {path}: the answer is not JSON: {e}");
+                    ExitCode::FAILURE
+                })
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Says why a request failed; answers the exit code.
+    pub fn failed(&self, e: ureq::Error) -> ExitCode {
+        match e {
+            ureq::Error::Status(code, resp) => {
+                let body = resp.into_string().unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                    .unwrap_or(body);
+                eprintln!("ringkv: {code}: {message}");
+            }
+            e => eprintln!("ringkv: cannot reach {}: {e}", self.base),
+        }
+        ExitCode::FAILURE
+    }
+}
+
+pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
+    let session = match Session::open(conn) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let mut url = format!(
+        "{}/v1/kv/{}",
+        session.base,
+        utf8_percent_encode(key, KEY_SET)
+    );
+    if let Some(c) = conn.consistency {
+        url.push_str(&format!("?consistency={c}"));
+    }
+    let request = |method: &str| session.request(method, &url);
     let result = match &op {
         Op::Put { value } => {
             let body = match value.as_deref() {
@@ -162,19 +224,7 @@ pub fn run(op: Op, key: &str, conn: &Conn) -> ExitCode {
             eprintln!("not found");
             ExitCode::FAILURE
         }
-        Err(ureq::Error::Status(code, resp)) => {
-            let body = resp.into_string().unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                .unwrap_or(body);
-            eprintln!("ringkv: {code}: {message}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("ringkv: cannot reach {base}: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => session.failed(e),
     }
 }
 

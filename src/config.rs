@@ -721,6 +721,7 @@ impl Config {
         // Certificate names match without regard to case: ids that differ
         // only in case would let one node's certificate speak for the other.
         let mut folded: HashMap<String, &str> = HashMap::new();
+        let mut raft_ids: HashMap<u64, &str> = HashMap::new();
         let mut ids = HashSet::new();
         let mut addrs = HashSet::new();
         let mut dirs = HashSet::new();
@@ -748,6 +749,16 @@ impl Config {
             }
             if !ids.insert(node.id.as_str()) {
                 return Err(self.err(&key("id"), format!("duplicate node id '{}'", node.id)));
+            }
+            // Metadata consensus names members by a hash of their id.
+            if let Some(other) = raft_ids.insert(ringkv_actors::meta::raft_id(&node.id), &node.id) {
+                return Err(self.err(
+                    &key("id"),
+                    format!(
+                        "node ids '{other}' and '{}' hash alike: rename one",
+                        node.id
+                    ),
+                ));
             }
             if let Some(other) = folded.insert(node.id.to_ascii_lowercase(), &node.id) {
                 return Err(self.err(

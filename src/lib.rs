@@ -4,8 +4,10 @@
 //!
 //! Layout: [`config`] loads and validates the TOML; [`server`] wires storage,
 //! actors and HTTP for one node; [`http`] holds the API; [`up`] supervises a
-//! local cluster; [`client`] is the small command-line client.
+//! local cluster; [`client`] is the small command-line client;
+//! [`admin_cli`] prints the agreed layout (`ringkv admin layout`).
 
+pub mod admin_cli;
 pub mod auth;
 pub mod certs;
 pub mod client;

@@ -6,12 +6,14 @@
 //! * `ringkv certs init|renew --config FILE`: a development CA and node
 //!   certificates.
 //! * `ringkv token create|list|revoke --config FILE`: client tokens.
+//! * `ringkv admin layout show|history --node ADDR [-o json]`: the layout
+//!   history agreed by metadata consensus.
 //!
 //! The modules live in the `ringkv` library (`src/lib.rs`) so tests and
 //! fuzz targets can reach them.
 
 use ringkv::auth::token::Role;
-use ringkv::{certs, client, config, server, token_cli, up};
+use ringkv::{admin_cli, certs, client, config, server, token_cli, up};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -76,6 +78,45 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Cluster administration (needs an `admin` token when tokens are on).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The layout agreed by metadata consensus.
+    Layout {
+        #[command(subcommand)]
+        view: LayoutCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LayoutCommand {
+    /// The newest agreed version: members, shares, leader.
+    Show {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// table or json
+        #[arg(long, short, default_value = "table")]
+        output: Output,
+    },
+    /// Every live version and each node's fence/sync/switch progress.
+    History {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long, short, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -139,12 +180,19 @@ enum TokenCommand {
 
 #[derive(clap::Args)]
 struct Target {
-    /// HTTP address of any node.
-    #[arg(long, default_value = "127.0.0.1:7101", env = "RINGKV_NODE")]
-    node: String,
+    #[command(flatten)]
+    endpoint: Endpoint,
     /// one, quorum or all (default: the cluster's r / w).
     #[arg(long)]
     consistency: Option<String>,
+}
+
+/// Which node to ask, and how.
+#[derive(clap::Args)]
+struct Endpoint {
+    /// HTTP address of any node.
+    #[arg(long, default_value = "127.0.0.1:7101", env = "RINGKV_NODE")]
+    node: String,
     /// Bearer token (`<id>.<secret>`).
     #[arg(long, env = "RINGKV_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -154,13 +202,22 @@ struct Target {
     ca_file: Option<PathBuf>,
 }
 
-impl Target {
+impl Endpoint {
     fn conn(&self) -> client::Conn<'_> {
         client::Conn {
             node: &self.node,
-            consistency: self.consistency.as_deref(),
+            consistency: None,
             token: self.token.as_deref(),
             ca_file: self.ca_file.as_deref(),
+        }
+    }
+}
+
+impl Target {
+    fn conn(&self) -> client::Conn<'_> {
+        client::Conn {
+            consistency: self.consistency.as_deref(),
+            ..self.endpoint.conn()
         }
     }
 }
@@ -254,9 +311,11 @@ fn token_command(command: TokenCommand) -> ExitCode {
 }
 
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,openraft=warn"),
+    )
+    .format_timestamp_millis()
+    .init();
 }
 
 fn main() -> ExitCode {
@@ -270,6 +329,19 @@ fn main() -> ExitCode {
         Command::Del { key, target } => client::run(client::Op::Del, &key, &target.conn()),
         Command::Certs { command } => certs_command(command),
         Command::Token { command } => token_command(command),
+        Command::Admin {
+            command: AdminCommand::Layout { view },
+        } => {
+            let (view, endpoint, output) = match view {
+                LayoutCommand::Show { endpoint, output } => {
+                    (admin_cli::LayoutView::Show, endpoint, output)
+                }
+                LayoutCommand::History { endpoint, output } => {
+                    (admin_cli::LayoutView::History, endpoint, output)
+                }
+            };
+            admin_cli::layout(&endpoint.conn(), view, matches!(output, Output::Json))
+        }
         Command::Serve { config, node } => {
             init_logging();
             let node = match config::Config::load(&config).and_then(|c| c.node(&node)) {

@@ -4,7 +4,8 @@
 //! Start-up order: open the store (bumping the restart generation), start the
 //! replica actor (writer arbiter), bind the peer port and start one peer
 //! session per other member plus the gossip, hint and repair actors (peer
-//! arbiter), then serve HTTP (each handler coordinates its request on its
+//! arbiter), start metadata consensus (`meta.redb` in the data directory;
+//! its Raft task runs beside the HTTP server's), then serve HTTP (each handler coordinates its request on its
 //! own worker).
 //!
 //! SIGTERM or SIGINT: the HTTP server stops accepting, lets in-flight requests
@@ -30,6 +31,7 @@ use ringkv_actors::gossip::failure::DetectorConfig;
 use ringkv_actors::gossip::GossipActor;
 use ringkv_actors::inbound::Inbound;
 use ringkv_actors::layout::{Layout, Member};
+use ringkv_actors::meta::{MetaConfig, MetaService};
 use ringkv_actors::node::{Node, NodeSettings};
 use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
@@ -70,6 +72,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("security: {0}")]
     Security(String),
+    #[error("metadata consensus: {0}")]
+    Meta(String),
 }
 
 /// Everything the HTTP layer reaches.
@@ -91,6 +95,8 @@ pub struct Services {
     pub conns: Arc<ConnGuard>,
     /// Client tokens, when the config names a tokens file.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Cluster metadata agreed by Raft.
+    pub meta: MetaService,
 }
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
@@ -188,12 +194,19 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let gossip = started.gossip.clone();
     let repair = started.repair.clone();
     let repair_service = started.repair_service.clone();
-    start_peer_listener(
-        &node,
-        &peer_arbiter,
-        settings.clone(),
-        started.inbound.clone(),
-    )?;
+    let members: Vec<String> = cfg.nodes.iter().map(|n| n.id.clone()).collect();
+    let meta = MetaService::start(
+        &node.id,
+        &members,
+        peers.clone(),
+        (*view.layout).clone(),
+        MetaConfig::new(node.data_dir.clone()),
+    )
+    .await
+    .map_err(StartError::Meta)?;
+    let mut inbound = started.inbound.clone();
+    inbound.meta = Some(meta.clone());
+    start_peer_listener(&node, &peer_arbiter, settings.clone(), inbound)?;
 
     let h = &cfg.http;
     let max_connections = connection_cap(h.max_connections, cfg.nodes.len());
@@ -231,6 +244,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         },
         conns: conns.clone(),
         auth: security.auth.clone(),
+        meta: meta.clone(),
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
@@ -278,6 +292,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         Ok(Err(e)) => log::error!("flush at shutdown failed: {e}"),
         Err(_) => log::error!("flush at shutdown did not finish in {FLUSH_TIMEOUT:?}"),
     }
+    meta.shutdown().await;
     peers.shutdown();
     peer_arbiter.stop();
     writer_arbiter.stop();

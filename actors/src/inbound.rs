@@ -37,6 +37,9 @@ pub struct Inbound {
     /// Configured member ids, this node included.
     pub members: Arc<BTreeSet<String>>,
     pub node_id: crate::node_id::NodeId,
+    /// Metadata consensus, once it started (`None`: consensus messages are
+    /// answered `NotServing`).
+    pub meta: Option<crate::meta::MetaService>,
 }
 
 impl Dispatch for Inbound {
@@ -120,6 +123,13 @@ impl Inbound {
                     Response::error(ErrorCode::Internal, "repair did not answer")
                 })
             }
+            Request::Meta { rpc, payload } => match &self.meta {
+                Some(meta) => meta.handle(rpc, &payload).await,
+                None => Response::error(
+                    ErrorCode::NotServing,
+                    "metadata consensus has not started here",
+                ),
+            },
         }
     }
 

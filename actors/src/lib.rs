@@ -13,7 +13,8 @@
 //! * [`quorum`]: consistency levels and reconciliation.
 //! * [`merkle`], [`merge_join`]: Merkle trees and the side-by-side walk that
 //!   finds where two replicas differ.
-//! * [`wire`]: the peer protocol's frames (the only module naming rmp-serde).
+//! * [`wire`]: the peer protocol's frames (the only module naming rmp-serde;
+//!   its `encode_value`/`decode_value` serve the metadata log too).
 //! * [`faults`]: test-only fault switches; [`certgen`]: test certificates.
 //!
 //! Storage and transport:
@@ -40,6 +41,9 @@
 //!   replicates, owning its anti-entropy state and running its exchanges.
 //! * [`repair`]: the repair actor scheduling passes; `gc.rs` (tombstone
 //!   GC), `mode.rs` (when a node serves no reads until a pass completed).
+//! * [`meta`]: cluster metadata agreed by Raft (openraft): the layout
+//!   history as a replicated state machine, its log and snapshots in
+//!   `meta.redb` (`meta/log_store.rs` is the other code naming redb).
 //! * [`inbound`]: answers peers' requests.
 //! * [`node`]: `Node::start` assembles a node from its settings and returns
 //!   its handle (the top of the graph).
@@ -62,6 +66,7 @@ pub mod layout;
 pub mod limits;
 pub mod merge_join;
 pub mod merkle;
+pub mod meta;
 pub mod metrics;
 pub mod node;
 pub mod node_id;

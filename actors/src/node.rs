@@ -210,6 +210,7 @@ impl Node {
             repair: repair_service.clone(),
             members: Arc::new(s.members.iter().map(|m| m.id.clone()).collect()),
             node_id: s.id.clone(),
+            meta: None,
         };
         Ok(Node {
             id: s.id,

@@ -1,5 +1,6 @@
 //! Operator routes: `GET /v1/cluster` (membership, liveness, hints, repair,
-//! clock, reloads of security files that keep failing), `POST /v1/admin/repair` (run anti-entropy now) and `GET /metrics`
+//! clock, reloads of security files that keep failing), `POST /v1/admin/repair` (run anti-entropy now),
+//! `GET /v1/admin/layout` (the agreed layout history) and `GET /metrics`
 //! (Prometheus counters).
 
 use super::error::ApiError;
@@ -268,4 +269,24 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
             "vouched": !core.hlc.stepped(),
         },
     })))
+}
+
+/// `GET /v1/admin/layout`: the layout history agreed by metadata consensus
+/// as this node holds it (live versions with each member's share, each
+/// node's fence/sync/switch progress), this node's Raft role, term, leader
+/// and voters, and whether the newest agreed version is the configured
+/// layout the data path serves (`matches_config`). Answers from local state:
+/// it works when no leader is known (then `leader` is null).
+pub async fn layout(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let status = state.services.meta.status();
+    let configured = format!("{:016x}", state.services.core.view().layout.fingerprint());
+    let matches = status
+        .versions
+        .last()
+        .is_some_and(|v| v.fingerprint == configured);
+    let mut body = serde_json::to_value(&status)
+        .map_err(|e| ApiError::from(ringkv_actors::Error::Internal(e.to_string())))?;
+    body["configured_fingerprint"] = json!(configured);
+    body["matches_config"] = json!(matches);
+    Ok(HttpResponse::Ok().json(body))
 }

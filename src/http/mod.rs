@@ -48,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/cluster", web::get().to(admin::cluster))
         .route("/v1/admin/repair", web::post().to(admin::repair))
         .route("/v1/admin/merkle", web::get().to(admin::merkle))
+        .route("/v1/admin/layout", web::get().to(admin::layout))
         .service(web::scope("/v1/admin/local").default_service(web::to(local_routes)))
         .default_service(web::to(not_found));
 }

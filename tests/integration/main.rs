@@ -7,6 +7,8 @@
 //! * [`crash`]: kill -9, a full disk, SIGTERM
 //! * [`startup`]: bad configurations and a data directory in use
 //! * [`cluster`]: several nodes: levels, placement, failures, CLI, `ringkv up`
+//! * [`metadata`]: the layout agreed by consensus across real processes,
+//!   a leader lost, a voter majority lost
 //! * [`peer_protocol`]: raw TCP on the peer port
 //! * [`faults`]: hinted handoff, pauses, anti-entropy, read repair, tombstone
 //!   GC, clock skew, liveness
@@ -31,6 +33,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod kv;
+mod metadata;
 mod peer_conn;
 mod peer_protocol;
 mod security;

@@ -71,12 +71,20 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Which tracker a progress report moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Tracker {
     Ack,
     Sync,
     SyncAck,
 }
+
+type Parts<'a> = (
+    &'a [Layout],
+    &'a BTreeMap<Tracker, BTreeMap<String, u64>>,
+    &'a BTreeSet<String>,
+);
 
 /// The live layout versions and every node's progress.
 #[derive(Clone, Debug)]
@@ -93,7 +101,7 @@ pub struct LayoutHistory {
 /// its `replicas` old replicas are skipped. A write acknowledged by at most
 /// `skipped` replicas (consistency `one` as soon as one is skipped, a
 /// quorum once a quorum is) may exist on skipped nodes only, and be lost.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AtRisk {
     pub partition: PartitionId,
     pub skipped: usize,
@@ -121,6 +129,29 @@ impl LayoutHistory {
             h.trackers.insert(t, map);
         }
         h
+    }
+
+    /// The nodes skipped while a version placing them is live.
+    pub fn skipped(&self) -> &BTreeSet<String> {
+        &self.skipped
+    }
+
+    /// Its parts, for [`super::record`].
+    pub(super) fn parts(&self) -> Parts<'_> {
+        (&self.versions, &self.trackers, &self.skipped)
+    }
+
+    /// A history from checked parts ([`LayoutHistory::from_record`]).
+    pub(super) fn from_parts(
+        versions: Vec<Layout>,
+        trackers: BTreeMap<Tracker, BTreeMap<String, u64>>,
+        skipped: BTreeSet<String>,
+    ) -> LayoutHistory {
+        LayoutHistory {
+            versions,
+            trackers,
+            skipped,
+        }
     }
 
     /// The newest version.

@@ -47,6 +47,32 @@ impl Layout {
         )
     }
 
+    /// A layout from its stored parts (`members` sorted and distinct,
+    /// `replicas` valid indices: checked by [`Layout::from_record`]).
+    pub(super) fn from_parts(
+        version: u64,
+        bits: u8,
+        n: usize,
+        members: Vec<Member>,
+        replicas: Vec<Vec<u16>>,
+    ) -> Layout {
+        let fingerprint = fingerprint(bits, n, &members, &replicas);
+        Layout {
+            version,
+            bits,
+            n,
+            ids: members.iter().map(|m| Arc::from(m.id.as_str())).collect(),
+            members,
+            replicas,
+            fingerprint,
+        }
+    }
+
+    /// Per partition, indices into [`Layout::member_weights`].
+    pub(super) fn replica_indices(&self) -> &[Vec<u16>] {
+        &self.replicas
+    }
+
     fn build(
         version: u64,
         members: impl IntoIterator<Item = Member>,

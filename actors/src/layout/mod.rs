@@ -9,6 +9,7 @@ pub mod history;
 #[allow(clippy::module_inception)]
 pub mod layout;
 pub mod partition;
+pub mod record;
 
 pub use assign::Member;
 pub use layout::Layout;

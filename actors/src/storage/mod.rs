@@ -42,6 +42,7 @@
 //! `Durability::Immediate` a commit returns only once it is on disk (fsync).
 
 mod backend;
+pub use backend::open_private;
 mod stale;
 pub mod trees;
 

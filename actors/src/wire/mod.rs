@@ -209,7 +209,28 @@ pub enum Request {
     ReadMany { keys: Vec<Bytes>, max_bytes: u32 },
     /// Tombstone GC: delete each tombstone if it is still exactly this version.
     PurgeMany { items: Vec<KeyVersion> },
+    /// Cluster metadata: one consensus message (`meta`), its body encoded
+    /// by [`encode_value`] and checked by the receiver when it decodes it.
+    Meta {
+        rpc: MetaRpc,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
+
+/// The consensus messages between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    /// A metadata change sent on to the leader.
+    Propose,
+}
+
+/// Upper bound of a consensus answer (a vote, an append or snapshot
+/// acknowledgement, a proposal's reply).
+pub const MAX_META_ANSWER_BYTES: usize = 64 << 10;
 
 impl Request {
     /// Background requests yield to client operations on a connection.
@@ -236,6 +257,7 @@ impl Request {
             Request::LeafVersions { .. } => "leaf_versions",
             Request::ReadMany { .. } => "read_many",
             Request::PurgeMany { .. } => "purge_many",
+            Request::Meta { .. } => "meta",
         }
     }
 
@@ -313,6 +335,7 @@ impl Request {
                 count("items", items.len(), MAX_ITEMS)?;
                 items.iter().try_for_each(|(k, _, _)| key(k))
             }
+            Request::Meta { .. } => Ok(()),
         }
     }
 
@@ -345,6 +368,7 @@ impl Request {
                 Request::ReadMany { max_bytes, .. } => {
                     (*max_bytes as usize).clamp(1, page).max(one_record)
                 }
+                Request::Meta { .. } => MAX_META_ANSWER_BYTES,
             }
     }
 
@@ -370,6 +394,7 @@ impl Request {
                 .iter()
                 .map(|(k, _, _)| record_wire_bytes(k.len(), 0))
                 .sum(),
+            Request::Meta { payload, .. } => payload.len() + 16,
         }
     }
 }
@@ -586,6 +611,11 @@ pub enum Response {
     Purged {
         purged: u32,
     },
+    /// The answer to a consensus message, encoded by [`encode_value`].
+    Meta {
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The replica could not do it.
     Error {
         code: ErrorCode,
@@ -696,6 +726,19 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_NESTING);
     Ok(Frame::deserialize(&mut de)?)
+}
+
+/// Encodes a value carried inside a frame as opaque bytes (the consensus
+/// messages of `meta`).
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+/// Decodes a value [`encode_value`] made, nesting bounded as frames are.
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_NESTING);
+    Ok(T::deserialize(&mut de)?)
 }
 
 /// Encodes a whole frame, length prefix included; refuses one whose body

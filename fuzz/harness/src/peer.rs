@@ -817,6 +817,9 @@ impl World {
                 repair,
                 members: Arc::new(MEMBERS.iter().map(|m| m.to_string()).collect()),
                 node_id: NODE.into(),
+                // Consensus messages are fuzzed against a running
+                // metadata service in `ringkv-actors` (`meta::tests`).
+                meta: None,
             }
         });
         // Let the actors start now: an actor first polled while its runtime
@@ -1333,6 +1336,7 @@ pub fn summarize(r: &Request) -> String {
             format!("ReadMany({} keys, max {max_bytes} B)", keys.len())
         }
         Request::PurgeMany { items } => format!("PurgeMany({} items)", items.len()),
+        Request::Meta { rpc, payload } => format!("Meta({rpc:?}, {} B)", payload.len()),
     }
 }
 
@@ -1354,6 +1358,7 @@ fn summarize_response(r: &Response) -> String {
         ),
         Response::Records { items } => format!("Records({})", items.len()),
         Response::Purged { purged } => format!("Purged({purged})"),
+        Response::Meta { payload } => format!("Meta({} B)", payload.len()),
     }
 }
 

@@ -1,0 +1,529 @@
+//! The running metadata Raft of this process: it starts openraft over the
+//! redb log and the peer connections, agrees the first layout version, and
+//! answers the consensus messages peers send.
+//!
+//! Start-up: every configured member computes the same voter set (the first
+//! [`MAX_VOTERS`] members by id) and the voters initialize Raft with it —
+//! the same membership everywhere, so initializing on each of them is safe.
+//! The leader's steward then proposes the configured layout as version 1
+//! (once: the state machine refuses a second version 1) and adds the other
+//! members as learners.
+
+use super::command::{MetaCommand, MetaReply};
+use super::log_store::{self, LogStore};
+use super::network::{call, MetaNetwork};
+use super::state_machine::{Applied, StateMachine};
+use super::{raft_id, MetaNode, MetaTypes, MAX_SNAPSHOT_BYTES, MAX_VOTERS};
+use crate::layout::history::{LayoutHistory, Tracker};
+use crate::layout::Layout;
+use crate::peer::Peers;
+use crate::wire::{decode_value, encode_value, ErrorCode, MetaRpc, Response};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::InstallSnapshotRequest;
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How this node takes part in metadata consensus.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// Where `meta.redb` lives (the node's data directory).
+    pub dir: PathBuf,
+    /// How often a leader sends heartbeats; elections wait 4 to 8 of them.
+    pub heartbeat: Duration,
+    /// How long a proposal waits for its commit before it is reported
+    /// indeterminate.
+    pub propose_timeout: Duration,
+    /// How often the steward checks that version 1 and the learners exist.
+    pub steward_interval: Duration,
+}
+
+impl MetaConfig {
+    pub fn new(dir: PathBuf) -> MetaConfig {
+        MetaConfig {
+            dir,
+            heartbeat: Duration::from_millis(250),
+            propose_timeout: Duration::from_secs(10),
+            steward_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a metadata change did not happen, or might not have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    /// No leader is known (a majority of voters is unreachable): nothing
+    /// was proposed.
+    #[error("no metadata leader: {0} (a majority of the voters must be up)")]
+    NoLeader(String),
+    /// The state machine refused the change; nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The proposal was sent but its fate is unknown (a timeout, a lost
+    /// leader): it may or may not be applied.
+    #[error("indeterminate: {0}")]
+    Indeterminate(String),
+    /// Nothing was proposed (storage or a bad message).
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// A member's share of one layout version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberShare {
+    pub id: String,
+    pub weight: u32,
+    /// Fraction of the partitions it replicates.
+    pub share: f64,
+    pub partitions: usize,
+}
+
+/// One live layout version, as every node holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionStatus {
+    pub version: u64,
+    /// The layout's fingerprint, hex: equal on every node that holds it.
+    pub fingerprint: String,
+    pub partitions: u32,
+    pub replication_factor: usize,
+    pub members: Vec<MemberShare>,
+}
+
+/// A node's progress on the trackers of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeProgress {
+    pub node: String,
+    /// Newest version it writes to both sets for (fence).
+    pub ack: u64,
+    /// Newest version whose data it holds (sync).
+    pub sync: u64,
+    /// Newest version it knows every node synced (switch).
+    pub sync_ack: u64,
+    pub skipped: bool,
+}
+
+/// The metadata as this node sees it (`GET /v1/admin/layout`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaStatus {
+    pub node: String,
+    /// leader, follower, candidate, learner, or leader-without-quorum (a
+    /// leader that heard from no majority lately: `leader` is then null).
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub last_applied: Option<u64>,
+    /// The log index of the newest snapshot, and of the newest entry the
+    /// log dropped (it is in the snapshot).
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// Live layout versions, oldest first; empty until version 1 is agreed.
+    pub versions: Vec<VersionStatus>,
+    /// The version reads use.
+    pub read_version: Option<u64>,
+    pub progress: Vec<NodeProgress>,
+}
+
+/// The metadata service of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct MetaService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: String,
+    raft: Raft<MetaTypes>,
+    applied: Arc<RwLock<Applied>>,
+    peers: Peers,
+    /// Raft id → member id, every configured member.
+    names: BTreeMap<u64, String>,
+    propose_timeout: Duration,
+    /// A leader that heard from no quorum for longer than this is not
+    /// reported as the leader (openraft's leader does not step down).
+    quorum_grace_ms: u64,
+    steward: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.steward.abort();
+    }
+}
+
+/// The voters of a member set: the first [`MAX_VOTERS`] by id.
+pub fn voters(members: &[String]) -> BTreeSet<String> {
+    let sorted: BTreeSet<&String> = members.iter().collect();
+    sorted.into_iter().take(MAX_VOTERS).cloned().collect()
+}
+
+fn node_map(ids: impl IntoIterator<Item = String>) -> BTreeMap<u64, MetaNode> {
+    ids.into_iter()
+        .map(|id| (raft_id(&id), MetaNode { id }))
+        .collect()
+}
+
+impl MetaService {
+    /// Starts metadata consensus for `me` among `members` (every member,
+    /// `me` included), proposing `initial` as version 1 if no version is
+    /// agreed yet. Must run inside a tokio runtime.
+    pub async fn start(
+        me: &str,
+        members: &[String],
+        peers: Peers,
+        initial: Layout,
+        cfg: MetaConfig,
+    ) -> Result<MetaService, String> {
+        let hb = cfg.heartbeat.as_millis().max(10) as u64;
+        let config = openraft::Config {
+            cluster_name: "ringkv-meta".into(),
+            heartbeat_interval: hb,
+            election_timeout_min: hb * 4,
+            election_timeout_max: hb * 8,
+            install_snapshot_timeout: hb * 8,
+            max_payload_entries: 16,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(64),
+            snapshot_max_chunk_size: 256 << 10,
+            max_in_snapshot_log_to_keep: 16,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("metadata consensus settings: {e}"))?;
+        let db = log_store::open(&cfg.dir)?;
+        let sm = StateMachine::open(db.clone())?;
+        let applied = sm.applied();
+        let network = MetaNetwork {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(
+            raft_id(me),
+            Arc::new(config),
+            network,
+            LogStore::new(db),
+            sm,
+        )
+        .await
+        .map_err(|e| format!("metadata consensus did not start: {e}"))?;
+        let voters = voters(members);
+        let initialized = raft.is_initialized().await.map_err(|e| e.to_string())?;
+        if !initialized && voters.contains(me) {
+            match raft.initialize(node_map(voters.iter().cloned())).await {
+                Ok(()) => log::info!("metadata consensus initialized with voters {voters:?}"),
+                // Another voter's initialization reached us first.
+                Err(e) => log::info!("metadata consensus: {e}"),
+            }
+        }
+        let names = members.iter().map(|m| (raft_id(m), m.clone())).collect();
+        let steward = tokio::spawn(steward(
+            raft.clone(),
+            applied.clone(),
+            initial,
+            members.to_vec(),
+            cfg.steward_interval,
+        ));
+        Ok(MetaService {
+            inner: Arc::new(Inner {
+                me: me.to_string(),
+                raft,
+                applied,
+                peers,
+                names,
+                propose_timeout: cfg.propose_timeout,
+                quorum_grace_ms: hb * 8,
+                steward,
+            }),
+        })
+    }
+
+    /// The agreed layout history (`None` until version 1 is agreed).
+    pub fn history(&self) -> Option<LayoutHistory> {
+        let a = self.inner.applied.read().unwrap_or_else(|e| e.into_inner());
+        a.state.history.clone()
+    }
+
+    /// Proposes `command`: on the leader, or sent on to it once.
+    pub async fn propose(&self, command: MetaCommand) -> Result<MetaReply, MetaError> {
+        let inner = &self.inner;
+        let write = tokio::time::timeout(
+            inner.propose_timeout,
+            inner.raft.client_write(command.clone()),
+        );
+        match write.await {
+            Err(_) => Err(MetaError::Indeterminate(format!(
+                "no commit within {:?}",
+                inner.propose_timeout
+            ))),
+            Ok(Ok(r)) => reply(r.data),
+            Ok(Err(e)) => match e.forward_to_leader::<MetaNode>() {
+                Some(f) => match (f.leader_id, &f.leader_node) {
+                    (Some(id), Some(node)) if id != raft_id(&inner.me) => {
+                        self.forward(&node.id, &command).await
+                    }
+                    _ => Err(MetaError::NoLeader("no leader is known".into())),
+                },
+                None => Err(client_write_error(e)),
+            },
+        }
+    }
+
+    async fn forward(&self, leader: &str, command: &MetaCommand) -> Result<MetaReply, MetaError> {
+        let inner = &self.inner;
+        let answer: Result<Result<MetaReply, MetaError>, _> = call::<_, _, MetaForwardError>(
+            &inner.peers,
+            raft_id(leader),
+            leader,
+            MetaRpc::Propose,
+            command,
+            inner.propose_timeout,
+        )
+        .await;
+        match answer {
+            Ok(r) => r,
+            // Sent, maybe applied: we cannot tell.
+            Err(e) => Err(MetaError::Indeterminate(format!(
+                "sent to the leader {leader}, no answer: {e}"
+            ))),
+        }
+    }
+
+    /// Answers one consensus message from a peer.
+    pub async fn handle(&self, rpc: MetaRpc, payload: &[u8]) -> Response {
+        let raft = &self.inner.raft;
+        let encoded = match rpc {
+            MetaRpc::AppendEntries => match decode_value(payload) {
+                Ok(req) => encode_value(&raft.append_entries(req).await),
+                Err(e) => return invalid(e),
+            },
+            MetaRpc::Vote => match decode_value(payload) {
+                Ok(req) => encode_value(&raft.vote(req).await),
+                Err(e) => return invalid(e),
+            },
+            MetaRpc::InstallSnapshot => {
+                let req: InstallSnapshotRequest<MetaTypes> = match decode_value(payload) {
+                    Ok(req) => req,
+                    Err(e) => return invalid(e),
+                };
+                let end = req.offset.saturating_add(req.data.len() as u64);
+                if end > MAX_SNAPSHOT_BYTES as u64 {
+                    return Response::error(
+                        ErrorCode::Invalid,
+                        format!(
+                            "a snapshot reaching byte {end} exceeds the {MAX_SNAPSHOT_BYTES}-byte \
+                             limit"
+                        ),
+                    );
+                }
+                #[allow(deprecated)]
+                let answer = raft.install_snapshot(req).await;
+                encode_value(&answer)
+            }
+            MetaRpc::Propose => match decode_value::<MetaCommand>(payload) {
+                Ok(command) => {
+                    // Proposed here only: a follower that is asked does not
+                    // send it on again (no forwarding loops).
+                    let answer = self.propose_local(command).await;
+                    encode_value(&Ok::<_, RaftError<u64, MetaForwardError>>(answer))
+                }
+                Err(e) => return invalid(e),
+            },
+        };
+        match encoded {
+            Ok(payload) => Response::Meta { payload },
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        }
+    }
+
+    async fn propose_local(&self, command: MetaCommand) -> Result<MetaReply, MetaError> {
+        let inner = &self.inner;
+        let write = tokio::time::timeout(inner.propose_timeout, inner.raft.client_write(command));
+        match write.await {
+            Err(_) => Err(MetaError::Indeterminate(format!(
+                "no commit within {:?}",
+                inner.propose_timeout
+            ))),
+            Ok(Ok(r)) => reply(r.data),
+            Ok(Err(e)) if e.forward_to_leader::<MetaNode>().is_some() => Err(MetaError::NoLeader(
+                "the node asked is no longer the leader".into(),
+            )),
+            Ok(Err(e)) => Err(client_write_error(e)),
+        }
+    }
+
+    /// This node's view of the metadata.
+    pub fn status(&self) -> MetaStatus {
+        let inner = &self.inner;
+        let m = inner.raft.metrics().borrow().clone();
+        let name = |id: u64| {
+            inner
+                .names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("#{id:016x}"))
+        };
+        let membership = m.membership_config.membership();
+        let mut voters: Vec<String> = membership.voter_ids().map(name).collect();
+        let mut learners: Vec<String> = membership.learner_ids().map(name).collect();
+        voters.sort();
+        learners.sort();
+        let cut_off = m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_none_or(|ms| ms > inner.quorum_grace_ms);
+        let role = match m.state {
+            ServerState::Leader if cut_off => "leader-without-quorum",
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Follower => "follower",
+            ServerState::Shutdown => "shutdown",
+        };
+        let history = self.history();
+        MetaStatus {
+            node: inner.me.clone(),
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader.filter(|_| !cut_off).map(name),
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            voters,
+            learners,
+            versions: history
+                .as_ref()
+                .map(|h| h.live().iter().map(version_status).collect())
+                .unwrap_or_default(),
+            read_version: history.as_ref().map(LayoutHistory::read_version),
+            progress: history.as_ref().map(progress).unwrap_or_default(),
+        }
+    }
+
+    /// Stops consensus on this node (at shutdown, or a test's crash).
+    pub async fn shutdown(&self) {
+        self.inner.steward.abort();
+        if let Err(e) = self.inner.raft.shutdown().await {
+            log::warn!("metadata consensus did not stop cleanly: {e}");
+        }
+    }
+}
+
+/// The error type a forwarded proposal's answer is wrapped in (never
+/// produced: the answer is the inner `Result`).
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct MetaForwardError(String);
+
+fn reply(r: MetaReply) -> Result<MetaReply, MetaError> {
+    match r {
+        MetaReply::Refused(why) => Err(MetaError::Refused(why)),
+        r => Ok(r),
+    }
+}
+
+fn client_write_error(e: RaftError<u64, ClientWriteError<u64, MetaNode>>) -> MetaError {
+    match e {
+        // The core stopped: the entry may have been appended first.
+        RaftError::Fatal(f) => MetaError::Indeterminate(f.to_string()),
+        RaftError::APIError(e) => MetaError::Failed(e.to_string()),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Response {
+    Response::error(
+        ErrorCode::Invalid,
+        format!("malformed consensus message: {e}"),
+    )
+}
+
+fn version_status(l: &Layout) -> VersionStatus {
+    VersionStatus {
+        version: l.version(),
+        fingerprint: format!("{:016x}", l.fingerprint()),
+        partitions: l.partitions(),
+        replication_factor: l.replication_factor(),
+        members: l
+            .member_weights()
+            .iter()
+            .map(|m| MemberShare {
+                id: m.id.clone(),
+                weight: m.weight,
+                share: l.share(&m.id),
+                partitions: l.partitions_of(&m.id).len(),
+            })
+            .collect(),
+    }
+}
+
+fn progress(h: &LayoutHistory) -> Vec<NodeProgress> {
+    let nodes: BTreeSet<&str> = h.live().iter().flat_map(|l| l.members()).collect();
+    let skipped = h.skipped();
+    nodes
+        .into_iter()
+        .map(|n| NodeProgress {
+            node: n.to_string(),
+            ack: h.progress(n, Tracker::Ack).unwrap_or(0),
+            sync: h.progress(n, Tracker::Sync).unwrap_or(0),
+            sync_ack: h.progress(n, Tracker::SyncAck).unwrap_or(0),
+            skipped: skipped.contains(n),
+        })
+        .collect()
+}
+
+/// On the leader, every `every`: proposes `initial` while no version is
+/// agreed, and adds members that are not in the Raft membership as
+/// learners. Errors are logged and retried on the next round.
+async fn steward(
+    raft: Raft<MetaTypes>,
+    applied: Arc<RwLock<Applied>>,
+    initial: Layout,
+    members: Vec<String>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let (agreed, known): (bool, BTreeSet<u64>) = {
+            let a = applied.read().unwrap_or_else(|e| e.into_inner());
+            let known = a
+                .membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect();
+            (a.state.history.is_some(), known)
+        };
+        if !agreed {
+            let command = MetaCommand::Propose {
+                layout: initial.to_record(),
+                force: false,
+            };
+            match tokio::time::timeout(every * 10, raft.client_write(command)).await {
+                Ok(Ok(r)) => log::info!(
+                    "metadata: layout version {} agreed ({:?})",
+                    initial.version(),
+                    r.data
+                ),
+                Ok(Err(e)) => log::warn!("metadata: proposing the first layout: {e}"),
+                Err(_) => log::warn!("metadata: proposing the first layout timed out"),
+            }
+        }
+        for id in &members {
+            if known.contains(&raft_id(id)) {
+                continue;
+            }
+            let node = MetaNode { id: id.clone() };
+            let add = raft.add_learner(raft_id(id), node, false);
+            match tokio::time::timeout(every * 10, add).await {
+                Ok(Ok(_)) => log::info!("metadata: {id} added as a learner"),
+                Ok(Err(e)) => log::warn!("metadata: adding learner {id}: {e}"),
+                Err(_) => log::warn!("metadata: adding learner {id} timed out"),
+            }
+        }
+    }
+}
