@@ -149,7 +149,7 @@ pub fn render(a: &LayoutAnswer, view: LayoutView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringkv_actors::meta::service::{MemberShare, NodeProgress, VersionStatus};
+    use ringkv_actors::meta::status::{MemberShare, NodeProgress, VersionStatus};
 
     fn answer() -> LayoutAnswer {
         let version = |v: u64, members: &[&str]| VersionStatus {
@@ -173,6 +173,7 @@ mod tests {
                 role: "follower".into(),
                 term: 3,
                 leader: None,
+                error: None,
                 last_applied: Some(9),
                 snapshot: None,
                 purged: None,
@@ -223,7 +224,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("reads use it"), "{text}");
-        let row = text
+        let progress = &text[text.find("\nprogress").unwrap()..];
+        let row = progress
             .lines()
             .find(|l| l.trim_start().starts_with("n4 "))
             .unwrap();

@@ -72,8 +72,6 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("security: {0}")]
     Security(String),
-    #[error("metadata consensus: {0}")]
-    Meta(String),
 }
 
 /// Everything the HTTP layer reaches.
@@ -95,8 +93,8 @@ pub struct Services {
     pub conns: Arc<ConnGuard>,
     /// Client tokens, when the config names a tokens file.
     pub auth: Option<Arc<crate::auth::Auth>>,
-    /// Cluster metadata agreed by Raft.
-    pub meta: MetaService,
+    /// Cluster metadata agreed by Raft, or why it is not running here.
+    pub meta: Result<MetaService, String>,
 }
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
@@ -195,6 +193,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let repair = started.repair.clone();
     let repair_service = started.repair_service.clone();
     let members: Vec<String> = cfg.nodes.iter().map(|n| n.id.clone()).collect();
+    // Metadata never keeps data from being served: a node whose consensus
+    // cannot start (a corrupt or unwritable meta.redb) serves reads and
+    // writes and says why in /v1/admin/layout and /metrics.
     let meta = MetaService::start(
         &node.id,
         &members,
@@ -203,9 +204,12 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         MetaConfig::new(node.data_dir.clone()),
     )
     .await
-    .map_err(StartError::Meta)?;
+    .map_err(|e| {
+        log::error!("metadata consensus is not running on this node: {e}");
+        e
+    });
     let mut inbound = started.inbound.clone();
-    inbound.meta = Some(meta.clone());
+    inbound.meta = meta.as_ref().ok().cloned();
     start_peer_listener(&node, &peer_arbiter, settings.clone(), inbound)?;
 
     let h = &cfg.http;
@@ -292,7 +296,9 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         Ok(Err(e)) => log::error!("flush at shutdown failed: {e}"),
         Err(_) => log::error!("flush at shutdown did not finish in {FLUSH_TIMEOUT:?}"),
     }
-    meta.shutdown().await;
+    if let Ok(meta) = &meta {
+        meta.shutdown().await;
+    }
     peers.shutdown();
     peer_arbiter.stop();
     writer_arbiter.stop();

@@ -123,8 +123,12 @@ impl Inbound {
                     Response::error(ErrorCode::Internal, "repair did not answer")
                 })
             }
-            Request::Meta { rpc, payload } => match &self.meta {
-                Some(meta) => meta.handle(rpc, &payload).await,
+            Request::Meta {
+                rpc,
+                cluster,
+                payload,
+            } => match &self.meta {
+                Some(meta) => meta.handle(from, rpc, cluster, &payload).await,
                 None => Response::error(
                     ErrorCode::NotServing,
                     "metadata consensus has not started here",

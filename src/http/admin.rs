@@ -17,6 +17,16 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let mut text = state.services.core.local.stats.render();
     state.services.conns.stats.render(&mut text);
     state.services.body_budget.render(&mut text);
+    let running = state.services.meta.as_ref().map(|m| m.status());
+    text.push_str(
+        "# HELP ringkv_meta_running 1 while metadata consensus runs on this node\n\
+         # TYPE ringkv_meta_running gauge\n",
+    );
+    let up = matches!(&running, Ok(s) if s.error.is_none());
+    text.push_str(&format!("ringkv_meta_running {}\n", u8::from(up)));
+    if let Ok(status) = running {
+        status.render_metrics(&mut text);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)
@@ -278,7 +288,16 @@ pub async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErro
 /// layout the data path serves (`matches_config`). Answers from local state:
 /// it works when no leader is known (then `leader` is null).
 pub async fn layout(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let status = state.services.meta.status();
+    let status = match &state.services.meta {
+        Ok(meta) => meta.status(),
+        Err(why) => {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "meta_unavailable",
+                format!("metadata consensus is not running on this node: {why}"),
+            ))
+        }
+    };
     let configured = format!("{:016x}", state.services.core.view().layout.fingerprint());
     let matches = status
         .versions

@@ -10,6 +10,14 @@ use std::time::Duration;
 
 const AGREE: Duration = Duration::from_secs(30);
 
+/// A gauge without labels from node `i`'s `/metrics`.
+fn metric_value(c: &Cluster, i: usize, name: &str) -> u64 {
+    let text = c.node(i).client().get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
 fn layout(c: &Cluster, i: usize) -> Option<Value> {
     let r = c.node(i).client().get("/v1/admin/layout");
     (r.status == 200).then(|| r.json())
@@ -63,6 +71,8 @@ fn nodes_agree_on_the_layout_and_data_outlives_the_loss_of_a_voter_majority() {
         "version 1 is the configured layout: {s}"
     );
     assert_eq!(s["voters"].as_array().unwrap().len(), 3, "{s}");
+    assert_eq!(metric_value(&c, 0, "ringkv_meta_leader_known"), 1);
+    assert_eq!(metric_value(&c, 0, "ringkv_layout_newest_version"), 1);
 
     // The leader dies: the other two elect one of themselves, in a later
     // term, and still hold the same version.
@@ -88,6 +98,7 @@ fn nodes_agree_on_the_layout_and_data_outlives_the_loss_of_a_voter_majority() {
         },
     );
     assert_eq!(s["versions"][0]["fingerprint"], fingerprint.as_str(), "{s}");
+    assert_eq!(metric_value(&c, last, "ringkv_meta_leader_known"), 0);
     let via = c.node(last).client();
     let r = via.put(&kv_at("meta-down", Some("one")), b"still-served");
     assert_eq!(
@@ -102,4 +113,28 @@ fn nodes_agree_on_the_layout_and_data_outlives_the_loss_of_a_voter_majority() {
     c.node_mut(second).start();
     let (back, _, _) = agreed(&c, &[0, 1, 2]);
     assert_eq!(back, fingerprint, "the same version 1 after restarts");
+}
+
+/// A node whose metadata cannot start (its `meta.redb` is not a database)
+/// still serves data, and says why metadata is missing: 503 on
+/// `/v1/admin/layout`, `ringkv_meta_running 0`.
+#[test]
+fn a_broken_consensus_log_never_keeps_data_from_being_served() {
+    let mut c = Cluster::create(ClusterSpec::single());
+    let dir = c.node(0).data_dir.clone();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("meta.redb"), vec![0x5a; 64 << 10]).unwrap();
+    c.start_all().expect("the node starts");
+    let client = c.node(0).client();
+    let r = client.put(&kv_at("k", None), b"served");
+    assert_eq!(r.status, 201, "{r}");
+    let r = client.get(&kv_at("k", None));
+    assert_eq!((r.status, r.text().as_str()), (200, "served"), "{r}");
+    let r = client.get("/v1/admin/layout");
+    let body = r.expect_error(503, "meta_unavailable");
+    assert!(
+        body["error"].as_str().unwrap().contains("meta.redb"),
+        "names the file: {body}"
+    );
+    assert_eq!(metric_value(&c, 0, "ringkv_meta_running"), 0);
 }

@@ -78,12 +78,14 @@ impl Layout {
                 return Err("member ids are not sorted and distinct".into());
             }
         }
-        if let Some((id, _)) = r
-            .members
-            .iter()
-            .find(|(id, _)| id.is_empty() || id.len() > MAX_ID_BYTES)
-        {
-            return Err(format!("member id of {} bytes", id.len()));
+        if let Some((id, _)) = r.members.iter().find(|(id, _)| !valid_id(id)) {
+            return Err(format!(
+                "member id '{}' (1-{MAX_ID_BYTES} letters, digits or '-')",
+                crate::wire::printable(id)
+            ));
+        }
+        if r.version == 0 || r.version > MAX_RECORD_VERSION {
+            return Err(format!("layout version {}", r.version));
         }
         if r.replicas.len() != count(r.bits) as usize {
             return Err(format!(
@@ -119,6 +121,19 @@ impl Layout {
     }
 }
 
+/// Highest layout version a record may carry (far from `u64::MAX`: the
+/// next version is computed as `version + 1`).
+pub const MAX_RECORD_VERSION: u64 = 1 << 48;
+
+/// A node id as the config loader admits it: 1 to [`MAX_ID_BYTES`] ASCII
+/// letters, digits or '-' (so it prints safely in metrics labels and on a
+/// terminal).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 impl LayoutHistory {
     pub fn to_record(&self) -> HistoryRecord {
         let (versions, trackers, skipped) = self.parts();
@@ -147,6 +162,11 @@ impl LayoutHistory {
             if w[1].version() != w[0].version() + 1 {
                 return Err("live versions are not consecutive".into());
             }
+            if w[1].partitions() != w[0].partitions()
+                || w[1].replication_factor() != w[0].replication_factor()
+            {
+                return Err("live versions of different Q or N".into());
+            }
         }
         if r.trackers.len() > 3 {
             return Err("more than three trackers".into());
@@ -156,10 +176,15 @@ impl LayoutHistory {
             if m.len() > MAX_RECORD_MEMBERS * super::history::MAX_LIVE_VERSIONS {
                 return Err("a tracker names too many nodes".into());
             }
+            if m.iter().any(|(id, _)| !valid_id(id)) {
+                return Err("a tracker names an invalid node id".into());
+            }
             trackers.insert(*t, m.iter().cloned().collect::<BTreeMap<_, _>>());
         }
-        if r.skipped.len() > MAX_RECORD_MEMBERS * super::history::MAX_LIVE_VERSIONS {
-            return Err("too many skipped nodes".into());
+        if r.skipped.len() > MAX_RECORD_MEMBERS * super::history::MAX_LIVE_VERSIONS
+            || r.skipped.iter().any(|id| !valid_id(id))
+        {
+            return Err("too many or invalid skipped nodes".into());
         }
         Ok(LayoutHistory::from_parts(
             versions,
@@ -228,6 +253,14 @@ mod tests {
         let mut r = good.clone();
         r.n = 0;
         cases.push(("n", r));
+        // An id that would inject a metrics line or a terminal escape.
+        let mut r = good.clone();
+        r.members[2].0 = "z\"} 1\nringkv_x".into();
+        cases.push(("id charset", r));
+        // A version whose successor overflows.
+        let mut r = good.clone();
+        r.version = u64::MAX;
+        cases.push(("version", r));
         for (what, r) in cases {
             assert!(Layout::from_record(&r).is_err(), "{what} accepted");
         }
@@ -239,5 +272,14 @@ mod tests {
         );
         h.versions.clear();
         assert!(LayoutHistory::from_record(&h).is_err(), "no version");
+        let mut h = LayoutHistory::new(three()).to_record();
+        let other_q = Layout::initial(["a", "b", "c"].map(Member::new), 3, 3);
+        let mut next = other_q.to_record();
+        next.version = 2;
+        h.versions.push(next);
+        assert!(LayoutHistory::from_record(&h).is_err(), "another Q");
+        let mut h = LayoutHistory::new(three()).to_record();
+        h.skipped.push("bad id".into());
+        assert!(LayoutHistory::from_record(&h).is_err(), "skipped id");
     }
 }

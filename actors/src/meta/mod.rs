@@ -11,18 +11,28 @@
 //! * [`state_machine`]: applied state and snapshots (also in `meta.redb`).
 //! * [`network`]: consensus messages as `Request::Meta` frames over the
 //!   peer connections (authenticated and encrypted like every peer call).
+//! * [`guard`]: what a peer's consensus message must satisfy before
+//!   openraft sees it; [`answer`]: the answers to peers (snapshots
+//!   assembled and validated whole).
 //! * [`service`]: the running Raft node of this process: start, the
 //!   initial layout, proposals sent on to the leader, answers to peers.
+//! * [`status`]: what a node shows of it (JSON and Prometheus gauges).
 //!
 //! Voters are the first [`MAX_VOTERS`] members by id, the rest learners:
 //! losing a minority of voters blocks metadata changes, never reads and
 //! writes of data (the data path does not consult Raft).
 
+// openraft's error types are large, and its traits return them.
+#![allow(clippy::result_large_err)]
+
+pub mod answer;
 pub mod command;
+pub mod guard;
 pub mod log_store;
 pub mod network;
 pub mod service;
 pub mod state_machine;
+pub mod status;
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
 pub use command::{MetaCommand, MetaReply, MetaState};
-pub use service::{MetaConfig, MetaError, MetaService, MetaStatus};
+pub use service::{MetaConfig, MetaError, MetaService};
+pub use status::MetaStatus;
 
 /// Most voters; further members are learners.
 pub const MAX_VOTERS: usize = 5;

@@ -9,23 +9,24 @@
 //! (once: the state machine refuses a second version 1) and adds the other
 //! members as learners.
 
+use super::answer::Assembly;
 use super::command::{MetaCommand, MetaReply};
 use super::log_store::{self, LogStore};
-use super::network::{call, MetaNetwork};
+use super::network::{call, CallError, MetaNetwork};
 use super::state_machine::{Applied, StateMachine};
-use super::{raft_id, MetaNode, MetaTypes, MAX_SNAPSHOT_BYTES, MAX_VOTERS};
-use crate::layout::history::{LayoutHistory, Tracker};
+use super::status::{progress, version_status, MetaStatus};
+use super::{raft_id, MetaNode, MetaTypes, MAX_VOTERS};
+use crate::layout::history::LayoutHistory;
 use crate::layout::Layout;
 use crate::peer::Peers;
-use crate::wire::{decode_value, encode_value, ErrorCode, MetaRpc, Response};
+use crate::wire::MetaRpc;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::InstallSnapshotRequest;
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// How this node takes part in metadata consensus.
 #[derive(Clone, Debug)]
@@ -71,80 +72,31 @@ pub enum MetaError {
     Failed(String),
 }
 
-/// A member's share of one layout version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemberShare {
-    pub id: String,
-    pub weight: u32,
-    /// Fraction of the partitions it replicates.
-    pub share: f64,
-    pub partitions: usize,
-}
-
-/// One live layout version, as every node holds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VersionStatus {
-    pub version: u64,
-    /// The layout's fingerprint, hex: equal on every node that holds it.
-    pub fingerprint: String,
-    pub partitions: u32,
-    pub replication_factor: usize,
-    pub members: Vec<MemberShare>,
-}
-
-/// A node's progress on the trackers of the history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeProgress {
-    pub node: String,
-    /// Newest version it writes to both sets for (fence).
-    pub ack: u64,
-    /// Newest version whose data it holds (sync).
-    pub sync: u64,
-    /// Newest version it knows every node synced (switch).
-    pub sync_ack: u64,
-    pub skipped: bool,
-}
-
-/// The metadata as this node sees it (`GET /v1/admin/layout`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetaStatus {
-    pub node: String,
-    /// leader, follower, candidate, learner, or leader-without-quorum (a
-    /// leader that heard from no majority lately: `leader` is then null).
-    pub role: String,
-    pub term: u64,
-    pub leader: Option<String>,
-    pub last_applied: Option<u64>,
-    /// The log index of the newest snapshot, and of the newest entry the
-    /// log dropped (it is in the snapshot).
-    pub snapshot: Option<u64>,
-    pub purged: Option<u64>,
-    pub voters: Vec<String>,
-    pub learners: Vec<String>,
-    /// Live layout versions, oldest first; empty until version 1 is agreed.
-    pub versions: Vec<VersionStatus>,
-    /// The version reads use.
-    pub read_version: Option<u64>,
-    pub progress: Vec<NodeProgress>,
-}
-
 /// The metadata service of this node. Cheap to clone.
 #[derive(Clone)]
 pub struct MetaService {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    me: String,
-    raft: Raft<MetaTypes>,
+pub(super) struct Inner {
+    pub(super) me: String,
+    pub(super) raft: Raft<MetaTypes>,
     applied: Arc<RwLock<Applied>>,
     peers: Peers,
     /// Raft id → member id, every configured member.
     names: BTreeMap<u64, String>,
+    pub(super) member_ids: BTreeSet<u64>,
+    /// This node's cluster fingerprint ([`cluster_fingerprint`]).
+    pub(super) cluster: u64,
     propose_timeout: Duration,
-    /// A leader that heard from no quorum for longer than this is not
-    /// reported as the leader (openraft's leader does not step down).
+    /// A leader that heard from no quorum, or a follower that heard from no
+    /// leader, for longer than this reports no leader (openraft's leader
+    /// does not step down by itself).
     quorum_grace_ms: u64,
+    /// When a leader's append was last accepted here.
+    pub(super) leader_contact: Mutex<Option<Instant>>,
+    /// The snapshot being received.
+    pub(super) assembly: Mutex<Assembly>,
     steward: tokio::task::JoinHandle<()>,
 }
 
@@ -158,6 +110,21 @@ impl Drop for Inner {
 pub fn voters(members: &[String]) -> BTreeSet<String> {
     let sorted: BTreeSet<&String> = members.iter().collect();
     sorted.into_iter().take(MAX_VOTERS).cloned().collect()
+}
+
+/// A fingerprint of what the cluster was configured with: its members and
+/// its first layout. Nodes whose fingerprints differ refuse each other's
+/// consensus messages, so two configurations never initialize two logs
+/// that both claim the same first entry.
+pub fn cluster_fingerprint(members: &[String], initial: &Layout) -> u64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash64::with_seed(0x636c_7573);
+    for m in members.iter().collect::<BTreeSet<_>>() {
+        h.write(m.as_bytes());
+        h.write_u8(0);
+    }
+    h.write_u64(initial.fingerprint());
+    h.finish()
 }
 
 fn node_map(ids: impl IntoIterator<Item = String>) -> BTreeMap<u64, MetaNode> {
@@ -195,8 +162,10 @@ impl MetaService {
         let db = log_store::open(&cfg.dir)?;
         let sm = StateMachine::open(db.clone())?;
         let applied = sm.applied();
+        let cluster = cluster_fingerprint(members, &initial);
         let network = MetaNetwork {
             peers: peers.clone(),
+            cluster,
         };
         let raft = Raft::new(
             raft_id(me),
@@ -216,7 +185,8 @@ impl MetaService {
                 Err(e) => log::info!("metadata consensus: {e}"),
             }
         }
-        let names = members.iter().map(|m| (raft_id(m), m.clone())).collect();
+        let names: BTreeMap<u64, String> =
+            members.iter().map(|m| (raft_id(m), m.clone())).collect();
         let steward = tokio::spawn(steward(
             raft.clone(),
             applied.clone(),
@@ -230,12 +200,21 @@ impl MetaService {
                 raft,
                 applied,
                 peers,
+                member_ids: names.keys().copied().collect(),
                 names,
+                cluster,
                 propose_timeout: cfg.propose_timeout,
                 quorum_grace_ms: hb * 8,
+                leader_contact: Mutex::new(None),
+                assembly: Mutex::default(),
                 steward,
             }),
         })
+    }
+
+    /// This node's cluster fingerprint ([`cluster_fingerprint`]).
+    pub fn cluster(&self) -> u64 {
+        self.inner.cluster
     }
 
     /// The agreed layout history (`None` until version 1 is agreed).
@@ -271,72 +250,28 @@ impl MetaService {
 
     async fn forward(&self, leader: &str, command: &MetaCommand) -> Result<MetaReply, MetaError> {
         let inner = &self.inner;
-        let answer: Result<Result<MetaReply, MetaError>, _> = call::<_, _, MetaForwardError>(
+        let answer: Result<Forwarded, _> = call(
             &inner.peers,
-            raft_id(leader),
             leader,
-            MetaRpc::Propose,
+            (MetaRpc::Propose, inner.cluster),
             command,
             inner.propose_timeout,
         )
         .await;
         match answer {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(MetaError::Failed(e.to_string())),
+            Err(CallError::NotSent(e)) => Err(MetaError::NoLeader(format!(
+                "the leader {leader} cannot be reached, nothing was proposed: {e}"
+            ))),
             // Sent, maybe applied: we cannot tell.
             Err(e) => Err(MetaError::Indeterminate(format!(
-                "sent to the leader {leader}, no answer: {e}"
+                "sent to the leader {leader}, no usable answer: {e}"
             ))),
         }
     }
 
-    /// Answers one consensus message from a peer.
-    pub async fn handle(&self, rpc: MetaRpc, payload: &[u8]) -> Response {
-        let raft = &self.inner.raft;
-        let encoded = match rpc {
-            MetaRpc::AppendEntries => match decode_value(payload) {
-                Ok(req) => encode_value(&raft.append_entries(req).await),
-                Err(e) => return invalid(e),
-            },
-            MetaRpc::Vote => match decode_value(payload) {
-                Ok(req) => encode_value(&raft.vote(req).await),
-                Err(e) => return invalid(e),
-            },
-            MetaRpc::InstallSnapshot => {
-                let req: InstallSnapshotRequest<MetaTypes> = match decode_value(payload) {
-                    Ok(req) => req,
-                    Err(e) => return invalid(e),
-                };
-                let end = req.offset.saturating_add(req.data.len() as u64);
-                if end > MAX_SNAPSHOT_BYTES as u64 {
-                    return Response::error(
-                        ErrorCode::Invalid,
-                        format!(
-                            "a snapshot reaching byte {end} exceeds the {MAX_SNAPSHOT_BYTES}-byte \
-                             limit"
-                        ),
-                    );
-                }
-                #[allow(deprecated)]
-                let answer = raft.install_snapshot(req).await;
-                encode_value(&answer)
-            }
-            MetaRpc::Propose => match decode_value::<MetaCommand>(payload) {
-                Ok(command) => {
-                    // Proposed here only: a follower that is asked does not
-                    // send it on again (no forwarding loops).
-                    let answer = self.propose_local(command).await;
-                    encode_value(&Ok::<_, RaftError<u64, MetaForwardError>>(answer))
-                }
-                Err(e) => return invalid(e),
-            },
-        };
-        match encoded {
-            Ok(payload) => Response::Meta { payload },
-            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
-        }
-    }
-
-    async fn propose_local(&self, command: MetaCommand) -> Result<MetaReply, MetaError> {
+    pub(super) async fn propose_local(&self, command: MetaCommand) -> Result<MetaReply, MetaError> {
         let inner = &self.inner;
         let write = tokio::time::timeout(inner.propose_timeout, inner.raft.client_write(command));
         match write.await {
@@ -368,11 +303,24 @@ impl MetaService {
         let mut learners: Vec<String> = membership.learner_ids().map(name).collect();
         voters.sort();
         learners.sort();
-        let cut_off = m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_none_or(|ms| ms > inner.quorum_grace_ms);
+        let grace = Duration::from_millis(inner.quorum_grace_ms);
+        let heard = inner
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() <= grace);
+        // A leader is reported only while it is one in fact: a leader that
+        // heard from a quorum lately, or the leader a follower or learner
+        // heard from lately.
+        let current = match m.state {
+            ServerState::Leader => m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= inner.quorum_grace_ms),
+            ServerState::Follower | ServerState::Learner => heard,
+            _ => false,
+        };
         let role = match m.state {
-            ServerState::Leader if cut_off => "leader-without-quorum",
+            ServerState::Leader if !current => "leader-without-quorum",
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
             ServerState::Learner => "learner",
@@ -384,7 +332,8 @@ impl MetaService {
             node: inner.me.clone(),
             role: role.into(),
             term: m.current_term,
-            leader: m.current_leader.filter(|_| !cut_off).map(name),
+            leader: m.current_leader.filter(|_| current).map(name),
+            error: m.running_state.as_ref().err().map(|e| e.to_string()),
             last_applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
             purged: m.purged.map(|l| l.index),
@@ -408,6 +357,9 @@ impl MetaService {
     }
 }
 
+/// A forwarded proposal's answer as the leader encodes it.
+type Forwarded = Result<Result<MetaReply, MetaError>, RaftError<u64, MetaForwardError>>;
+
 /// The error type a forwarded proposal's answer is wrapped in (never
 /// produced: the answer is the inner `Result`).
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
@@ -429,47 +381,6 @@ fn client_write_error(e: RaftError<u64, ClientWriteError<u64, MetaNode>>) -> Met
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> Response {
-    Response::error(
-        ErrorCode::Invalid,
-        format!("malformed consensus message: {e}"),
-    )
-}
-
-fn version_status(l: &Layout) -> VersionStatus {
-    VersionStatus {
-        version: l.version(),
-        fingerprint: format!("{:016x}", l.fingerprint()),
-        partitions: l.partitions(),
-        replication_factor: l.replication_factor(),
-        members: l
-            .member_weights()
-            .iter()
-            .map(|m| MemberShare {
-                id: m.id.clone(),
-                weight: m.weight,
-                share: l.share(&m.id),
-                partitions: l.partitions_of(&m.id).len(),
-            })
-            .collect(),
-    }
-}
-
-fn progress(h: &LayoutHistory) -> Vec<NodeProgress> {
-    let nodes: BTreeSet<&str> = h.live().iter().flat_map(|l| l.members()).collect();
-    let skipped = h.skipped();
-    nodes
-        .into_iter()
-        .map(|n| NodeProgress {
-            node: n.to_string(),
-            ack: h.progress(n, Tracker::Ack).unwrap_or(0),
-            sync: h.progress(n, Tracker::Sync).unwrap_or(0),
-            sync_ack: h.progress(n, Tracker::SyncAck).unwrap_or(0),
-            skipped: skipped.contains(n),
-        })
-        .collect()
-}
-
 /// On the leader, every `every`: proposes `initial` while no version is
 /// agreed, and adds members that are not in the Raft membership as
 /// learners. Errors are logged and retried on the next round.
@@ -485,7 +396,12 @@ async fn steward(
     loop {
         tick.tick().await;
         let m = raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
+        // A new leader's state is current once the blank entry of its own
+        // term is applied: before that, "no version yet" may be stale.
+        let caught_up = m
+            .last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term);
+        if m.state != ServerState::Leader || !caught_up {
             continue;
         }
         let (agreed, known): (bool, BTreeSet<u64>) = {
@@ -504,11 +420,10 @@ async fn steward(
                 force: false,
             };
             match tokio::time::timeout(every * 10, raft.client_write(command)).await {
-                Ok(Ok(r)) => log::info!(
-                    "metadata: layout version {} agreed ({:?})",
-                    initial.version(),
-                    r.data
-                ),
+                Ok(Ok(r)) => match r.data {
+                    MetaReply::Refused(why) => log::info!("metadata: the first layout: {why}"),
+                    _ => log::info!("metadata: layout version {} agreed", initial.version()),
+                },
                 Ok(Err(e)) => log::warn!("metadata: proposing the first layout: {e}"),
                 Err(_) => log::warn!("metadata: proposing the first layout timed out"),
             }

@@ -15,7 +15,7 @@ use openraft::{
 use redb::Database;
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const SNAPSHOT: &str = "snapshot";
 
@@ -48,6 +48,9 @@ struct StoredSnapshot {
 pub struct StateMachine {
     db: Arc<Database>,
     applied: Arc<RwLock<Applied>>,
+    /// Held while a snapshot is stored: a build that finishes after a
+    /// newer snapshot was installed must not overwrite it.
+    storing: Arc<Mutex<()>>,
 }
 
 impl StateMachine {
@@ -60,6 +63,7 @@ impl StateMachine {
         Ok(StateMachine {
             db,
             applied: Arc::new(RwLock::new(applied)),
+            storing: Arc::default(),
         })
     }
 
@@ -71,6 +75,32 @@ impl StateMachine {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.applied.read().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Stores `s` unless the stored snapshot is newer; answers whether it
+    /// stored it.
+    fn store(&self, s: &StoredSnapshot) -> Result<bool, StorageError> {
+        let _one = self.storing.lock().unwrap_or_else(|e| e.into_inner());
+        let stored: Option<StoredSnapshot> =
+            get_state(&self.db, SNAPSHOT).map_err(|e| storage_error(ErrorVerb::Read, e))?;
+        if stored.is_some_and(|old| old.meta.last_log_id > s.meta.last_log_id) {
+            return Ok(false);
+        }
+        put_state(&self.db, SNAPSHOT, s).map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        Ok(true)
+    }
+}
+
+/// Whether `data` is a valid snapshot for `meta` (checked before openraft
+/// installs it: a failing install would stop its core).
+pub(super) fn check_snapshot_data(
+    data: &[u8],
+    meta: &SnapshotMeta<u64, MetaNode>,
+) -> Result<(), String> {
+    let applied = decode(data)?;
+    if applied.last_applied != meta.last_log_id {
+        return Err("a snapshot whose data and meta disagree on its last log id".into());
+    }
+    Ok(())
 }
 
 fn encode(a: &Applied) -> Result<Vec<u8>, String> {
@@ -120,7 +150,7 @@ impl RaftSnapshotBuilder<MetaTypes> for StateMachine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        put_state(&self.db, SNAPSHOT, &stored).map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        self.store(&stored)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -188,7 +218,7 @@ impl RaftStateMachine<MetaTypes> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        put_state(&self.db, SNAPSHOT, &stored).map_err(|e| storage_error(ErrorVerb::Write, e))?;
+        self.store(&stored)?;
         *self.applied.write().unwrap_or_else(|e| e.into_inner()) = applied;
         Ok(())
     }

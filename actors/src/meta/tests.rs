@@ -46,14 +46,20 @@ impl Transport for Side {
     fn call(&self, node: &str, request: Request, timeout: Duration) -> TransportCall {
         let target = self.net.route(&self.from, node);
         let peer = node.to_string();
+        let from = self.from.clone();
         Box::pin(async move {
             let Some(svc) = target else {
                 return Err(PeerError::NotConnected { peer });
             };
-            let Request::Meta { rpc, payload } = request else {
+            let Request::Meta {
+                rpc,
+                cluster,
+                payload,
+            } = request
+            else {
                 return Err(PeerError::Unknown { peer });
             };
-            match tokio::time::timeout(timeout, svc.handle(rpc, &payload)).await {
+            match tokio::time::timeout(timeout, svc.handle(&from, rpc, cluster, &payload)).await {
                 Ok(r @ Response::Meta { .. }) => Ok(r),
                 Ok(other) => Err(PeerError::Unexpected {
                     peer: format!("{peer}: {other:?}"),
@@ -351,7 +357,7 @@ async fn malformed_consensus_messages_are_refused() {
         crate::wire::MetaRpc::InstallSnapshot,
         crate::wire::MetaRpc::Propose,
     ] {
-        let r = a.handle(rpc, b"\xc1 not msgpack").await;
+        let r = a.handle("b", rpc, a.cluster(), b"\xc1 not msgpack").await;
         assert!(
             matches!(
                 &r,
@@ -437,7 +443,7 @@ async fn consensus_decoders_survive_random_and_mutated_messages() {
             }
             (*rpc, b)
         };
-        match a.handle(rpc, &bytes).await {
+        match a.handle("b", rpc, a.cluster(), &bytes).await {
             Response::Meta { .. } => {}
             Response::Error {
                 code: ErrorCode::Invalid | ErrorCode::Internal,
@@ -447,7 +453,135 @@ async fn consensus_decoders_survive_random_and_mutated_messages() {
         }
     }
     // The history may have grown by fuzzed proposals that were valid
-    // layouts; it never forked.
+    // layouts; it never forked, and consensus still works.
     let after = c.agreed(a.history().unwrap().live().len()).await;
     assert_eq!(after[0], before[0]);
+    still_working(&c).await;
+}
+
+/// Every node's consensus core runs and a change still commits through
+/// each of them.
+async fn still_working(c: &Cluster) {
+    for id in &c.ids {
+        let s = c.svc(id);
+        let st = s.status();
+        assert!(st.role != "shutdown" && st.error.is_none(), "{id}: {st:?}");
+        let report = MetaCommand::Report {
+            node: id.clone(),
+            tracker: Tracker::Ack,
+            version: 1,
+        };
+        let r = s.propose(report).await;
+        assert!(r.is_ok(), "{id}: a change after the attack: {r:?}");
+    }
+}
+
+/// The review's attacks, one frame each: a vote or an append with a term
+/// near u64::MAX (openraft would overflow `term + 1` at its next election
+/// and stop for good, on every node once the vote spread), a vote claimed
+/// for another node, gapped entries, a snapshot whose last chunk is junk
+/// (a failing install would stop the core), out-of-order chunks, and a
+/// message from a node configured for another cluster. Each is refused,
+/// and consensus goes on everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_consensus_messages_are_refused_and_consensus_goes_on() {
+    use crate::wire::{encode_value, ErrorCode, MetaRpc};
+    use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+    use openraft::{CommittedLeaderId, LogId, SnapshotMeta, Vote};
+    let c = Cluster::start(&["a", "b", "c"]).await;
+    c.agreed(1).await;
+    let a = c.svc("a");
+    let b = raft_id("b");
+    let heartbeat = |term: u64, node: u64| AppendEntriesRequest::<MetaTypes> {
+        vote: Vote::new_committed(term, node),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let refused = |r: &Response| matches!(r, Response::Error { code: ErrorCode::Invalid, message } if message.contains("refused") || message.contains("another cluster"));
+    let term = a.status().term;
+    let cases: Vec<(&str, MetaRpc, Vec<u8>)> = vec![
+        (
+            "append at term u64::MAX",
+            MetaRpc::AppendEntries,
+            encode_value(&heartbeat(u64::MAX, b)).unwrap(),
+        ),
+        (
+            "append for another node",
+            MetaRpc::AppendEntries,
+            encode_value(&heartbeat(term + 1, raft_id("c"))).unwrap(),
+        ),
+        (
+            "gapped entries",
+            MetaRpc::AppendEntries,
+            encode_value(&AppendEntriesRequest::<MetaTypes> {
+                entries: vec![
+                    openraft::Entry {
+                        log_id: LogId::new(CommittedLeaderId::new(term + 1, b), 0),
+                        payload: openraft::EntryPayload::Blank,
+                    },
+                    openraft::Entry {
+                        log_id: LogId::new(CommittedLeaderId::new(term + 1, b), 1 << 40),
+                        payload: openraft::EntryPayload::Blank,
+                    },
+                ],
+                ..heartbeat(term + 1, b)
+            })
+            .unwrap(),
+        ),
+        (
+            "vote at term u64::MAX",
+            MetaRpc::Vote,
+            encode_value(&VoteRequest::new(Vote::new(u64::MAX, b), None)).unwrap(),
+        ),
+    ];
+    for (what, rpc, bytes) in cases {
+        let r = a.handle("b", rpc, a.cluster(), &bytes).await;
+        assert!(refused(&r), "{what}: {r:?}");
+    }
+    let r = a
+        .handle(
+            "b",
+            MetaRpc::Vote,
+            a.cluster() ^ 1,
+            &encode_value(&VoteRequest::new(Vote::new(term, b), None)).unwrap(),
+        )
+        .await;
+    assert!(refused(&r), "another cluster: {r:?}");
+    // A snapshot from b claiming a newer term (so it is not just answered
+    // with our vote): junk data in its last chunk, then a chunk out of
+    // order.
+    let vote = Vote::new_committed(term + 1, b);
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(term, b), 3)),
+        last_membership: Default::default(),
+        snapshot_id: "forged".into(),
+    };
+    let chunk = |offset: u64, data: &[u8], done: bool| InstallSnapshotRequest::<MetaTypes> {
+        vote,
+        meta: meta.clone(),
+        offset,
+        data: data.to_vec(),
+        done,
+    };
+    let r = a
+        .handle(
+            "b",
+            MetaRpc::InstallSnapshot,
+            a.cluster(),
+            &encode_value(&chunk(0, b"junk", true)).unwrap(),
+        )
+        .await;
+    assert!(refused(&r), "junk snapshot: {r:?}");
+    let r = a
+        .handle(
+            "b",
+            MetaRpc::InstallSnapshot,
+            a.cluster(),
+            &encode_value(&chunk(7, b"late", false)).unwrap(),
+        )
+        .await;
+    assert!(refused(&r), "out-of-order chunk: {r:?}");
+    c.agreed(1).await;
+    still_working(&c).await;
 }

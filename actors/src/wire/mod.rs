@@ -213,6 +213,9 @@ pub enum Request {
     /// by [`encode_value`] and checked by the receiver when it decodes it.
     Meta {
         rpc: MetaRpc,
+        /// The sender's cluster fingerprint (members and first layout):
+        /// nodes configured differently never take part in one consensus.
+        cluster: u64,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
@@ -229,8 +232,9 @@ pub enum MetaRpc {
 }
 
 /// Upper bound of a consensus answer (a vote, an append or snapshot
-/// acknowledgement, a proposal's reply).
-pub const MAX_META_ANSWER_BYTES: usize = 64 << 10;
+/// acknowledgement, a proposal's reply: a skip names up to one entry per
+/// partition at risk).
+pub const MAX_META_ANSWER_BYTES: usize = 2 << 20;
 
 impl Request {
     /// Background requests yield to client operations on a connection.
@@ -241,6 +245,7 @@ impl Request {
                 | Request::Write { .. }
                 | Request::StoreHint { .. }
                 | Request::Gossip { .. }
+                | Request::Meta { .. }
         )
     }
 

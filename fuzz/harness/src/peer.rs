@@ -1336,7 +1336,7 @@ pub fn summarize(r: &Request) -> String {
             format!("ReadMany({} keys, max {max_bytes} B)", keys.len())
         }
         Request::PurgeMany { items } => format!("PurgeMany({} items)", items.len()),
-        Request::Meta { rpc, payload } => format!("Meta({rpc:?}, {} B)", payload.len()),
+        Request::Meta { rpc, payload, .. } => format!("Meta({rpc:?}, {} B)", payload.len()),
     }
 }
 
