@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most members a layout record may name.
-pub const MAX_RECORD_MEMBERS: usize = crate::wire::MAX_MEMBERS;
+pub const MAX_RECORD_MEMBERS: usize = 1024;
 /// Most partition bits a record may claim (Q = 2^16).
 pub const MAX_RECORD_BITS: u8 = 16;
 /// Longest member id a record may hold, in bytes.
@@ -81,7 +81,7 @@ impl Layout {
         if let Some((id, _)) = r.members.iter().find(|(id, _)| !valid_id(id)) {
             return Err(format!(
                 "member id '{}' (1-{MAX_ID_BYTES} letters, digits or '-')",
-                crate::wire::printable(id)
+                id.chars().take(64).collect::<String>().escape_debug()
             ));
         }
         if r.version == 0 || r.version > MAX_RECORD_VERSION {

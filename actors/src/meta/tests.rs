@@ -215,8 +215,7 @@ fn grow(from: &Layout, with: &str) -> MetaCommand {
     }
 }
 
-/// Every member learns the same first version, agreed once (the steward of
-/// a later leader does not propose it again).
+/// Every member learns the same first version: the configured layout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_learns_the_same_first_version() {
     let c = Cluster::start(&["a", "b", "c"]).await;

@@ -43,6 +43,8 @@ pub const MAX_ITEMS: usize = 16_384;
 pub const MAX_TREE_INDICES: usize = 1 << MAX_DEPTH;
 /// Most members one gossip message may carry.
 pub const MAX_MEMBERS: usize = 1024;
+/// A layout record names no more members than a frame may.
+const _: () = assert!(MAX_MEMBERS == crate::layout::record::MAX_RECORD_MEMBERS);
 /// Longest node id or cluster name accepted from a peer.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest error message sent to a peer.
