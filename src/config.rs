@@ -270,6 +270,11 @@ pub struct NodeSection {
     pub http_addr: String,
     pub peer_addr: String,
     pub data_dir: PathBuf,
+    /// Whether the cluster's first layout places this node. `false`: a
+    /// standby node, a member of the cluster (its peers accept it) that
+    /// holds nothing until `ringkv admin join <id>` adds it.
+    #[serde(default = "defaults::yes")]
+    pub initial: bool,
     /// Test only: shifts this node's wall clock (ms, may be negative).
     #[serde(default)]
     pub clock_offset_ms: i64,
@@ -366,6 +371,9 @@ impl ClusterSection {
 
 mod defaults {
     use super::Durability;
+    pub fn yes() -> bool {
+        true
+    }
     pub fn replication_factor() -> usize {
         3
     }
@@ -488,13 +496,11 @@ impl Config {
             return Err(self.err("nodes", "at least one [[nodes]] entry is required"));
         }
         let n = c.replication_factor;
-        if n == 0 || n > self.nodes.len() {
+        let initial = self.nodes.iter().filter(|n| n.initial).count();
+        if n == 0 || n > initial {
             return Err(self.err(
                 "cluster.replication_factor",
-                format!(
-                    "must be between 1 and the number of nodes ({}), got {n}",
-                    self.nodes.len()
-                ),
+                format!("must be between 1 and the number of initial nodes ({initial}), got {n}"),
             ));
         }
         for (key, v) in [("cluster.r", c.r), ("cluster.w", c.w)] {

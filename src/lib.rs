@@ -10,6 +10,7 @@
 pub mod admin_cli;
 pub mod auth;
 pub mod certs;
+pub mod change_cli;
 pub mod client;
 pub mod config;
 mod fault_file;

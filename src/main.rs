@@ -13,7 +13,7 @@
 //! fuzz targets can reach them.
 
 use ringkv::auth::token::Role;
-use ringkv::{admin_cli, certs, client, config, server, token_cli, up};
+use ringkv::{admin_cli, certs, change_cli, client, config, server, token_cli, up};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The partitions a node pulls for the layout change in flight.
+    Transfers {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long, short, default_value = "table")]
+        output: Output,
+    },
     /// Cluster administration (needs an `admin` token when tokens are on).
     Admin {
         #[command(subcommand)]
@@ -92,6 +99,51 @@ enum AdminCommand {
         #[command(subcommand)]
         view: LayoutCommand,
     },
+    /// Add a configured standby node (`initial = false`): it pulls its
+    /// share, then serves it.
+    Join {
+        id: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Decommission a live node: its partitions stream to their new owners,
+    /// then it owns nothing.
+    Leave {
+        id: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Drop a dead node: its partitions are rebuilt from the surviving
+    /// replicas (says what may be lost).
+    Remove {
+        id: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// A new (standby) node takes over a dead node's partitions.
+    Replace {
+        dead: String,
+        new: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Count a dead node as done with the change in flight (it will never
+    /// report); says what may be lost.
+    Skip {
+        id: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+#[derive(clap::Args)]
+struct ChangeArgs {
+    /// Do it even past a refusal (a change in flight, a node down, fewer
+    /// than N members): the answer says what is at risk.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
 }
 
 #[derive(Subcommand)]
@@ -318,6 +370,10 @@ fn init_logging() {
     .init();
 }
 
+fn change_command(op: &str, id: &str, with: Option<&str>, c: &ChangeArgs) -> ExitCode {
+    change_cli::change(&c.endpoint.conn(), op, id, with, c.force)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -341,6 +397,24 @@ fn main() -> ExitCode {
                 }
             };
             admin_cli::layout(&endpoint.conn(), view, matches!(output, Output::Json))
+        }
+        Command::Admin {
+            command: AdminCommand::Join { id, change },
+        } => change_command("join", &id, None, &change),
+        Command::Admin {
+            command: AdminCommand::Leave { id, change },
+        } => change_command("leave", &id, None, &change),
+        Command::Admin {
+            command: AdminCommand::Remove { id, change },
+        } => change_command("remove", &id, None, &change),
+        Command::Admin {
+            command: AdminCommand::Replace { dead, new, change },
+        } => change_command("replace", &dead, Some(&new), &change),
+        Command::Admin {
+            command: AdminCommand::Skip { id, endpoint },
+        } => change_cli::change(&endpoint.conn(), "skip", &id, None, false),
+        Command::Transfers { endpoint, output } => {
+            change_cli::transfers(&endpoint.conn(), matches!(output, Output::Json))
         }
         Command::Serve { config, node } => {
             init_logging();

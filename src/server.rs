@@ -37,6 +37,7 @@ use ringkv_actors::peer::{PeerClient, PeerServer, PeerSettings, Peers};
 use ringkv_actors::repair::RepairActor;
 use ringkv_actors::replica::{Flush, ReplicaLimits};
 use ringkv_actors::storage::{HintLimits, Store, StoreError, StoreOptions};
+use ringkv_actors::transition::Transition;
 use ringkv_actors::version::{Clock, SystemClock};
 use ringkv_actors::wire::{Hello, PROTOCOL_VERSION};
 use std::collections::{BTreeSet, HashMap};
@@ -95,7 +96,12 @@ pub struct Services {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Cluster metadata agreed by Raft, or why it is not running here.
     pub meta: Result<MetaService, String>,
+    /// This node's side of layout changes (when metadata runs).
+    pub transition: Option<Transition>,
 }
+
+/// How long a starting node waits to apply the metadata it had committed.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let cfg = &node.cluster;
@@ -211,6 +217,20 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
     let mut inbound = started.inbound.clone();
     inbound.meta = meta.as_ref().ok().cloned();
     start_peer_listener(&node, &peer_arbiter, settings.clone(), inbound)?;
+    // Route by the agreed history before serving a request: a node that
+    // restarts after a change must not route by its configured layout.
+    let transition = match &meta {
+        Ok(meta) => Some(
+            Transition::start(
+                core.clone(),
+                started.partitions.clone(),
+                meta.clone(),
+                CATCH_UP_WAIT,
+            )
+            .await,
+        ),
+        Err(_) => None,
+    };
 
     let h = &cfg.http;
     let max_connections = connection_cap(h.max_connections, cfg.nodes.len());
@@ -249,6 +269,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         conns: conns.clone(),
         auth: security.auth.clone(),
         meta: meta.clone(),
+        transition,
     });
     let max_value_bytes = cfg.storage.max_value_bytes;
     let node_id = node.id.clone();
@@ -439,10 +460,13 @@ fn start_peer_listener(
     Ok(())
 }
 
-/// The layout of the configured nodes.
+/// The first layout: the configured nodes not marked `initial = false`.
 fn layout_of(cfg: &Config) -> Layout {
     Layout::initial(
-        cfg.nodes.iter().map(|n| Member::new(n.id.as_str())),
+        cfg.nodes
+            .iter()
+            .filter(|n| n.initial)
+            .map(|n| Member::new(n.id.as_str())),
         cfg.cluster.replication_factor,
         cfg.cluster.partition_bits(),
     )
@@ -458,11 +482,7 @@ fn cluster_view(cfg: &Config, peers: Peers) -> ClusterView {
             peer_addr: n.peer_addr.clone(),
         })
         .collect();
-    ClusterView {
-        layout: Arc::new(layout_of(cfg)),
-        members,
-        peers,
-    }
+    ClusterView::stable(Arc::new(layout_of(cfg)), members, peers)
 }
 
 /// Waits for SIGTERM or SIGINT; answers which one came.

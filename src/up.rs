@@ -2,9 +2,11 @@
 //! (`ringkv serve --node …`), prefixes each node's log lines with its id, and
 //! stops them all (SIGTERM, then waits) on Ctrl-C or SIGTERM. If a node exits
 //! by itself, the others keep running; when none is left, `up` exits non-zero.
-//! `--only n4,n5` starts just those nodes of the file (a node restarted on
-//! its own, or one started later beside a running cluster); an id the file
-//! does not name is refused before anything starts.
+//! Without `--only` it starts the file's initial nodes; `--only n4,n5`
+//! starts just those nodes of the file (a node restarted on its own, or a
+//! standby node, `initial = false`, started later to join a running
+//! cluster); an id the file does not name is refused before anything
+//! starts.
 //!
 //! With a `[security]` section, `up` first makes what is missing: a
 //! development CA and node certificates (`ringkv certs init`), and — when
@@ -45,7 +47,8 @@ pub fn run(config_path: &Path, only: &[String]) -> ExitCode {
 }
 
 /// The ids of the nodes to start: `only` (each named once, in the file's
-/// order), or every node of the file when `only` is empty.
+/// order), or every initial node of the file when `only` is empty (a
+/// standby node, `initial = false`, starts when named).
 fn chosen_nodes(cfg: &Config, only: &[String]) -> Result<Vec<String>, String> {
     let known: Vec<&str> = cfg.nodes.iter().map(|n| n.id.as_str()).collect();
     if let Some(bad) = only.iter().find(|id| !known.contains(&id.as_str())) {
@@ -54,10 +57,17 @@ fn chosen_nodes(cfg: &Config, only: &[String]) -> Result<Vec<String>, String> {
             known.join(", ")
         ));
     }
-    Ok(known
-        .into_iter()
-        .filter(|id| only.is_empty() || only.iter().any(|o| o == id))
-        .map(String::from)
+    Ok(cfg
+        .nodes
+        .iter()
+        .filter(|n| {
+            if only.is_empty() {
+                n.initial
+            } else {
+                only.iter().any(|o| o == &n.id)
+            }
+        })
+        .map(|n| n.id.clone())
         .collect())
 }
 

@@ -39,6 +39,10 @@ pub enum Error {
     /// versions (other nodes can coordinate the request).
     #[error("{0}")]
     ClockSkew(String),
+    /// This node is placed by no live layout version (a standby node not
+    /// yet joined, or one that left): it coordinates nothing.
+    #[error("{0}")]
+    NotAMember(String),
     /// The local disk is full; writes are refused until space is freed.
     #[error("disk full: {0}")]
     DiskFull(String),
@@ -86,6 +90,7 @@ impl Error {
             | Error::PreconditionFailed { .. }
             | Error::Overloaded { .. }
             | Error::ClockSkew(_)
+            | Error::NotAMember(_)
             | Error::DiskFull(_) => true,
         }
     }

@@ -80,6 +80,7 @@ pub mod replica;
 pub mod sim;
 pub mod storage;
 pub mod token;
+pub mod transition;
 pub mod version;
 pub mod wire;
 

@@ -136,11 +136,7 @@ impl Node {
         };
         keep_alive_record(local.clone(), s.clock.clone());
         let liveness = Arc::new(Liveness::new(s.peers.ids()));
-        let view = ClusterView {
-            layout: s.layout.clone(),
-            members: s.members.clone(),
-            peers: s.peers.clone(),
-        };
+        let view = ClusterView::stable(s.layout.clone(), s.members.clone(), s.peers.clone());
         let core = Arc::new(NodeCore::new(
             s.id.clone(),
             local.clone(),

@@ -298,7 +298,11 @@ pub async fn layout(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
             ))
         }
     };
-    let configured = format!("{:016x}", state.services.core.view().layout.fingerprint());
+    // The version the data path routes by (the newest it writes to).
+    let configured = format!(
+        "{:016x}",
+        state.services.core.view().history.current().fingerprint()
+    );
     let matches = status
         .versions
         .last()

@@ -151,6 +151,12 @@ impl From<Error> for ApiError {
                 e.retry_after_s = Some(1);
                 e
             }
+            Error::NotAMember(m) => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_a_member", m)
+                    .with("outcome", "not_applied");
+                e.retry_after_s = Some(1);
+                e
+            }
             Error::DiskFull(m) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",

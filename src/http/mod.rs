@@ -10,6 +10,7 @@
 //!   budget shared fairly between clients
 //! * [`conn`]: client connections under caps and deadlines
 //! * [`error`]: the JSON error shape every error response has
+//! * [`membership`]: `POST /v1/admin/layout/{op}`, `GET /v1/admin/transfers`
 //! * [`auth`]: token checks in front of every route but `/health`
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod conn;
 pub mod error;
 pub mod kv;
+pub mod membership;
 pub mod request;
 
 use crate::server::Services;
@@ -49,6 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/admin/repair", web::post().to(admin::repair))
         .route("/v1/admin/merkle", web::get().to(admin::merkle))
         .route("/v1/admin/layout", web::get().to(admin::layout))
+        .route("/v1/admin/layout/{op}", web::post().to(membership::change))
+        .route("/v1/admin/transfers", web::get().to(membership::transfers))
         .service(web::scope("/v1/admin/local").default_service(web::to(local_routes)))
         .default_service(web::to(not_found));
 }

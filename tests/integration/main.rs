@@ -33,6 +33,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod kv;
+mod membership;
 mod metadata;
 mod peer_conn;
 mod peer_protocol;

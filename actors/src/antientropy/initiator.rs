@@ -63,7 +63,7 @@ impl RepairService {
     ) -> Result<Vec<PartitionId>, SyncError> {
         let store = &self.core.local.store;
         let request = Request::PartitionRoots {
-            layout: self.core.view().layout.fingerprint(),
+            layout: self.core.view().fingerprint(),
             depth: store.with_trees(|t| t.depth()),
             partitions: chunk.to_vec(),
         };
@@ -98,7 +98,7 @@ impl RepairService {
         sum: &mut RunSummary,
     ) -> Result<(), SyncError> {
         let store = self.core.local.store.clone();
-        let layout = self.core.view().layout.fingerprint();
+        let layout = self.core.view().fingerprint();
         let depth = store.with_trees(|t| t.depth());
         let (mut level, mut indices) = (0u8, vec![0u32]);
         let leaves = loop {

@@ -141,7 +141,7 @@ impl RepairService {
 
     /// The partitions this node and `peer` both replicate, ascending.
     pub fn shared_partitions(&self, peer: &str) -> Vec<PartitionId> {
-        self.core.view().layout.shared(&self.core.node_id, peer)
+        self.core.view().shared(&self.core.node_id, peer)
     }
 
     /// Per peer, a digest of our trees' roots over the partitions we share

@@ -19,7 +19,7 @@ fn invalid(message: String) -> (ErrorCode, String) {
 impl RepairService {
     /// Refuses a request made under another layout or tree depth.
     fn check_layout(&self, layout: u64, depth: u8) -> Result<(), (ErrorCode, String)> {
-        let ours = self.core.view().layout.fingerprint();
+        let ours = self.core.view().fingerprint();
         let our_depth = self.core.local.store.with_trees(|t| t.depth());
         if layout != ours || depth != our_depth {
             return Err(invalid(format!(
@@ -33,17 +33,17 @@ impl RepairService {
 
     /// Refuses a partition `from` does not replicate with us.
     fn check_shared(&self, from: &str, p: PartitionId) -> Result<(), (ErrorCode, String)> {
-        self.check_shared_in(&self.core.view().layout, from, p)
+        self.check_shared_in(&self.core.view(), from, p)
     }
 
     fn check_shared_in(
         &self,
-        layout: &crate::layout::Layout,
+        view: &crate::coordinator::ClusterView,
         from: &str,
         p: PartitionId,
     ) -> Result<(), (ErrorCode, String)> {
-        let ours = layout.replicas(p);
-        if !(ours.contains(&self.core.node_id.as_str()) && ours.contains(&from)) {
+        let holders = view.holders(p);
+        if !(holders.contains(self.core.node_id.as_str()) && holders.contains(from)) {
             return Err(invalid(format!(
                 "partition {p} is not one {from} and {} both replicate",
                 self.core.node_id
@@ -69,7 +69,7 @@ impl RepairService {
             )));
         }
         for &p in partitions {
-            self.check_shared_in(&view.layout, from, p)?;
+            self.check_shared_in(&view, from, p)?;
         }
         let hashes = self
             .core

@@ -29,13 +29,15 @@
 
 pub mod holders;
 pub mod tally;
+pub mod view;
+
+pub use view::{ClusterView, MemberInfo};
 
 use crate::error::{Error, Result};
 use crate::gossip::Liveness;
-use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::node_id::NodeId;
-use crate::peer::{PeerError, Peers};
+use crate::peer::PeerError;
 use crate::quorum::{reconcile, Consistency};
 use crate::record::Record;
 use crate::replica::LocalReplica;
@@ -71,23 +73,6 @@ pub struct Replication {
     pub sloppy_quorum: bool,
     /// An `all` read repairs stale replicas before answering.
     pub read_repair_blocking_all: bool,
-}
-
-/// How to reach one member.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberInfo {
-    pub id: String,
-    pub http_addr: String,
-    pub peer_addr: String,
-}
-
-/// The membership a coordinator routes by: the layout and a client per peer.
-/// Replaced as a whole when membership changes; requests keep the view they
-/// started with.
-pub struct ClusterView {
-    pub layout: Arc<Layout>,
-    pub members: Vec<MemberInfo>,
-    pub peers: Peers,
 }
 
 /// The coordinator state of a node, shared by every HTTP worker.
@@ -144,6 +129,22 @@ impl NodeCore {
     /// Installs a new membership view (as membership changes).
     pub fn set_view(&self, view: ClusterView) {
         *self.view.write().expect("view lock") = Arc::new(view);
+    }
+
+    /// Refuses to coordinate on a node no live layout version places: its
+    /// writes would not be fenced by a layout change (only placed nodes
+    /// report their progress), nor its reads drained.
+    fn placed(&self, view: &ClusterView) -> Result<()> {
+        if view.places(&self.node_id) {
+            return Ok(());
+        }
+        Err(Error::NotAMember(format!(
+            "{} is in no live layout version (newest: {}): it coordinates no request until \
+             `ringkv admin join {}` adds it — send the request to a member",
+            self.node_id,
+            view.newest(),
+            self.node_id
+        )))
     }
 
     /// Reads the local or a remote replica's record.
@@ -274,6 +275,7 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<Option<Record>> {
         let view = self.view();
+        self.placed(&view)?;
         let pref = view.layout.preference_list(key, self.replication.n);
         if pref.len() == 1 && pref[0] == self.node_id {
             // The only replica is this node (N = 1): nothing to wait for,
@@ -505,19 +507,17 @@ impl NodeCore {
         consistency: Consistency,
     ) -> Result<WriteResult> {
         let view = self.view();
-        let walk: Vec<String> = view
-            .layout
-            .walk(&key)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let n = self.replication.n.min(walk.len());
-        let single = n == 1 && walk.first().map(String::as_str) == Some(self.node_id.as_str());
+        self.placed(&view)?;
+        let (walk, targets) = view.write_walk(&key);
+        let sets = view.write_sets(&key);
+        let single =
+            targets == 1 && walk.first().map(String::as_str) == Some(self.node_id.as_str());
         let plan = WritePlan {
-            need: consistency.required(n, self.replication.w),
+            need: consistency.required(self.replication.n.min(walk.len()), self.replication.w),
             view,
             walk,
-            n,
+            n: targets,
+            sets,
             consistency,
         };
         // Whether an earlier attempt may have left its version somewhere: a
@@ -653,6 +653,7 @@ impl NodeCore {
             view,
             walk,
             n,
+            sets,
             need,
             consistency,
         } = plan;
@@ -675,13 +676,16 @@ impl NodeCore {
             });
         }
         drop(tx);
-        let mut tally = WriteTally::new(WritePolicy {
-            need,
-            sloppy_quorum: self.replication.sloppy_quorum,
-            superseded_acks,
-            wait_all,
-            consistency,
-        });
+        let mut tally = WriteTally::new(
+            WritePolicy {
+                need,
+                sloppy_quorum: self.replication.sloppy_quorum,
+                superseded_acks,
+                wait_all,
+                consistency,
+            },
+            sets.clone(),
+        );
         let verdict = loop {
             match rx.recv().await {
                 Some(ack) => {
@@ -768,7 +772,13 @@ impl NodeCore {
         }
         for holder in holders {
             match self.hint_one(view, &holder, target, op.clone()).await {
-                Ok(()) => return Ack::Hinted { holder, why },
+                Ok(()) => {
+                    return Ack::Hinted {
+                        holder,
+                        target: target.to_string(),
+                        why,
+                    }
+                }
                 Err(e) => {
                     definite &= e.is_definite();
                     log::debug!("hint for {target} at {holder} failed: {e}");
@@ -786,9 +796,12 @@ impl NodeCore {
 /// Where a write goes: computed once, shared by its attempts.
 struct WritePlan {
     view: Arc<ClusterView>,
-    /// Every member clockwise from the key: the first `n` are its replicas.
+    /// The replicas of every live version, then the other members
+    /// clockwise from the key: the first `n` are its replicas.
     walk: Vec<String>,
     n: usize,
+    /// The replica set of each live version: W acknowledgements in each.
+    sets: Vec<Vec<String>>,
     need: usize,
     consistency: Consistency,
 }
@@ -902,15 +915,12 @@ pub mod testing {
             sloppy_quorum: false,
             read_repair_blocking_all: false,
         };
-        let view = ClusterView {
-            layout: Arc::new(Layout::initial(
-                members.iter().map(|m| crate::layout::Member::new(*m)),
-                n,
-                crate::layout::DEFAULT_PARTITION_BITS,
-            )),
-            members: vec![],
-            peers,
-        };
+        let layout = crate::layout::Layout::initial(
+            members.iter().map(|m| crate::layout::Member::new(*m)),
+            n,
+            crate::layout::DEFAULT_PARTITION_BITS,
+        );
+        let view = ClusterView::stable(Arc::new(layout), vec![], peers);
         Arc::new(NodeCore::new(
             members[0],
             local,

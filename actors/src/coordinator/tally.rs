@@ -9,15 +9,19 @@ use crate::error::Error;
 use crate::quorum::Consistency;
 use crate::record::Record;
 use crate::version::Version;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How one replica's part of a write ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ack {
     /// The replica stored it.
     Direct { node: String, replaced_live: bool },
-    /// `holder` stored it as a hint for the replica, which failed for `why`.
-    Hinted { holder: String, why: String },
+    /// `holder` stored it as a hint for `target`, which failed for `why`.
+    Hinted {
+        holder: String,
+        target: String,
+        why: String,
+    },
     /// The replica holds a newer (or equal) version (`tombstone`: a delete).
     Superseded {
         node: String,
@@ -33,7 +37,9 @@ pub enum Ack {
     },
 }
 
-/// How a write attempt counts its acknowledgements.
+/// How a write attempt counts its acknowledgements: `need` in **each**
+/// replica set it was given (one per live layout version; capped at the
+/// set's size), never `need` in total.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WritePolicy {
     /// Acknowledgements needed (W at the request's level).
@@ -73,8 +79,13 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct WriteTally {
     policy: WritePolicy,
-    acked: BTreeSet<String>,
-    hinted_holders: BTreeSet<String>,
+    /// The replica set of each live layout version.
+    sets: Vec<BTreeSet<String>>,
+    /// Nodes that durably hold the write (or a newer version that
+    /// supersedes it, when that counts).
+    direct: BTreeSet<String>,
+    /// With sloppy quorum: per hint holder, the replicas it holds it for.
+    hints: BTreeMap<String, BTreeSet<String>>,
     replaced_live: bool,
     newest: Option<(Version, bool)>,
     errors: Vec<String>,
@@ -86,11 +97,13 @@ pub struct WriteTally {
 }
 
 impl WriteTally {
-    pub fn new(policy: WritePolicy) -> WriteTally {
+    /// A tally needing `policy.need` acknowledgements in each of `sets`.
+    pub fn new(policy: WritePolicy, sets: Vec<Vec<String>>) -> WriteTally {
         WriteTally {
             policy,
-            acked: BTreeSet::new(),
-            hinted_holders: BTreeSet::new(),
+            sets: sets.into_iter().map(|s| s.into_iter().collect()).collect(),
+            direct: BTreeSet::new(),
+            hints: BTreeMap::new(),
             replaced_live: false,
             newest: None,
             errors: Vec::new(),
@@ -98,6 +111,35 @@ impl WriteTally {
             failed: 0,
             maybe_applied: false,
         }
+    }
+
+    /// Distinct nodes holding the write for `set`: its members that store
+    /// it, and (sloppy quorum) hint holders for its members, each once.
+    fn count(&self, set: &BTreeSet<String>) -> usize {
+        let own = set.iter().filter(|n| self.direct.contains(*n)).count();
+        let holders = self
+            .hints
+            .iter()
+            .filter(|(h, targets)| {
+                !(set.contains(*h) && self.direct.contains(*h))
+                    && targets.iter().any(|t| set.contains(t))
+            })
+            .count();
+        own + holders
+    }
+
+    /// The fewest acknowledgements any set has.
+    fn received(&self) -> usize {
+        self.sets.iter().map(|s| self.count(s)).min().unwrap_or(0)
+    }
+
+    /// `need` (capped at each set's size) in every set; no set is never met.
+    fn met(&self) -> bool {
+        !self.sets.is_empty()
+            && self.sets.iter().all(|s| {
+                let need = self.policy.need.max(1).min(s.len());
+                need > 0 && self.count(s) >= need
+            })
     }
 
     /// Counts one replica's answer; `Some` once the attempt is decided
@@ -110,19 +152,21 @@ impl WriteTally {
             } => {
                 self.maybe_applied = true;
                 self.replaced_live |= replaced_live;
-                // A holder that also stored it directly is no hint.
-                self.hinted_holders.remove(&node);
-                self.acked.insert(node);
+                self.direct.insert(node);
             }
-            Ack::Hinted { holder, why } => {
+            Ack::Hinted {
+                holder,
+                target,
+                why,
+            } => {
                 self.maybe_applied = true;
                 self.errors.push(format!("{why} (hint stored at {holder})"));
-                if self.policy.sloppy_quorum && self.acked.insert(holder.clone()) {
-                    self.hinted_holders.insert(holder);
+                if self.policy.sloppy_quorum {
+                    self.hints.entry(holder).or_default().insert(target);
                 }
             }
             Ack::Superseded { node, .. } if self.policy.superseded_acks => {
-                self.acked.insert(node);
+                self.direct.insert(node);
             }
             Ack::Superseded {
                 current, tombstone, ..
@@ -142,14 +186,19 @@ impl WriteTally {
                 self.errors.push(why);
             }
         }
-        (!self.policy.wait_all && self.acked.len() >= self.policy.need && self.newest.is_none())
-            .then(|| self.acked())
+        (!self.policy.wait_all && self.met() && self.newest.is_none()).then(|| self.acked())
     }
 
     fn acked(&self) -> Verdict {
+        // A holder that also stored it directly is no hint.
+        let hinted = self
+            .hints
+            .keys()
+            .filter(|h| !self.direct.contains(*h))
+            .count();
         Verdict::Acked {
             created: !self.replaced_live,
-            hinted: self.hinted_holders.len(),
+            hinted,
         }
     }
 
@@ -162,7 +211,7 @@ impl WriteTally {
                 maybe_applied: self.maybe_applied,
             };
         }
-        if self.acked.len() >= self.policy.need {
+        if self.met() {
             return self.acked();
         }
         if self.disk_full > 0 && self.disk_full == self.failed && !self.maybe_applied {
@@ -171,7 +220,7 @@ impl WriteTally {
         Verdict::Failed(Error::Unavailable {
             consistency: self.policy.consistency,
             required: self.policy.need,
-            received: self.acked.len(),
+            received: self.received(),
             errors: self.errors,
             indeterminate: self.maybe_applied,
         })
@@ -248,8 +297,13 @@ mod tests {
     fn hinted(holder: &str) -> Ack {
         Ack::Hinted {
             holder: holder.into(),
+            target: "n3".into(),
             why: "n3: down".into(),
         }
+    }
+
+    fn three() -> Vec<Vec<String>> {
+        vec![["n1", "n2", "n3"].map(String::from).to_vec()]
     }
 
     fn failed(definite: bool) -> Ack {
@@ -398,7 +452,7 @@ mod tests {
             },
         ];
         for case in cases {
-            let mut t = WriteTally::new(case.policy);
+            let mut t = WriteTally::new(case.policy, three());
             let mut decided = None;
             for (i, ack) in case.acks.into_iter().enumerate() {
                 if let Some(v) = t.record(ack) {
@@ -435,6 +489,63 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    /// Invariant 3: while a change is in flight, a write is acknowledged
+    /// only with W acknowledgements in each live version's set — never W
+    /// (or W + 1) in total.
+    #[test]
+    fn a_write_in_flight_needs_w_in_each_version_set() {
+        let sets = vec![
+            ["n1", "n2", "n3"].map(String::from).to_vec(),
+            ["n1", "n2", "n4"].map(String::from).to_vec(),
+        ];
+        // n1 + n3: two in the old set, one in the new.
+        let mut t = WriteTally::new(policy(2), sets.clone());
+        assert!(t.record(direct("n1")).is_none());
+        assert!(t.record(direct("n3")).is_none(), "W in the old set only");
+        assert!(t.record(direct("n4")).is_some(), "then W in both");
+        // Three acks in total, never two in the new set: not acknowledged.
+        let mut t = WriteTally::new(policy(2), sets.clone());
+        for n in ["n1", "n3"] {
+            assert!(t.record(direct(n)).is_none());
+        }
+        t.record(failed(true));
+        t.record(failed(false));
+        match t.finish() {
+            Verdict::Failed(Error::Unavailable {
+                received,
+                indeterminate,
+                ..
+            }) => {
+                assert_eq!(received, 1, "the new set has one");
+                assert!(indeterminate, "two replicas stored it");
+            }
+            v => panic!("{v:?}"),
+        }
+        // A shared node counts in both sets.
+        let mut t = WriteTally::new(policy(2), sets.clone());
+        t.record(direct("n1"));
+        assert!(t.record(direct("n2")).is_some());
+        // Sloppy quorum: a hint holder counts for the sets of its target
+        // only.
+        let sloppy = WritePolicy {
+            sloppy_quorum: true,
+            ..policy(2)
+        };
+        let mut t = WriteTally::new(sloppy, sets);
+        t.record(direct("n1"));
+        assert!(
+            t.record(hinted("n5")).is_none(),
+            "n3's hint serves the old set only"
+        );
+        assert!(t
+            .record(Ack::Hinted {
+                holder: "n5".into(),
+                target: "n4".into(),
+                why: "n4: down".into(),
+            })
+            .is_some());
     }
 
     #[test]

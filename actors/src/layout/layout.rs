@@ -88,16 +88,7 @@ impl Layout {
             .into_iter()
             .map(|s| s.into_iter().map(|i| i as u16).collect())
             .collect();
-        let fingerprint = fingerprint(bits, n, &members, &replicas);
-        Layout {
-            version,
-            bits,
-            n,
-            ids: members.iter().map(|m| Arc::from(m.id.as_str())).collect(),
-            members,
-            replicas,
-            fingerprint,
-        }
+        Self::from_parts(version, bits, n, members, replicas)
     }
 
     /// A hash of what placement depends on — Q, N, the member ids, every

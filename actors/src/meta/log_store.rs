@@ -18,7 +18,7 @@ pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 
 const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
+pub const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 
 /// The file holding the metadata log and snapshots.

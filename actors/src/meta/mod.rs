@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod answer;
+pub mod change;
 pub mod command;
 pub mod guard;
 pub mod log_store;

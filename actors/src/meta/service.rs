@@ -98,6 +98,8 @@ pub(super) struct Inner {
     /// The snapshot being received.
     pub(super) assembly: Mutex<Assembly>,
     steward: tokio::task::JoinHandle<()>,
+    /// The log index this node had committed when it started.
+    committed_at_start: Option<u64>,
 }
 
 impl Drop for Inner {
@@ -160,6 +162,10 @@ impl MetaService {
         .validate()
         .map_err(|e| format!("metadata consensus settings: {e}"))?;
         let db = log_store::open(&cfg.dir)?;
+        let committed_at_start =
+            log_store::get_state::<Option<openraft::LogId<u64>>>(&db, log_store::COMMITTED)?
+                .flatten()
+                .map(|l| l.index);
         let sm = StateMachine::open(db.clone())?;
         let applied = sm.applied();
         let cluster = cluster_fingerprint(members, &initial);
@@ -208,6 +214,7 @@ impl MetaService {
                 leader_contact: Mutex::new(None),
                 assembly: Mutex::default(),
                 steward,
+                committed_at_start,
             }),
         })
     }
@@ -215,6 +222,35 @@ impl MetaService {
     /// This node's cluster fingerprint ([`cluster_fingerprint`]).
     pub fn cluster(&self) -> u64 {
         self.inner.cluster
+    }
+
+    /// Waits (at most `timeout`) until this node applied every entry it
+    /// had committed when it started, so [`MetaService::history`] is at
+    /// least as new as anything this node acted on before a restart.
+    pub async fn caught_up(&self, timeout: Duration) -> bool {
+        let Some(target) = self.inner.committed_at_start else {
+            return true;
+        };
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                let applied = metrics.borrow().last_applied.map(|l| l.index);
+                if applied.is_some_and(|a| a >= target) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+            && self
+                .inner
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .is_some_and(|l| l.index >= target)
     }
 
     /// The agreed layout history (`None` until version 1 is agreed).

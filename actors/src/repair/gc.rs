@@ -142,6 +142,12 @@ impl TombstoneGc {
     /// Purges what it can of one page of tombstone keys.
     async fn purge_page(&self, keys: Vec<Bytes>, cutoff: u64) -> u64 {
         let view = self.core.view();
+        // While a layout change is in flight a tombstone's replicas are
+        // those of several versions, and a new owner may still be pulling:
+        // nothing is purged until one version is live again.
+        if view.history.changing() {
+            return 0;
+        }
         let me = self.core.node_id.as_str();
         let n = self.core.replication.n;
         // Only keys whose first replica we are, with every replica up.

@@ -761,11 +761,7 @@ impl World {
                     peer_addr: format!("127.0.0.1:{}", 7201 + i),
                 })
                 .collect();
-            let view = ClusterView {
-                layout: Arc::new(layout()),
-                members,
-                peers: Peers::default(),
-            };
+            let view = ClusterView::stable(Arc::new(layout()), members, Peers::default());
             let liveness = Arc::new(Liveness::new(MEMBERS[1..].iter().map(|m| m.to_string())));
             let core = Arc::new(NodeCore::new(
                 NODE.to_string(),

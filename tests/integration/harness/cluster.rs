@@ -161,7 +161,7 @@ impl Cluster {
         const PROBES: usize = 32;
         let deadline = Instant::now() + START_TIMEOUT;
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_running() {
+            if !self.nodes[i].is_running() || self.nodes[i].standby {
                 continue;
             }
             let c = self.nodes[i].client_with_timeout(Duration::from_secs(2));

@@ -95,6 +95,8 @@ pub struct ClusterSpec {
     pub extra_sections: Vec<(String, String)>,
     /// `clock_offset_ms` by node index (0: not written).
     pub clock_offsets: Vec<i64>,
+    /// Standby nodes by index (`initial = false`: in no layout until joined).
+    pub standby: Vec<bool>,
     /// The `[security]` section (peer TLS on by default, as in production).
     pub security: Security,
 }
@@ -122,6 +124,7 @@ impl ClusterSpec {
             data_dirs: vec![None; nodes],
             extra_sections: Vec::new(),
             clock_offsets: vec![0; nodes],
+            standby: vec![false; nodes],
             security: Security {
                 peer_tls: true,
                 http_tls: false,
@@ -210,6 +213,12 @@ impl ClusterSpec {
         self
     }
 
+    /// Makes node `index` a standby node (`initial = false`).
+    pub fn standby(mut self, index: usize) -> Self {
+        self.standby[index] = true;
+        self
+    }
+
     /// Puts node `index`'s data directory at `dir` (absolute, or relative to
     /// the config file).
     pub fn data_dir(mut self, index: usize, dir: impl Into<PathBuf>) -> Self {
@@ -230,6 +239,7 @@ impl ClusterSpec {
                         .clone()
                         .unwrap_or_else(|| PathBuf::from(format!("data/{id}"))),
                     clock_offset_ms: self.clock_offsets[i],
+                    standby: self.standby[i],
                     id,
                 }
             })
@@ -285,6 +295,8 @@ pub struct NodeEntry {
     pub data_dir: PathBuf,
     /// Written only when not 0.
     pub clock_offset_ms: i64,
+    /// `initial = false`, written only when set.
+    pub standby: bool,
 }
 
 impl NodeEntry {
@@ -298,6 +310,9 @@ impl NodeEntry {
         );
         if self.clock_offset_ms != 0 {
             t.push_str(&format!("clock_offset_ms = {}\n", self.clock_offset_ms));
+        }
+        if self.standby {
+            t.push_str("initial = false\n");
         }
         t
     }

@@ -43,6 +43,8 @@ pub struct Node {
     runs: usize,
     /// What [`Node::client`] uses.
     pub access: Access,
+    /// No layout places it until it joins: it coordinates nothing.
+    pub standby: bool,
 }
 
 impl Node {
@@ -59,6 +61,7 @@ impl Node {
             exited: None,
             runs: 0,
             access,
+            standby: entry.standby,
         }
     }
 

@@ -1,0 +1,226 @@
+//! Membership changes on real processes (ARCHITECTURE.md, "Membership
+//! changes"): a standby node joins a loaded cluster and leaves it again
+//! while writes go on; every acknowledged write stays readable at quorum
+//! from every member, the new owner physically holds every key of the
+//! partitions it gained (written before and during the change), replicas
+//! end with identical Merkle roots, and changes that break a rule are
+//! refused with the reason.
+
+use crate::harness::{encode_key, kv_at, wait_until, Cluster, ClusterSpec, Poll};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn layout(c: &Cluster, i: usize) -> Option<Value> {
+    let r = c.node(i).client().get("/v1/admin/layout");
+    (r.status == 200).then(|| r.json())
+}
+
+fn change(c: &Cluster, via: usize, op: &str, query: &str) -> crate::harness::Resp {
+    c.node(via)
+        .client()
+        .send("POST", &format!("/v1/admin/layout/{op}?{query}"), &[], None)
+        .expect("admin request")
+}
+
+/// Waits until every node of `nodes` holds one live version, `version`,
+/// placing exactly `members`.
+fn settled(c: &Cluster, nodes: &[usize], version: u64, members: &[&str]) {
+    wait_until(SETTLE, "the change completes on every node", || {
+        for &i in nodes {
+            let Some(s) = layout(c, i) else {
+                return Poll::Pending(format!("{}: no layout", c.node(i).id));
+            };
+            let versions = s["versions"].as_array().cloned().unwrap_or_default();
+            let ids: Vec<String> = versions
+                .last()
+                .and_then(|v| v["members"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m["id"].as_str().map(String::from))
+                .collect();
+            if versions.len() != 1 || versions[0]["version"] != version || ids != members {
+                return Poll::Pending(format!(
+                    "{}: {}",
+                    c.node(i).id,
+                    serde_json::to_string(&s["versions"]).unwrap_or_default()
+                ));
+            }
+        }
+        Poll::Ready(())
+    })
+}
+
+fn value_of(key: &str) -> Vec<u8> {
+    // Sizes vary; one key carries a value near the 256 KiB mark, which
+    // travels alone in anti-entropy batches.
+    let n = if key.ends_with("-big") {
+        250_000
+    } else {
+        64 + key.len() * 7
+    };
+    key.bytes().cycle().take(n).collect()
+}
+
+fn write_keys(c: &Cluster, via: usize, keys: &[String]) {
+    for k in keys {
+        let r = c
+            .node(via)
+            .client()
+            .put(&kv_at(k, Some("quorum")), &value_of(k));
+        assert!(r.status == 201 || r.status == 204, "PUT {k}: {r}");
+    }
+}
+
+/// Every key reads back with its value at quorum through node `via`.
+fn all_readable(c: &Cluster, via: usize, keys: &[String]) {
+    for k in keys {
+        let r = c.node(via).client().get(&kv_at(k, Some("quorum")));
+        assert_eq!(r.status, 200, "{} GET {k}: {r}", c.node(via).id);
+        assert!(
+            r.body == value_of(k),
+            "{} GET {k}: wrong value",
+            c.node(via).id
+        );
+    }
+}
+
+/// The replicas of each key's partition in the ring node `via` routes by.
+fn owners(c: &Cluster, via: usize, keys: &[String]) -> BTreeMap<String, Vec<String>> {
+    let ring = c.node(via).client().get("/v1/ring").json();
+    let bits = ring["partition_bits"].as_u64().unwrap() as u32;
+    keys.iter()
+        .map(|k| {
+            let token = ringkv_actors::token::key_token(k.as_bytes());
+            let p = if bits == 0 { 0 } else { token >> (64 - bits) } as usize;
+            let set = ring["replicas"][p]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            (k.clone(), set)
+        })
+        .collect()
+}
+
+/// Every pair of `members` agrees on the partitions they share.
+fn roots_agree(c: &Cluster, members: &[usize]) {
+    wait_until(SETTLE, "replicas hold identical Merkle roots", || {
+        let roots: Vec<Value> = members
+            .iter()
+            .map(|&i| c.node(i).client().get("/v1/admin/merkle").json()["roots"].clone())
+            .collect();
+        for (a, &i) in members.iter().enumerate() {
+            for (b, &j) in members.iter().enumerate() {
+                let (x, y) = (&roots[a][&c.node(j).id], &roots[b][&c.node(i).id]);
+                if i != j && x != y {
+                    return Poll::Pending(format!(
+                        "{} and {} differ: {x} vs {y}",
+                        c.node(i).id,
+                        c.node(j).id
+                    ));
+                }
+            }
+        }
+        Poll::Ready(())
+    })
+}
+
+#[test]
+fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
+    let spec = ClusterSpec::fast(4, 3)
+        .standby(3)
+        .cluster_toml("partitions = 64")
+        .section_toml("repair", "bandwidth_bytes_per_sec = 67108864");
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    settled(&c, &[0, 1, 2, 3], 1, &["n1", "n2", "n3"]);
+
+    // A standby node coordinates nothing, and says why.
+    let r = c.node(3).client().get(&kv_at("k", Some("quorum")));
+    r.expect_error(503, "not_a_member");
+
+    let mut keys: Vec<String> = (0..300).map(|i| format!("before-{i}")).collect();
+    keys.push("before-big".into());
+    write_keys(&c, 0, &keys);
+
+    // Refused: too few members left; an unknown node; a node not placed.
+    change(&c, 1, "leave", "node=n1").expect_error(409, "change_refused");
+    change(&c, 1, "join", "node=n9").expect_error(409, "change_refused");
+    change(&c, 1, "remove", "node=n4").expect_error(409, "change_refused");
+    change(&c, 1, "dance", "node=n4").expect_error(400, "invalid_change");
+
+    // The join, proposed through n2; writes go on while data moves.
+    let r = change(&c, 1, "join", "node=n4");
+    assert_eq!(r.status, 200, "{r}");
+    let plan = r.json();
+    assert_eq!(plan["version"], 2, "{plan}");
+    let moved = plan["moved_partitions"].as_u64().unwrap();
+    // N = 3 on 3 → 4 nodes: n4 takes a quarter of the replicas, each move
+    // one partition's set (ideal 48 of 64 partitions change).
+    assert!((40..=64).contains(&moved), "{plan}");
+    // A second change while this one is in flight is refused.
+    let again = change(&c, 0, "join", "node=n4");
+    again.expect_error(409, "change_refused");
+    let during: Vec<String> = (0..150).map(|i| format!("during-{i}")).collect();
+    write_keys(&c, 2, &during);
+    keys.extend(during);
+    settled(&c, &[0, 1, 2, 3], 2, &["n1", "n2", "n3", "n4"]);
+    c.node_mut(3).standby = false;
+
+    // Invariant 4: n4 holds every key of the partitions it gained.
+    let placed = owners(&c, 3, &keys);
+    let mine: Vec<&String> = placed
+        .iter()
+        .filter(|(_, set)| set.iter().any(|n| n == "n4"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        mine.len() > keys.len() / 2,
+        "n4 owns {} of {} keys",
+        mine.len(),
+        keys.len()
+    );
+    for k in &mine {
+        let path = format!("/v1/admin/local/{}", encode_key(k.as_bytes()));
+        let r = c.node(3).client().get(&path);
+        assert_eq!(r.status, 200, "n4 lacks {k}: {r}");
+    }
+    // Its transfers say what moved: every gained partition pulled.
+    let t = c.node(3).client().get("/v1/admin/transfers").json();
+    let list = t["transfers"].as_array().cloned().unwrap_or_default();
+    assert!(!list.is_empty(), "{t}");
+    assert!(list.iter().all(|x| x["state"] == "done"), "{t}");
+    let pulled: u64 = list.iter().map(|x| x["keys"].as_u64().unwrap_or(0)).sum();
+    assert!(pulled > 0, "{t}");
+    eprintln!("n4 pulled {pulled} keys in {} partitions", list.len());
+    for i in 0..4 {
+        all_readable(&c, i, &keys);
+    }
+    roots_agree(&c, &[0, 1, 2, 3]);
+
+    // n4 leaves again, while writes go on; then it owns nothing.
+    let r = change(&c, 0, "leave", "node=n4");
+    assert_eq!(r.status, 200, "{r}");
+    let after: Vec<String> = (0..100).map(|i| format!("leaving-{i}")).collect();
+    write_keys(&c, 0, &after);
+    keys.extend(after);
+    settled(&c, &[0, 1, 2, 3], 3, &["n1", "n2", "n3"]);
+    let started = Instant::now();
+    for i in 0..3 {
+        all_readable(&c, i, &keys);
+    }
+    eprintln!(
+        "read {} keys from 3 nodes in {:?}",
+        keys.len(),
+        started.elapsed()
+    );
+    roots_agree(&c, &[0, 1, 2]);
+    c.node(3)
+        .client()
+        .get(&kv_at("k", Some("quorum")))
+        .expect_error(503, "not_a_member");
+}
