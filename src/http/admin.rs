@@ -27,6 +27,9 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     if let Ok(status) = running {
         status.render_metrics(&mut text);
     }
+    if let Some(t) = &state.services.transition {
+        t.render_metrics(&mut text);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

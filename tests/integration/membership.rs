@@ -25,6 +25,19 @@ fn change(c: &Cluster, via: usize, op: &str, query: &str) -> crate::harness::Res
         .expect("admin request")
 }
 
+/// [`change`], sent again while it answers 503 `not_applied` (no
+/// metadata leader yet, as after the leader died).
+fn change_when_led(c: &Cluster, via: usize, op: &str, query: &str) -> crate::harness::Resp {
+    wait_until(SETTLE, "a metadata leader takes the change", || {
+        let r = change(c, via, op, query);
+        if r.status == 503 && r.json()["outcome"] == "not_applied" {
+            Poll::Pending(r.to_string())
+        } else {
+            Poll::Ready(r)
+        }
+    })
+}
+
 /// Waits until every node of `nodes` holds one live version, `version`,
 /// placing exactly `members`.
 fn settled(c: &Cluster, nodes: &[usize], version: u64, members: &[&str]) {
@@ -197,6 +210,10 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     let pulled: u64 = list.iter().map(|x| x["keys"].as_u64().unwrap_or(0)).sum();
     assert!(pulled > 0, "{t}");
     eprintln!("n4 pulled {pulled} keys in {} partitions", list.len());
+    let metrics = c.node(3).client().get("/metrics").text();
+    let done = format!("ringkv_transfer_partitions{{state=\"done\"}} {}", list.len());
+    assert!(metrics.contains(&done), "{done} not in /metrics");
+    assert!(metrics.contains(&format!("ringkv_transfer_keys {pulled}")));
     for i in 0..4 {
         all_readable(&c, i, &keys);
     }
@@ -223,4 +240,85 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
         .client()
         .get(&kv_at("k", Some("quorum")))
         .expect_error(503, "not_a_member");
+}
+
+/// The `versions` of every node in `nodes`, as JSON text.
+fn histories(c: &Cluster, nodes: &[usize]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&i| layout(c, i).map(|s| s["versions"].to_string()).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn concurrent_joins_agree_and_dead_nodes_are_replaced_and_removed() {
+    let spec = ClusterSpec::fast(5, 3)
+        .standby(3)
+        .standby(4)
+        .cluster_toml("partitions = 32");
+    let mut c = Cluster::start(spec);
+    c.wait_replicas_reachable();
+    settled(&c, &[0, 1, 2, 3, 4], 1, &["n1", "n2", "n3"]);
+    let mut keys: Vec<String> = (0..200).map(|i| format!("k-{i}")).collect();
+    write_keys(&c, 0, &keys);
+
+    // Two operators join two nodes through two nodes at once: one change
+    // wins, the other is refused, and every node holds one history.
+    let answers: Vec<(String, u16)> = std::thread::scope(|s| {
+        let joins: Vec<_> = [(0, "n4"), (1, "n5")]
+            .into_iter()
+            .map(|(via, id)| {
+                let c = &c;
+                s.spawn(move || (id.to_string(), change(c, via, "join", &format!("node={id}")).status))
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let won: Vec<&String> = answers.iter().filter(|(_, s)| *s == 200).map(|(id, _)| id).collect();
+    assert_eq!(won.len(), 1, "exactly one join applies: {answers:?}");
+    assert!(answers.iter().all(|(_, s)| *s == 200 || *s == 409), "{answers:?}");
+    let (x, y) = if won[0] == "n4" { ("n4", "n5") } else { ("n5", "n4") };
+    let (xi, yi) = if x == "n4" { (3, 4) } else { (4, 3) };
+    let mut members = vec!["n1", "n2", "n3", x];
+    members.sort();
+    settled(&c, &[0, 1, 2, 3, 4], 2, &members);
+    let h = histories(&c, &[0, 1, 2, 3, 4]);
+    assert!(h.iter().all(|v| v == &h[0]), "one history: {h:?}");
+    c.node_mut(xi).standby = false;
+
+    // n2 dies; the other standby node replaces it, pulling n2's partitions
+    // from the surviving replicas.
+    c.node_mut(1).kill9();
+    crate::faults::wait_member(&c, 0, "n2", "down");
+    change_when_led(&c, 0, "leave", "node=n2").expect_error(409, "change_refused");
+    let r = change_when_led(&c, 0, "replace", &format!("node=n2&with={y}"));
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.json()["at_risk"].is_array(), "{r}");
+    let mut members = vec!["n1", "n3", "n4", "n5"];
+    members.sort();
+    let alive = [0, 2, 3, 4];
+    settled(&c, &alive, 3, &members);
+    c.node_mut(yi).standby = false;
+    let more: Vec<String> = (0..50).map(|i| format!("after-replace-{i}")).collect();
+    write_keys(&c, 2, &more);
+    keys.extend(more);
+    for &i in &alive {
+        all_readable(&c, i, &keys);
+    }
+    roots_agree(&c, &alive);
+
+    // The first joined node dies too and is removed: back to 3 members,
+    // every key still there.
+    c.node_mut(xi).kill9();
+    crate::faults::wait_member(&c, 0, x, "down");
+    let r = change_when_led(&c, 0, "remove", &format!("node={x}"));
+    assert_eq!(r.status, 200, "{r}");
+    let alive = [0, 2, yi];
+    let mut members = vec!["n1", "n3", y];
+    members.sort();
+    settled(&c, &alive, 4, &members);
+    for &i in &alive {
+        all_readable(&c, i, &keys);
+    }
+    roots_agree(&c, &alive);
 }

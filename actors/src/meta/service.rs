@@ -182,7 +182,11 @@ impl MetaService {
         )
         .await
         .map_err(|e| format!("metadata consensus did not start: {e}"))?;
-        let voters = voters(members);
+        // Voters come from the first layout's members: a standby node
+        // (configured, not yet joined) may never run, and must not count
+        // toward a majority.
+        let placed: Vec<String> = initial.members().map(String::from).collect();
+        let voters = voters(&placed);
         let initialized = raft.is_initialized().await.map_err(|e| e.to_string())?;
         if !initialized && voters.contains(me) {
             match raft.initialize(node_map(voters.iter().cloned())).await {

@@ -132,6 +132,36 @@ impl Transition {
         s.transfers.values().cloned().collect()
     }
 
+    /// The transfers as Prometheus gauges: partitions by state, keys and
+    /// bytes pulled for the live versions.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let list = self.transfers();
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_transfer_partitions partitions this node pulls for a layout change, \
+             by state\n# TYPE ringkv_transfer_partitions gauge"
+        );
+        for state in ["waiting", "running", "retrying", "done"] {
+            let n = list.iter().filter(|t| t.state == state).count();
+            let _ = writeln!(out, "ringkv_transfer_partitions{{state=\"{state}\"}} {n}");
+        }
+        for (name, help, value) in [
+            (
+                "ringkv_transfer_keys",
+                "keys pulled for the live layout versions",
+                list.iter().map(|t| t.keys).sum::<u64>(),
+            ),
+            (
+                "ringkv_transfer_bytes",
+                "bytes pulled for the live layout versions",
+                list.iter().map(|t| t.bytes).sum::<u64>(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+    }
+
     /// Why the last progress report could not be proposed, if it failed.
     pub fn last_error(&self) -> Option<String> {
         let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
