@@ -191,6 +191,7 @@ mod tests {
                     sync_ack: 1,
                     skipped: false,
                 }],
+                moves: vec![],
             },
             configured_fingerprint: "0000000000000001".into(),
             matches_config: false,

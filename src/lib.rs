@@ -18,5 +18,6 @@ pub mod files;
 pub mod http;
 pub mod secure;
 pub mod server;
+pub mod status_cli;
 pub mod token_cli;
 pub mod up;

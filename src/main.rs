@@ -13,7 +13,7 @@
 //! fuzz targets can reach them.
 
 use ringkv::auth::token::Role;
-use ringkv::{admin_cli, certs, change_cli, client, config, server, token_cli, up};
+use ringkv::{admin_cli, certs, change_cli, client, config, server, status_cli, token_cli, up};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -77,6 +77,15 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The cluster as one node sees it: each node's state, shares now and
+    /// after the change in flight, partitions moving, hints, and what holds
+    /// a change back.
+    Status {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long, short, default_value = "table")]
+        output: Output,
     },
     /// The partitions a node pulls for the layout change in flight.
     Transfers {
@@ -413,6 +422,9 @@ fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::Skip { id, endpoint },
         } => change_cli::change(&endpoint.conn(), "skip", &id, None, false),
+        Command::Status { endpoint, output } => {
+            status_cli::status(&endpoint.conn(), matches!(output, Output::Json))
+        }
         Command::Transfers { endpoint, output } => {
             change_cli::transfers(&endpoint.conn(), matches!(output, Output::Json))
         }

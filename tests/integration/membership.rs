@@ -183,6 +183,16 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     keys.extend(during);
     settled(&c, &[0, 1, 2, 3], 2, &["n1", "n2", "n3", "n4"]);
     c.node_mut(3).standby = false;
+    // `ringkv status` shows the four members up and normal, and nothing
+    // stuck.
+    let addr = c.node(0).http_addr.to_string();
+    let st = crate::harness::run_bin(&["status", "--node", &addr], Duration::from_secs(20));
+    assert!(st.status.success(), "{}", st.stderr);
+    for id in ["n1", "n2", "n3", "n4"] {
+        let line = st.stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(id));
+        assert!(line.is_some_and(|l| l.starts_with("UN")), "{id}:\n{}", st.stdout);
+    }
+    assert!(!st.stdout.contains("! "), "nothing stuck:\n{}", st.stdout);
 
     // Invariant 4: n4 holds every key of the partitions it gained.
     let placed = owners(&c, 3, &keys);
@@ -211,7 +221,10 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     assert!(pulled > 0, "{t}");
     eprintln!("n4 pulled {pulled} keys in {} partitions", list.len());
     let metrics = c.node(3).client().get("/metrics").text();
-    let done = format!("ringkv_transfer_partitions{{state=\"done\"}} {}", list.len());
+    let done = format!(
+        "ringkv_transfer_partitions{{state=\"done\"}} {}",
+        list.len()
+    );
     assert!(metrics.contains(&done), "{done} not in /metrics");
     assert!(metrics.contains(&format!("ringkv_transfer_keys {pulled}")));
     for i in 0..4 {
@@ -246,7 +259,11 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
 fn histories(c: &Cluster, nodes: &[usize]) -> Vec<String> {
     nodes
         .iter()
-        .map(|&i| layout(c, i).map(|s| s["versions"].to_string()).unwrap_or_default())
+        .map(|&i| {
+            layout(c, i)
+                .map(|s| s["versions"].to_string())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -269,15 +286,31 @@ fn concurrent_joins_agree_and_dead_nodes_are_replaced_and_removed() {
             .into_iter()
             .map(|(via, id)| {
                 let c = &c;
-                s.spawn(move || (id.to_string(), change(c, via, "join", &format!("node={id}")).status))
+                s.spawn(move || {
+                    (
+                        id.to_string(),
+                        change(c, via, "join", &format!("node={id}")).status,
+                    )
+                })
             })
             .collect();
         joins.into_iter().map(|j| j.join().unwrap()).collect()
     });
-    let won: Vec<&String> = answers.iter().filter(|(_, s)| *s == 200).map(|(id, _)| id).collect();
+    let won: Vec<&String> = answers
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(won.len(), 1, "exactly one join applies: {answers:?}");
-    assert!(answers.iter().all(|(_, s)| *s == 200 || *s == 409), "{answers:?}");
-    let (x, y) = if won[0] == "n4" { ("n4", "n5") } else { ("n5", "n4") };
+    assert!(
+        answers.iter().all(|(_, s)| *s == 200 || *s == 409),
+        "{answers:?}"
+    );
+    let (x, y) = if won[0] == "n4" {
+        ("n4", "n5")
+    } else {
+        ("n5", "n4")
+    };
     let (xi, yi) = if x == "n4" { (3, 4) } else { (4, 3) };
     let mut members = vec!["n1", "n2", "n3", x];
     members.sort();
@@ -348,7 +381,10 @@ fn a_new_owner_killed_mid_transfer_resumes_without_pulling_everything_again() {
     settled(&c, &[0, 1, 2, 3], 1, &["n1", "n2", "n3"]);
     let keys: Vec<String> = (0..1200).map(|i| format!("resume-{i:04}")).collect();
     for k in &keys {
-        let r = c.node(0).client().put(&kv_at(k, Some("quorum")), &[b'v'; VALUE]);
+        let r = c
+            .node(0)
+            .client()
+            .put(&kv_at(k, Some("quorum")), &[b'v'; VALUE]);
         assert_eq!(r.status, 201, "PUT {k}: {r}");
     }
     assert_eq!(change(&c, 0, "join", "node=n4").status, 200);

@@ -14,7 +14,7 @@ use super::command::{MetaCommand, MetaReply};
 use super::log_store::{self, LogStore};
 use super::network::{call, CallError, MetaNetwork};
 use super::state_machine::{Applied, StateMachine};
-use super::status::{progress, version_status, MetaStatus};
+use super::status::{member_moves, progress, version_status, MetaStatus};
 use super::{raft_id, MetaNode, MetaTypes, MAX_VOTERS};
 use crate::layout::history::LayoutHistory;
 use crate::layout::Layout;
@@ -385,6 +385,7 @@ impl MetaService {
                 .unwrap_or_default(),
             read_version: history.as_ref().map(LayoutHistory::read_version),
             progress: history.as_ref().map(progress).unwrap_or_default(),
+            moves: history.as_ref().map(member_moves).unwrap_or_default(),
         }
     }
 

@@ -42,6 +42,36 @@ pub struct NodeProgress {
     pub skipped: bool,
 }
 
+/// What the change in flight moves for one node: partitions it gains
+/// (from the read version to the newest) and loses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMoves {
+    pub id: String,
+    pub incoming: usize,
+    pub outgoing: usize,
+}
+
+/// Per node of any live version, what moves from the read version to the
+/// newest (nothing when one version is live).
+pub fn member_moves(h: &LayoutHistory) -> Vec<MemberMoves> {
+    let nodes: BTreeSet<&str> = h.live().iter().flat_map(|l| l.members()).collect();
+    let moves = crate::layout::history::moves(h.read_layout(), h.current());
+    nodes
+        .into_iter()
+        .map(|n| MemberMoves {
+            id: n.to_string(),
+            incoming: moves
+                .iter()
+                .filter(|(_, g, _)| g.iter().any(|x| x == n))
+                .count(),
+            outgoing: moves
+                .iter()
+                .filter(|(_, _, l)| l.iter().any(|x| x == n))
+                .count(),
+        })
+        .collect()
+}
+
 /// The metadata as this node sees it (`GET /v1/admin/layout`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaStatus {
@@ -66,6 +96,9 @@ pub struct MetaStatus {
     /// The version reads use.
     pub read_version: Option<u64>,
     pub progress: Vec<NodeProgress>,
+    /// What the change in flight moves, per node.
+    #[serde(default)]
+    pub moves: Vec<MemberMoves>,
 }
 
 impl MetaStatus {
@@ -213,7 +246,13 @@ mod tests {
             versions: h.live().iter().map(version_status).collect(),
             read_version: Some(h.read_version()),
             progress: progress(&h),
+            moves: member_moves(&h),
         };
+        let d = status.moves.iter().find(|m| m.id == "d").unwrap();
+        assert!(d.incoming > 0 && d.outgoing == 0, "{d:?}");
+        let gained: usize = status.moves.iter().map(|m| m.incoming).sum();
+        let lost: usize = status.moves.iter().map(|m| m.outgoing).sum();
+        assert_eq!(gained, lost, "every replica d gains, another node loses");
         let mut out = String::new();
         status.render_metrics(&mut out);
         for line in [

@@ -158,7 +158,10 @@ impl Transition {
                 list.iter().map(|t| t.bytes).sum::<u64>(),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
     }
 
