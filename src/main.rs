@@ -141,7 +141,7 @@ enum AdminCommand {
     Skip {
         id: String,
         #[command(flatten)]
-        endpoint: Endpoint,
+        change: ChangeArgs,
     },
 }
 
@@ -420,8 +420,8 @@ fn main() -> ExitCode {
             command: AdminCommand::Replace { dead, new, change },
         } => change_command("replace", &dead, Some(&new), &change),
         Command::Admin {
-            command: AdminCommand::Skip { id, endpoint },
-        } => change_cli::change(&endpoint.conn(), "skip", &id, None, false),
+            command: AdminCommand::Skip { id, change },
+        } => change_command("skip", &id, None, &change),
         Command::Status { endpoint, output } => {
             status_cli::status(&endpoint.conn(), matches!(output, Output::Json))
         }

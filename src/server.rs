@@ -73,6 +73,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("security: {0}")]
     Security(String),
+    #[error("layout: {0}")]
+    Layout(String),
 }
 
 /// Everything the HTTP layer reaches.
@@ -191,6 +193,28 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
         writer_arbiter: writer_arbiter.handle(),
         peer_arbiter: peer_arbiter.handle(),
     })?;
+    // Route by the history this node last routed by, if it saved one,
+    // before anything is served: never by the configured layout once the
+    // cluster moved on (also when consensus cannot start below).
+    match ringkv_actors::transition::saved::load(&node.data_dir) {
+        Ok(Some(h)) => {
+            let cur = started.core.view();
+            log::info!(
+                "routing by the saved layout history (newest version {})",
+                h.current().version()
+            );
+            started
+                .core
+                .set_view(ClusterView::new(h, cur.members.clone(), cur.peers.clone()));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(StartError::Layout(format!(
+                "the saved layout history is unreadable ({e}); restore it, or remove it only \
+                 if this node's metadata (meta.redb) is intact"
+            )))
+        }
+    }
     security.clone().watch(started.core.local.stats.clone());
     let generation = started.generation;
     let core = started.core.clone();
@@ -225,6 +249,7 @@ pub async fn run(node: NodeConfig) -> Result<(), StartError> {
                 core.clone(),
                 started.partitions.clone(),
                 meta.clone(),
+                node.data_dir.clone(),
                 CATCH_UP_WAIT,
             )
             .await,

@@ -71,8 +71,32 @@ pub async fn change(
     let meta = meta(&state)?;
     let q = query.into_inner();
     if op.as_str() == "skip" {
+        let core = &state.services.core;
+        let placed_newest = meta
+            .history()
+            .is_some_and(|h| h.current().contains(&q.node));
+        let up = q.node == core.node_id.as_str() || !core.liveness.is_down(&q.node);
+        let why = if up {
+            Some(format!(
+                "{} is up: a skipped node's requests are not fenced and its data is not \
+                 waited for; skip only a dead node",
+                q.node
+            ))
+        } else if placed_newest {
+            Some(format!(
+                "{} is placed by the newest layout version: skipping it would switch reads to \
+                 replicas that lack its partitions' data; `remove` or `replace` it instead",
+                q.node
+            ))
+        } else {
+            None
+        };
+        if let (Some(why), false) = (why, q.force) {
+            return Err(refused(format!("{why} (force=true to do it anyway)")));
+        }
         let reply = propose(meta, MetaCommand::Skip { node: q.node }).await?;
-        return Ok(HttpResponse::Ok().json(json!({ "at_risk": at_risk(&reply) })));
+        let w = state.services.core.replication.w;
+        return Ok(HttpResponse::Ok().json(json!({ "at_risk": at_risk(&reply, w) })));
     }
     let change = match (op.as_str(), q.with) {
         ("join", None) => Change::Join(q.node),
@@ -127,7 +151,7 @@ pub async fn change(
     if let Some(dead) = p.skip {
         // The version is agreed; a failed skip is retried with `skip`.
         match propose(meta, MetaCommand::Skip { node: dead.clone() }).await {
-            Ok(reply) => body["at_risk"] = at_risk(&reply),
+            Ok(reply) => body["at_risk"] = at_risk(&reply, core.replication.w),
             Err(e) => {
                 body["skip_error"] = json!(format!(
                     "layout version {} is agreed, but skipping {dead} failed: {} — run `ringkv \
@@ -142,7 +166,7 @@ pub async fn change(
 
 /// What a skip may lose: partitions where skipped nodes held writes that
 /// a consistency level may have acknowledged on them alone.
-fn at_risk(reply: &MetaReply) -> serde_json::Value {
+fn at_risk(reply: &MetaReply, w: usize) -> serde_json::Value {
     match reply {
         MetaReply::Skipped(risk) => json!(risk
             .iter()
@@ -152,6 +176,7 @@ fn at_risk(reply: &MetaReply) -> serde_json::Value {
                 "replicas": r.replicas,
                 "writes_at_one_may_be_lost": r.loses_writes_at(1),
                 "writes_at_quorum_may_be_lost": r.loses_writes_at(r.replicas / 2 + 1),
+                "writes_at_default_w_may_be_lost": r.loses_writes_at(w),
             }))
             .collect::<Vec<_>>()),
         _ => json!([]),

@@ -165,6 +165,8 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     change(&c, 1, "join", "node=n9").expect_error(409, "change_refused");
     change(&c, 1, "remove", "node=n4").expect_error(409, "change_refused");
     change(&c, 1, "dance", "node=n4").expect_error(400, "invalid_change");
+    // A live node is never skipped without force.
+    change(&c, 1, "skip", "node=n3").expect_error(409, "change_refused");
 
     // The join, proposed through n2; writes go on while data moves.
     let r = change(&c, 1, "join", "node=n4");
@@ -189,8 +191,15 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     let st = crate::harness::run_bin(&["status", "--node", &addr], Duration::from_secs(20));
     assert!(st.status.success(), "{}", st.stderr);
     for id in ["n1", "n2", "n3", "n4"] {
-        let line = st.stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(id));
-        assert!(line.is_some_and(|l| l.starts_with("UN")), "{id}:\n{}", st.stdout);
+        let line = st
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id));
+        assert!(
+            line.is_some_and(|l| l.starts_with("UN")),
+            "{id}:\n{}",
+            st.stdout
+        );
     }
     assert!(!st.stdout.contains("! "), "nothing stuck:\n{}", st.stdout);
 
@@ -231,6 +240,27 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
         all_readable(&c, i, &keys);
     }
     roots_agree(&c, &[0, 1, 2, 3]);
+    // Invariant 6: once version 1 is dropped, n1 deletes what it gave away.
+    let lost_by_n1: Vec<&String> = placed
+        .iter()
+        .filter(|(_, set)| !set.iter().any(|n| n == "n1"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!lost_by_n1.is_empty());
+    wait_until(SETTLE, "n1 drops the data it no longer holds", || {
+        let left = lost_by_n1
+            .iter()
+            .filter(|k| {
+                let path = format!("/v1/admin/local/{}", encode_key(k.as_bytes()));
+                c.node(0).client().get(&path).status != 404
+            })
+            .count();
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("{left} records left"))
+        }
+    });
 
     // n4 leaves again, while writes go on; then it owns nothing.
     let r = change(&c, 0, "leave", "node=n4");
@@ -239,6 +269,7 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
     write_keys(&c, 0, &after);
     keys.extend(after);
     settled(&c, &[0, 1, 2, 3], 3, &["n1", "n2", "n3"]);
+    c.node_mut(3).standby = true;
     let started = Instant::now();
     for i in 0..3 {
         all_readable(&c, i, &keys);
@@ -253,6 +284,38 @@ fn a_standby_node_joins_a_loaded_cluster_and_leaves_it_and_nothing_is_lost() {
         .client()
         .get(&kv_at("k", Some("quorum")))
         .expect_error(503, "not_a_member");
+    // n4 left: it deletes everything it held.
+    wait_until(SETTLE, "n4 drops all its data", || {
+        let held = keys
+            .iter()
+            .step_by(5)
+            .filter(|k| {
+                let path = format!("/v1/admin/local/{}", encode_key(k.as_bytes()));
+                c.node(3).client().get(&path).status != 404
+            })
+            .count();
+        if held == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("{held} sampled records left"))
+        }
+    });
+
+    // A node whose consensus log is lost after the changes routes by the
+    // history it saved (version 3), never by its configured layout.
+    c.node_mut(1).kill9();
+    std::fs::write(c.node(1).data_dir.join("meta.redb"), b"not a database").unwrap();
+    c.node_mut(1).spawn();
+    c.node_mut(1).wait_healthy().expect("n2 restarts");
+    let ring = c.node(1).client().get("/v1/ring").json();
+    assert_eq!(ring["layout_version"], 3, "{ring}");
+    c.node(1)
+        .client()
+        .get("/v1/admin/layout")
+        .expect_error(503, "meta_unavailable");
+    c.wait_replicas_reachable();
+    write_keys(&c, 1, &["after-amnesia".to_string()]);
+    all_readable(&c, 0, &["after-amnesia".to_string()]);
 }
 
 /// The `versions` of every node in `nodes`, as JSON text.

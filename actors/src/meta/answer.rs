@@ -9,7 +9,7 @@ use super::command::MetaCommand;
 use super::guard::{check_append, check_snapshot, check_vote_request, Refused};
 use super::service::{MetaForwardError, MetaService};
 use super::{raft_id, MetaTypes, MAX_SNAPSHOT_BYTES};
-use crate::wire::{decode_value, encode_value, ErrorCode, MetaRpc, Response};
+use crate::wire::{decode_value, encode_value, printable, ErrorCode, MetaRpc, Response};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{Snapshot, Vote};
@@ -82,6 +82,17 @@ impl MetaService {
                 }
             }
             MetaRpc::Propose => match decode_value::<MetaCommand>(payload) {
+                // A peer reports its own progress only: a forged report
+                // for another node would bypass the fence or the sync.
+                Ok(MetaCommand::Report { node, .. }) if node != from => {
+                    return refused(
+                        from,
+                        format!(
+                            "a progress report for {} sent by another node",
+                            printable(&node)
+                        ),
+                    )
+                }
                 Ok(command) => {
                     log::info!("metadata: a proposal sent on by {from}");
                     // Proposed here only: a node that is asked does not

@@ -533,6 +533,16 @@ async fn forged_consensus_messages_are_refused_and_consensus_goes_on() {
             .unwrap(),
         ),
         (
+            "a progress report for another node, sent on by b",
+            MetaRpc::Propose,
+            encode_value(&MetaCommand::Report {
+                node: "c".into(),
+                tracker: Tracker::Ack,
+                version: 1,
+            })
+            .unwrap(),
+        ),
+        (
             "vote at term u64::MAX",
             MetaRpc::Vote,
             encode_value(&VoteRequest::new(Vote::new(u64::MAX, b), None)).unwrap(),

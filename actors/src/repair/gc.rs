@@ -95,7 +95,18 @@ impl TombstoneGc {
         // Never purge a tombstone some node still holds, or may yet store,
         // an older hint against: replaying it later would bring the value
         // back. Writes still in flight count as hints to come.
-        let peers = self.core.view().peers.ids();
+        // Peers counted: those a live layout version places, and the others
+        // while they are up (a standby node never started, or one that left
+        // and stopped, would hold GC back for good; one that left keeps its
+        // hints counted while it runs).
+        let view = self.core.view();
+        let peers: Vec<String> = view
+            .peers
+            .ids()
+            .into_iter()
+            .filter(|p| view.places(p) || !self.core.liveness.is_down(p))
+            .collect();
+        drop(view);
         let in_flight = in_flight_ms(
             self.core.replication.request_timeout,
             peers.len() + 1,

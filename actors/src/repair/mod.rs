@@ -359,6 +359,7 @@ async fn sync_with(
         sum.leaves_differing += done.leaves_differing;
         sum.keys_pulled += done.keys_pulled;
         sum.keys_pushed += done.keys_pushed;
+        sum.keys_left += done.keys_left;
         sum.bytes += done.bytes;
     }
     match failed.as_slice() {

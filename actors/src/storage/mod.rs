@@ -234,6 +234,10 @@ pub enum Mutation {
     DeleteHints(Vec<HintId>),
     /// Physically delete a tombstone if the stored record is still exactly it.
     Purge { key: Bytes, version: Version },
+    /// Physically delete a record (value or tombstone) if the stored one is
+    /// still exactly `version`: data of a partition this node no longer
+    /// holds in any live layout version.
+    Drop { key: Bytes, version: Version },
     /// Record node state: alive at `alive_ms`, and timestamps reserved up to
     /// `clock_ceiling_ms` (kept only if higher than the stored one).
     Meta {
@@ -252,7 +256,7 @@ impl Mutation {
             Mutation::Put(op) => SMALL + op.key.len() + value_len(&op.record),
             Mutation::Hint(h) => SMALL + h.key.len() + h.target.len() + value_len(&h.record),
             Mutation::DeleteHints(ids) => SMALL + ids.iter().map(|i| i.len()).sum::<usize>(),
-            Mutation::Purge { key, .. } => SMALL + key.len(),
+            Mutation::Purge { key, .. } | Mutation::Drop { key, .. } => SMALL + key.len(),
             Mutation::Meta { .. } | Mutation::RepairPending(_) => SMALL,
         }
     }
@@ -1013,6 +1017,13 @@ impl Store {
                     Mutation::Purge { key, version } => {
                         item(purge(&mut data, &mut tombs, key, *version, &mut changes))?
                     }
+                    Mutation::Drop { key, version } => item(drop_exact(
+                        &mut data,
+                        &mut tombs,
+                        key,
+                        *version,
+                        &mut changes,
+                    ))?,
                     Mutation::Hint(h) => item(self.put_hint(&mut hint_table, &mut hints, h))?,
                     Mutation::DeleteHints(ids) => {
                         Ok(delete_hints(&mut hint_table, &mut hints, ids)?)
@@ -1289,6 +1300,33 @@ fn purge(
         return Ok(WriteOutcome::Done { changed: true });
     }
     Ok(WriteOutcome::Done { changed: false })
+}
+
+fn drop_exact(
+    data: &mut redb::Table<&[u8], &[u8]>,
+    tombs: &mut redb::Table<&[u8], ()>,
+    key: &[u8],
+    version: Version,
+    changes: &mut Vec<Change>,
+) -> Result<WriteOutcome, StoreError> {
+    let dk = data_key(key);
+    let current = match data.get(dk.as_slice())? {
+        Some(bytes) => Some(decode_header(bytes.value())?),
+        None => None,
+    };
+    let Some((v, tombstone)) = current.filter(|(v, _)| *v == version) else {
+        return Ok(WriteOutcome::Done { changed: false });
+    };
+    data.remove(dk.as_slice())?;
+    if tombstone {
+        tombs.remove(tombstone_index_key(v.ts, &dk).as_slice())?;
+    }
+    changes.push(Change {
+        key: Bytes::copy_from_slice(key),
+        before: Some(v),
+        after: None,
+    });
+    Ok(WriteOutcome::Done { changed: true })
 }
 
 fn delete_hints(

@@ -22,6 +22,8 @@
 //! transfer re-sends at most the batch in flight. Its per-partition
 //! progress is [`TransferStatus`] (`GET /v1/admin/transfers`).
 
+pub mod cleanup;
+pub mod saved;
 pub mod steps;
 
 use crate::coordinator::view::live_fingerprint;
@@ -90,14 +92,17 @@ impl InFlight for Replaced {
 impl Transition {
     /// Installs the agreed history as this node's view (once this node has
     /// applied what it had committed before it started, at most `wait`),
-    /// then follows it every [`TICK`]. Must run inside the actix system.
+    /// then follows it every [`TICK`], saving each history it routes by in
+    /// `dir` first ([`saved`]). Must run inside the actix system.
     pub async fn start(
         core: Arc<NodeCore>,
         partitions: Partitions,
         meta: MetaService,
+        dir: std::path::PathBuf,
         wait: Duration,
     ) -> Transition {
-        if !meta.caught_up(wait).await {
+        let caught_up = meta.caught_up(wait).await;
+        if !caught_up {
             log::warn!(
                 "metadata: the entries committed before this start are not applied after \
                  {wait:?}; routing by the newest history known"
@@ -106,12 +111,14 @@ impl Transition {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut follower = Follower {
             core,
+            dir,
             partitions,
             meta,
             replaced: Replaced(Vec::new()),
             shared: shared.clone(),
             syncing: None,
             retry_at: None,
+            caught_up,
         };
         follower.install();
         actix::spawn(async move {
@@ -174,6 +181,8 @@ impl Transition {
 
 struct Follower {
     core: Arc<NodeCore>,
+    /// The data directory ([`saved`]).
+    dir: std::path::PathBuf,
     partitions: Partitions,
     meta: MetaService,
     replaced: Replaced,
@@ -182,6 +191,10 @@ struct Follower {
     syncing: Option<(u64, tokio::task::JoinHandle<bool>)>,
     /// After a pull that left partitions undone, the next waits until then.
     retry_at: Option<tokio::time::Instant>,
+    /// This node applied what it had committed before it started: its
+    /// history is no older than anything it acted on, so what it does not
+    /// hold may be deleted. Until then nothing is.
+    caught_up: bool,
 }
 
 /// The pause after a pull that left partitions undone.
@@ -195,10 +208,13 @@ impl Follower {
             return;
         };
         let cur = self.core.view();
-        if live_fingerprint(h.live()) == cur.fingerprint()
-            && h.read_version() == cur.layout.version()
-            && h.current().version() == cur.newest()
-        {
+        // Only ever forward: a history behind the one routed by (consensus
+        // not caught up after a restart) is not installed.
+        if saved::order(&h) <= saved::order(&cur.history) {
+            return;
+        }
+        if let Err(e) = saved::save(&self.dir, &h) {
+            log::error!("cannot save the layout history routed by: {e}; retrying");
             return;
         }
         log::info!(
@@ -226,6 +242,9 @@ impl Follower {
             let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             s.transfers.retain(|(v, _), _| live.contains(v));
         }
+        if !self.caught_up {
+            self.caught_up = self.meta.caught_up(Duration::ZERO).await;
+        }
         let me = self.core.node_id.to_string();
         for step in steps::due(&h, &me, &self.replaced) {
             match step {
@@ -234,6 +253,12 @@ impl Follower {
                     version,
                     partitions,
                 } => self.sync(version, partitions).await,
+            }
+        }
+        let view = self.core.view();
+        if self.caught_up && view.fingerprint() == live_fingerprint(h.live()) {
+            if let Err(e) = cleanup::clean_round(&self.core, &view).await {
+                log::warn!("dropping data of partitions no longer held: {e}");
             }
         }
     }
@@ -340,10 +365,20 @@ async fn pull_all(
                 })
                 .await;
             match sent {
-                Ok(Ok(sum)) => update(&shared, version, p, |t| {
-                    t.keys += sum.keys_pulled;
-                    t.bytes += sum.bytes;
-                }),
+                Ok(Ok(sum)) => {
+                    update(&shared, version, p, |t| {
+                        t.keys += sum.keys_pulled;
+                        t.bytes += sum.bytes;
+                    });
+                    // A record left behind (refused by our clock or store,
+                    // over the value limit) is not pulled: not done.
+                    if sum.keys_left > 0 {
+                        failed = Some(format!(
+                            "from {source}: {} records could not be stored here (see the log)",
+                            sum.keys_left
+                        ));
+                    }
+                }
                 Ok(Err(e)) => failed = Some(format!("from {source}: {e}")),
                 Err(e) => failed = Some(format!("partition actor: {e}")),
             }
