@@ -59,7 +59,14 @@ impl Inbound {
                 },
                 Err(e) => store_error(e),
             },
-            Request::Write { key, record } => {
+            Request::Write {
+                key,
+                record,
+                layout,
+            } => {
+                if let Some(why) = self.repair.core.view().refuses_coordinator(layout) {
+                    return Response::error(ErrorCode::Invalid, why);
+                }
                 let record = Record::from(record);
                 if let Err(e) = self.local.check_clock(&record) {
                     return Response::error(ErrorCode::ClockDrift, e);

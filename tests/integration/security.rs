@@ -50,6 +50,7 @@ fn hello_and_write(id: &str, key: &str) -> Vec<u8> {
     let write = Frame::Request {
         id: 1,
         body: Request::Write {
+            layout: 0,
             key: bytes::Bytes::copy_from_slice(key.as_bytes()),
             record: WireRecord {
                 ts: (now_ms() << 16) | 1,

@@ -188,6 +188,7 @@ fn a_late_superseded_still_breaks_a_conditional_write() {
     let r = raw.call(
         1,
         Request::Write {
+            layout: 0,
             key: bytes::Bytes::from_static(key.as_bytes()),
             record: WireRecord {
                 ts: (now_ms + 3_000) << 16,

@@ -172,6 +172,7 @@ impl NodeCore {
             return Ok(self.local.write(op).await?);
         }
         let request = Request::Write {
+            layout: view.newest(),
             key: op.key,
             record: WireRecord::from(op.record),
         };

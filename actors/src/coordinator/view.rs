@@ -73,6 +73,21 @@ impl ClusterView {
         self.history.live().iter().any(|l| l.contains(node))
     }
 
+    /// Why this replica refuses a write from a coordinator whose newest
+    /// live version is `newest` (0: not said): it is older than every
+    /// version still live here, so every node but it finished the change —
+    /// it was skipped, or its consensus lags — and its write could miss
+    /// the new owners.
+    pub fn refuses_coordinator(&self, newest: u64) -> Option<String> {
+        let oldest = self.history.live()[0].version();
+        (newest != 0 && newest < oldest).then(|| {
+            format!(
+                "the coordinator routes by layout version {newest}, dropped here (oldest live: \
+                 {oldest}): it must catch up with the layout history first"
+            )
+        })
+    }
+
     /// The replica set of `key` in each live version, oldest first.
     pub fn write_sets(&self, key: &[u8]) -> Vec<Vec<String>> {
         let p = self.layout.partition_of_key(key);
@@ -203,5 +218,21 @@ mod tests {
         }
         assert!(moved > 0, "d gains partitions");
         assert!(v.places("d") && !v.places("e"));
+        assert!(v.refuses_coordinator(1).is_none() && v.refuses_coordinator(0).is_none());
+    }
+
+    /// Once version 1 is dropped, a coordinator still routing by it (a
+    /// skipped node, or one whose consensus lags) is refused; one routing
+    /// by version 2, or one that does not say, is not.
+    #[test]
+    fn a_replica_refuses_a_coordinator_routing_by_a_dropped_version() {
+        let one = Layout::initial(["a", "b", "c"].map(Member::new), 3, 4);
+        let two = one.next(["a", "b", "d"].map(Member::new));
+        let v = view_of(LayoutHistory::new(two));
+        assert!(v
+            .refuses_coordinator(1)
+            .is_some_and(|w| w.contains("version 1")));
+        assert!(v.refuses_coordinator(2).is_none());
+        assert!(v.refuses_coordinator(0).is_none());
     }
 }

@@ -292,3 +292,35 @@ fn moves_name_the_gaining_and_losing_nodes() {
         assert_eq!(lose.len(), 1);
     }
 }
+
+/// The data a change moves is within 10% of the ideal: a 4th node joining
+/// 3 (N = 3) takes ¼ of the replicas, a 5th ⅕, and leaving moves back about
+/// the leaver's share — counted in replica moves, at Q = 256.
+#[test]
+fn growing_and_shrinking_move_close_to_the_ideal_share() {
+    let ids = |n: usize| {
+        (1..=n)
+            .map(|i| Member::new(format!("n{i}")))
+            .collect::<Vec<_>>()
+    };
+    let moved = |a: &Layout, b: &Layout| -> usize {
+        moves(a, b).iter().map(|(_, gain, _)| gain.len()).sum()
+    };
+    let three = Layout::initial(ids(3), 3, 8);
+    let four = three.next(ids(4));
+    let five = four.next(ids(5));
+    let back = five.next(ids(4));
+    let replicas = 256.0 * 3.0;
+    for (what, got, ideal) in [
+        ("3 → 4", moved(&three, &four), replicas / 4.0),
+        ("4 → 5", moved(&four, &five), replicas / 5.0),
+        ("5 → 4", moved(&five, &back), replicas / 5.0),
+    ] {
+        let ratio = got as f64 / ideal;
+        eprintln!("{what}: {got} replica moves, ideal {ideal}, ratio {ratio:.3}");
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "{what}: {got} replica moves, ideal {ideal}"
+        );
+    }
+}

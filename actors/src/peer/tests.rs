@@ -136,6 +136,7 @@ async fn an_oversized_request_fails_alone_and_the_connection_stays() {
     let addr = serve_echo(1 << 20).await;
     let c = client_of(addr, 10_000).await;
     let big = Request::Write {
+        layout: 0,
         key: Bytes::from_static(b"k"),
         record: WireRecord {
             ts: 1,

@@ -118,6 +118,7 @@ impl Transition {
             shared: shared.clone(),
             syncing: None,
             retry_at: None,
+            sent: BTreeMap::new(),
             caught_up,
         };
         follower.install();
@@ -191,6 +192,10 @@ struct Follower {
     syncing: Option<(u64, tokio::task::JoinHandle<bool>)>,
     /// After a pull that left partitions undone, the next waits until then.
     retry_at: Option<tokio::time::Instant>,
+    /// The last report proposed per tracker, and when: the same one is
+    /// proposed again only after [`RETRY`] (a committed report this node
+    /// has not applied yet, or no leader, must not flood the log).
+    sent: BTreeMap<Tracker, (u64, tokio::time::Instant)>,
     /// This node applied what it had committed before it started: its
     /// history is no older than anything it acted on, so what it does not
     /// hold may be deleted. Until then nothing is.
@@ -263,7 +268,14 @@ impl Follower {
         }
     }
 
-    async fn report(&self, tracker: Tracker, version: u64) {
+    async fn report(&mut self, tracker: Tracker, version: u64) {
+        let now = tokio::time::Instant::now();
+        if let Some((v, at)) = self.sent.get(&tracker) {
+            if *v == version && now < *at + RETRY {
+                return;
+            }
+        }
+        self.sent.insert(tracker, (version, now));
         let node = self.core.node_id.to_string();
         let command = MetaCommand::Report {
             node,

@@ -166,7 +166,16 @@ pub enum Request {
     /// Send back the stored record of `key`.
     Read { key: Bytes },
     /// Store `record` under `key` durably if it is newer than the stored one.
-    Write { key: Bytes, record: WireRecord },
+    Write {
+        key: Bytes,
+        record: WireRecord,
+        /// The newest layout version the coordinator routes by (0: not
+        /// said). A replica whose oldest live version is newer refuses it:
+        /// the coordinator routes by a history already dropped (a skipped
+        /// or lagging node), and its write would miss the new owners.
+        #[serde(default)]
+        layout: u64,
+    },
     /// Keep this write durably for `target`, which is down (hinted handoff).
     StoreHint {
         target: String,
@@ -291,7 +300,9 @@ impl Request {
         };
         match self {
             Request::Read { key: k } => key(k),
-            Request::Write { key: k, record: r } => record(k, r),
+            Request::Write {
+                key: k, record: r, ..
+            } => record(k, r),
             Request::StoreHint {
                 target,
                 key: k,
@@ -383,7 +394,7 @@ impl Request {
     pub fn wire_bytes(&self) -> usize {
         match self {
             Request::Read { key } => record_wire_bytes(key.len(), 0),
-            Request::Write { key, record } | Request::StoreHint { key, record, .. } => {
+            Request::Write { key, record, .. } | Request::StoreHint { key, record, .. } => {
                 record_wire_bytes(key.len(), record.value_len())
             }
             Request::WriteBatch { items } => items

@@ -101,6 +101,7 @@ fn frames_round_trip_and_partial_input_waits() {
     let f = Frame::Request {
         id: 9,
         body: Request::Write {
+            layout: 0,
             key: Bytes::from_static(b"key"),
             record: WireRecord {
                 ts: 1 << 40,
@@ -246,11 +247,13 @@ fn rec(value_len: usize) -> WireRecord {
 fn validation_refuses_what_a_client_could_not_send() {
     let k = Bytes::from_static(b"k");
     let ok = Request::Write {
+        layout: 0,
         key: k.clone(),
         record: rec(100),
     };
     assert_eq!(ok.validate(100), Ok(()));
     let big = Request::Write {
+        layout: 0,
         key: k.clone(),
         record: rec(101),
     };
@@ -381,6 +384,7 @@ fn worst_case_answers_fit_their_reservation() {
     assert!(
         encoded(err)
             <= Request::Write {
+                layout: 0,
                 key,
                 record: biggest
             }

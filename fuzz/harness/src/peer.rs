@@ -1143,7 +1143,7 @@ fn check_legitimate_change(
     let mut written: BTreeMap<&Bytes, Vec<Record>> = BTreeMap::new();
     let mut purged: BTreeMap<&Bytes, Vec<Version>> = BTreeMap::new();
     match request {
-        Request::Write { key, record } => {
+        Request::Write { key, record, .. } => {
             written
                 .entry(key)
                 .or_default()
@@ -1270,7 +1270,7 @@ fn describe_change(before: &Snapshot, after: &Snapshot) -> String {
 pub fn summarize(r: &Request) -> String {
     match r {
         Request::Read { key } => format!("Read(key {} B)", key.len()),
-        Request::Write { key, record } => format!(
+        Request::Write { key, record, .. } => format!(
             "Write(key {} B, {}, ts {:#x}, node {:#x})",
             key.len(),
             record
@@ -1677,6 +1677,7 @@ impl<'a, E: Entropy> RequestGen<'a, E> {
         match self.e.below(18) {
             0 | 1 => Request::Read { key: self.key() },
             2..=4 => Request::Write {
+                layout: 0,
                 key: self.key(),
                 record: self.record(),
             },
@@ -2401,6 +2402,7 @@ mod tests {
             "{garbage:?}"
         );
         let write = Request::Write {
+            layout: 0,
             key: facts.records[0].0.clone(),
             record: WireRecord {
                 ts: pack(facts.now_ms + 1, 0),
@@ -2431,6 +2433,7 @@ mod tests {
             &Frame::Request {
                 id: 1,
                 body: Request::Write {
+                    layout: 0,
                     key: Bytes::from_static(b"fresh"),
                     record: WireRecord {
                         ts: pack(facts.now_ms, 0),
@@ -2469,6 +2472,7 @@ mod tests {
         let mut bytes = Vec::new();
         for (id, body) in [
             Request::Write {
+                layout: 0,
                 key,
                 record: WireRecord {
                     ts: pack(facts.now_ms, 0),

@@ -308,6 +308,7 @@ fn runaway_versions_from_a_peer_are_refused_and_do_not_drag_clocks() {
     let write = Frame::Request {
         id: 1,
         body: Request::Write {
+            layout: 0,
             key: bytes::Bytes::from_static(b"runaway"),
             record: WireRecord {
                 ts: ahead,
