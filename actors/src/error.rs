@@ -96,6 +96,16 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error code a peer answered with, if this is a peer's answer.
+    pub fn peer_code(&self) -> Option<crate::wire::ErrorCode> {
+        match self {
+            Error::Peer(e) => e.code(),
+            _ => None,
+        }
+    }
+}
+
 impl From<actix::MailboxError> for Error {
     fn from(e: actix::MailboxError) -> Self {
         Error::Internal(format!("actor mailbox: {e}"))

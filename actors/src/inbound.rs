@@ -65,7 +65,7 @@ impl Inbound {
                 layout,
             } => {
                 if let Some(why) = self.repair.core.view().refuses_coordinator(layout) {
-                    return Response::error(ErrorCode::Invalid, why);
+                    return Response::error(ErrorCode::StaleLayout, why);
                 }
                 let record = Record::from(record);
                 if let Err(e) = self.local.check_clock(&record) {

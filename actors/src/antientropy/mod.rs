@@ -91,8 +91,8 @@ pub struct RunSummary {
     pub leaves_differing: u64,
     pub keys_pulled: u64,
     pub keys_pushed: u64,
-    /// Records of the peer this node did not store (refused by its clock
-    /// or store, or over the value limit): the exchange left them behind.
+    /// Records of the peer this node refused to store (its clock check or
+    /// store): the exchange left them behind, and a later one retries.
     pub keys_left: u64,
     pub bytes: u64,
     pub duration_ms: u64,

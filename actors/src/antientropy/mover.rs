@@ -52,7 +52,6 @@ impl Mover<'_> {
             // exchange goes on, and the leaf stays different until a write
             // within the limit replaces it.
             let max_value = self.svc.config.max_value;
-            let offered = items.iter().filter(|(_, r)| r.is_some()).count();
             let items: Vec<_> = items
                 .into_iter()
                 .filter(|(_, r)| {
@@ -69,7 +68,6 @@ impl Mover<'_> {
                 .iter()
                 .map(|(k, r)| (k.len() + value_len(r)) as u64)
                 .sum();
-            sum.keys_left += (offered - records.len()) as u64;
             sum.keys_pulled += records.len() as u64;
             sum.bytes += bytes;
             Metrics::add(&stats.ae_keys_pulled, records.len() as u64);

@@ -765,6 +765,18 @@ impl NodeCore {
                         disk_full: true,
                     }
                 }
+                // A replica that dropped the version this node routes by:
+                // no hint may stand in (its holders would take what the
+                // replica refused), and the write counts nowhere.
+                Err(e @ Error::Peer(_))
+                    if e.peer_code() == Some(crate::wire::ErrorCode::StaleLayout) =>
+                {
+                    return Ack::Failed {
+                        why: format!("{target}: {e}"),
+                        definite: true,
+                        disk_full: false,
+                    }
+                }
                 Err(e) => {
                     definite = e.is_definite();
                     why = format!("{target}: {e}");

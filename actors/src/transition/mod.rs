@@ -220,6 +220,11 @@ impl Follower {
         }
         if let Err(e) = saved::save(&self.dir, &h) {
             log::error!("cannot save the layout history routed by: {e}; retrying");
+            let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.last_error = Some(format!(
+                "cannot save the layout history (this node routes by an older one and reports \
+                 nothing until it can): {e}"
+            ));
             return;
         }
         log::info!(
@@ -241,6 +246,17 @@ impl Follower {
         let Some(h) = self.meta.history() else {
             return;
         };
+        // Act only on the history routed by: a history not installed (its
+        // save failed, or the saved one is ahead of consensus after a
+        // restart) must not be acked, synced or cleaned for.
+        {
+            let view = self.core.view();
+            if saved::order(&view.history) != saved::order(&h)
+                || view.fingerprint() != live_fingerprint(h.live())
+            {
+                return;
+            }
+        }
         // Forget the transfers of versions no longer live.
         {
             let live: Vec<u64> = h.live().iter().map(|l| l.version()).collect();
@@ -261,7 +277,7 @@ impl Follower {
             }
         }
         let view = self.core.view();
-        if self.caught_up && view.fingerprint() == live_fingerprint(h.live()) {
+        if self.caught_up {
             if let Err(e) = cleanup::clean_round(&self.core, &view).await {
                 log::warn!("dropping data of partitions no longer held: {e}");
             }
@@ -338,7 +354,14 @@ impl Follower {
             self.partitions.clone(),
             self.shared.clone(),
         );
-        let task = tokio::task::spawn_local(pull_all(core, parts, shared, version, partitions));
+        let task = tokio::task::spawn_local(pull_all(
+            core,
+            self.dir.clone(),
+            parts,
+            shared,
+            version,
+            partitions,
+        ));
         self.syncing = Some((version, task));
     }
 }
@@ -347,6 +370,7 @@ impl Follower {
 /// whether all are done.
 async fn pull_all(
     core: Arc<NodeCore>,
+    dir: std::path::PathBuf,
     parts: Partitions,
     shared: Arc<Mutex<Shared>>,
     version: u64,
@@ -369,7 +393,30 @@ async fn pull_all(
             t.started_ms.get_or_insert(core.hlc.wall_ms());
         });
         let mut failed = None;
+        // Once per version and partition, across restarts (a restart must
+        // not drop what the pull already brought).
+        match saved::load_wiped(&dir, version) {
+            Ok(mut wiped) if !wiped.contains(&p) => {
+                match cleanup::wipe_partition(&core, &core.view().layout, p).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            log::info!("partition {p}: dropped {n} records kept from before");
+                        }
+                        wiped.insert(p);
+                        if let Err(e) = saved::save_wiped(&dir, version, &wiped) {
+                            failed = Some(format!("recording the wipe: {e}"));
+                        }
+                    }
+                    Err(e) => failed = Some(format!("dropping what this node kept of it: {e}")),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => failed = Some(format!("reading the wiped partitions: {e}")),
+        }
         for source in &sources {
+            if failed.is_some() {
+                break;
+            }
             let sent = actor
                 .send(SyncWith {
                     peer: source.clone(),

@@ -13,15 +13,55 @@ use std::path::Path;
 
 pub const FILE: &str = "routing.bin";
 
+/// The partitions wiped before their pull for one layout version
+/// (`cleanup::wipe_partition`): a restart must not wipe what it pulled.
+pub const WIPED_FILE: &str = "wiped.bin";
+
 /// Saves `h` durably in `dir`.
 pub fn save(dir: &Path, h: &LayoutHistory) -> Result<(), String> {
     let bytes = crate::wire::encode_value(&h.to_record()).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    write_whole(dir, FILE, &bytes)
+}
+
+/// Saves that `partitions` were wiped for `version`.
+pub fn save_wiped(
+    dir: &Path,
+    version: u64,
+    partitions: &std::collections::BTreeSet<u32>,
+) -> Result<(), String> {
+    let bytes = crate::wire::encode_value(&(version, partitions)).map_err(|e| e.to_string())?;
+    write_whole(dir, WIPED_FILE, &bytes)
+}
+
+/// The partitions wiped for `version` (none if the file names another
+/// version, or there is none).
+pub fn load_wiped(dir: &Path, version: u64) -> Result<std::collections::BTreeSet<u32>, String> {
+    let path = dir.join(WIPED_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let (v, set): (u64, std::collections::BTreeSet<u32>) =
+        crate::wire::decode_value(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(if v == version {
+        set
+    } else {
+        Default::default()
+    })
+}
+
+/// Writes `name` in `dir` whole: a private temporary file, fsync, rename,
+/// fsync of the directory.
+fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let at = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let mut f = std::fs::File::create(&tmp).map_err(at)?;
-    f.write_all(&bytes).map_err(at)?;
+    // Private like the data (0600 whatever the umask), written whole.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::storage::open_private(&tmp).map_err(at)?;
+    f.write_all(bytes).map_err(at)?;
     f.sync_all().map_err(at)?;
-    std::fs::rename(&tmp, dir.join(FILE)).map_err(at)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(at)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("{}: {e}", dir.display()))
@@ -73,5 +113,10 @@ mod tests {
         assert!(order(&back) > order(&LayoutHistory::new(one)));
         std::fs::write(dir.path().join(FILE), b"junk").unwrap();
         assert!(load(dir.path()).is_err());
+        // Wiped partitions are kept per version.
+        let set = [3u32, 9].into_iter().collect();
+        save_wiped(dir.path(), 2, &set).unwrap();
+        assert_eq!(load_wiped(dir.path(), 2).unwrap(), set);
+        assert!(load_wiped(dir.path(), 3).unwrap().is_empty());
     }
 }

@@ -521,6 +521,9 @@ pub enum ErrorCode {
     Storage,
     /// A bug or an impossible state on the replica.
     Internal,
+    /// The coordinator routes by a layout version the replica dropped:
+    /// refused, and no hint may stand in for it.
+    StaleLayout,
     /// A code this build does not know.
     Other,
 }
@@ -535,6 +538,7 @@ impl ErrorCode {
             ErrorCode::Invalid => "invalid",
             ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
+            ErrorCode::StaleLayout => "stale_layout",
             ErrorCode::Other => "other",
         }
     }
@@ -548,6 +552,7 @@ impl ErrorCode {
                 | ErrorCode::ClockDrift
                 | ErrorCode::NotServing
                 | ErrorCode::Invalid
+                | ErrorCode::StaleLayout
         )
     }
 }
@@ -558,6 +563,7 @@ impl From<String> for ErrorCode {
             "disk_full" => ErrorCode::DiskFull,
             "overloaded" => ErrorCode::Overloaded,
             "clock_drift" => ErrorCode::ClockDrift,
+            "stale_layout" => ErrorCode::StaleLayout,
             "not_serving" => ErrorCode::NotServing,
             "invalid" => ErrorCode::Invalid,
             "storage" => ErrorCode::Storage,

@@ -91,6 +91,7 @@ fn unknown_error_codes_read_as_other() {
         ErrorCode::Invalid,
         ErrorCode::Storage,
         ErrorCode::Internal,
+        ErrorCode::StaleLayout,
     ] {
         assert_eq!(ErrorCode::from(String::from(c)), c);
     }
